@@ -1,0 +1,8 @@
+//! `lucebox bench` (stub: to be implemented).
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`lucebox bench` is not implemented yet")
+}

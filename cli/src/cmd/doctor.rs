@@ -1,0 +1,8 @@
+//! `lucebox doctor` (stub: to be implemented).
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`lucebox doctor` is not implemented yet")
+}

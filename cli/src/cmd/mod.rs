@@ -1,0 +1,9 @@
+//! One module per `lucebox` subcommand.
+
+pub mod bench;
+pub mod check;
+pub mod doctor;
+pub mod logits;
+pub mod run;
+pub mod serve;
+pub mod synth;

@@ -1,0 +1,3 @@
+//! Shared code of the `lucebox` and `lucebox-gen` binaries.
+
+pub mod cmd;

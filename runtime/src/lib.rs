@@ -1,0 +1,1 @@
+//! CUDA runtime for lucebox. (Skeleton; the runtime work fills it.)
