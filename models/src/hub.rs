@@ -44,8 +44,10 @@ pub fn fetch_model(repo_id: &str) -> Result<PathBuf> {
     };
     let cache = Cache::from_env();
     let cached = cache.repo(Repo::model(repo_id.to_string()));
-    let api = ApiBuilder::from_cache(cache.clone())
+    // from_env: HF_HOME picks the cache, HF_ENDPOINT the server (mirrors).
+    let api = ApiBuilder::from_env()
         .with_progress(true)
+        .with_retries(1)
         .build()
         .map_err(|e| offline_hint(e.to_string()))?;
     let repo = api.model(repo_id.to_string());
@@ -84,6 +86,20 @@ pub fn fetch_model(repo_id: &str) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unreachable_hub_gives_an_error_that_names_the_local_alternative() {
+        let home = tempfile::tempdir().unwrap();
+        // SAFETY: this test is the only one in the crate touching these variables.
+        unsafe {
+            std::env::set_var("HF_HOME", home.path());
+            // Port 9 (discard) on localhost: connection refused at once.
+            std::env::set_var("HF_ENDPOINT", "http://127.0.0.1:9");
+        }
+        let err = fetch_model("Org/Missing-Model").unwrap_err().to_string();
+        assert!(err.contains("--model /path/to/model-dir"), "{err}");
+        assert!(err.contains("Org/Missing-Model"), "{err}");
+    }
 
     #[test]
     fn repo_ids_versus_paths() {

@@ -32,6 +32,9 @@ pub struct Args {
     pub all_positions: bool,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     pub backend: Backend,
+    /// Check every tensor's shape and scan all values for NaN/Inf first.
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Serialize)]
@@ -50,6 +53,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let loaded = lucebox_models::load::open(&args.model)
         .with_context(|| format!("opening model `{}`", args.model))?;
+    if args.check {
+        let report = lucebox_models::validate_all(loaded.weights.as_ref(), true)?;
+        eprintln!(
+            "check: {} tensors, {} values, shapes match and all values are finite",
+            report.tensors, report.elements
+        );
+    }
     let model = ReferenceModel::load(loaded.weights.as_ref()).context("loading weights")?;
     let options = ForwardOptions {
         logits: if args.all_positions {

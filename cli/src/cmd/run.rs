@@ -59,6 +59,9 @@ pub struct Args {
     /// Default: the GPU when present, else the CPU reference.
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
+    /// Check every tensor's shape and scan all values for NaN/Inf first.
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Serialize)]
@@ -85,6 +88,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let loaded = lucebox_models::load::open(&args.model)
         .with_context(|| format!("opening model `{}`", args.model))?;
+    if args.check {
+        let report = lucebox_models::validate_all(loaded.weights.as_ref(), true)?;
+        eprintln!(
+            "check: {} tensors, {} values, shapes match and all values are finite",
+            report.tensors, report.elements
+        );
+    }
     let prompt = match &args.prompt {
         Some(text) => tokenize(&loaded, text)?,
         None => args.ids.clone(),
