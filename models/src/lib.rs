@@ -5,6 +5,7 @@
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod gguf;
 pub mod quant;
 pub mod sampling;
 pub mod weights;
