@@ -8,9 +8,11 @@ pub mod error;
 pub mod gguf;
 pub mod quant;
 pub mod sampling;
+pub mod tokenizer;
 pub mod weights;
 
 pub use config::{LayerType, Qwen35Config};
 pub use engine::{Engine, GenerationOutcome, GenerationRequest, StopReason};
 pub use error::{ModelError, Result};
 pub use sampling::SamplingParams;
+pub use tokenizer::Tokenizer;
