@@ -2,6 +2,7 @@
 //! tokenizers and chat templates, and the CPU reference forward pass that
 //! every GPU kernel is checked against.
 
+pub mod chat;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod sampling;
 pub mod tokenizer;
 pub mod weights;
 
+pub use chat::{ChatMessage, ChatTemplate};
 pub use config::{LayerType, Qwen35Config};
 pub use engine::{Engine, GenerationOutcome, GenerationRequest, StopReason};
 pub use error::{ModelError, Result};

@@ -119,3 +119,21 @@ fn special_tokens_are_parsed_only_when_asked() {
     assert!(!without.contains(&im_start));
     assert_eq!(tok.decode(&without, false).unwrap(), "<|im_start|>user\nhi");
 }
+
+#[test]
+fn embedded_chat_template_renders_and_tokenises() {
+    let Some((tok, dir)) = load() else { return };
+    let tmpl = lucebox_models::ChatTemplate::for_model(dir.join("ggml-vocab-qwen35.gguf"))
+        .unwrap()
+        .expect("the test vocabulary embeds a chat template");
+    let text = tmpl
+        .render(&[lucebox_models::ChatMessage::new("user", "Hi")], true)
+        .unwrap();
+    // The file's template adds the default system prompt on the first turn.
+    assert_eq!(
+        text,
+        "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let ids = tok.encode(&text, true).unwrap();
+    assert_eq!(ids[0], tok.token_id("<|im_start|>").unwrap());
+}
