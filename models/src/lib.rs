@@ -9,6 +9,7 @@ pub mod error;
 pub mod gguf;
 pub mod quant;
 pub mod sampling;
+pub mod synth;
 pub mod tokenizer;
 pub mod weights;
 

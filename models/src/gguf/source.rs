@@ -260,7 +260,12 @@ impl WeightSource for GgufSource {
                 head_rows,
             } => {
                 // Rows are whole quant blocks, so reorder bytes and keep the type.
-                let ne0 = info.dims[0] as usize;
+                // A 1-D tensor's "rows" are single values.
+                let ne0 = if info.dims.len() == 1 {
+                    1
+                } else {
+                    info.dims[0] as usize
+                };
                 let row_bytes = dtype.bytes_for(ne0).ok_or_else(|| {
                     ModelError::Other(format!(
                         "`{}`: row of {ne0} is not whole {} blocks",

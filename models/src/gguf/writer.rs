@@ -210,6 +210,47 @@ impl GgufWriter {
         Ok(())
     }
 
+    /// Write the next tensor's data from chunks (in order) whose lengths sum
+    /// to its planned size; nothing beyond one chunk is held in memory.
+    pub fn write_tensor_chunks<I>(&mut self, name: &str, chunks: I) -> Result<()>
+    where
+        I: IntoIterator<Item = Result<Vec<u8>>>,
+    {
+        let plan = self.plans.get(self.next).ok_or_else(|| {
+            ModelError::Other(format!("GGUF writer: unexpected extra tensor `{name}`"))
+        })?;
+        if plan.name != name {
+            return Err(ModelError::Other(format!(
+                "GGUF writer: expected `{}`, got `{name}`",
+                plan.name
+            )));
+        }
+        let want = self.sizes[self.next];
+        let mut len = 0u64;
+        for chunk in chunks {
+            let chunk = chunk?;
+            len += chunk.len() as u64;
+            if len > want {
+                break;
+            }
+            self.out
+                .write_all(&chunk)
+                .map_err(|e| ModelError::io(&self.path, e))?;
+        }
+        if len != want {
+            return Err(ModelError::Other(format!(
+                "GGUF writer: `{name}` got {len} bytes, planned {want}"
+            )));
+        }
+        let pad = len.div_ceil(self.alignment) * self.alignment - len;
+        self.out
+            .write_all(&vec![0u8; pad as usize])
+            .map_err(|e| ModelError::io(&self.path, e))?;
+        self.written += len + pad;
+        self.next += 1;
+        Ok(())
+    }
+
     /// Flush; fails if some planned tensor was not written.
     pub fn finish(mut self) -> Result<u64> {
         if self.next != self.plans.len() {
