@@ -1,1 +1,11 @@
-//! CUDA runtime for lucebox. (Skeleton; the runtime work fills it.)
+//! CUDA runtime for lucebox: NVRTC to cached CUBIN for the exact chip, device
+//! detection, typed buffers, persistent (cooperative) launches, timing and
+//! NVML energy. Everything loads CUDA dynamically: a machine without a GPU,
+//! driver or NVRTC gets a [`RuntimeError`], never a panic.
+
+pub mod cache;
+pub mod error;
+pub mod libs;
+pub mod nvrtc;
+
+pub use error::RuntimeError;
