@@ -76,7 +76,6 @@ impl RuntimeError {
         }
     }
 
-    #[allow(dead_code)] // used by the driver modules that follow
     pub(crate) fn driver(context: impl Into<String>, err: cudarc::driver::DriverError) -> Self {
         Self::Driver {
             context: context.into(),

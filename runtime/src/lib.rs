@@ -9,3 +9,14 @@ pub mod libs;
 pub mod nvrtc;
 
 pub use error::RuntimeError;
+pub mod device;
+pub mod energy;
+pub mod launch;
+pub mod memory;
+pub mod timing;
+
+pub use device::{DeviceInfo, Gpu};
+pub use launch::{Kernel, KernelArgs, LaunchConfig, Module};
+pub use memory::{DeviceBuffer, MappedHostBuffer};
+pub mod diagnostics;
+pub mod kernels;

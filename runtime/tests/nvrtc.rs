@@ -122,3 +122,37 @@ fn second_start_hits_the_cache() {
     assert_eq!(outcome, CacheOutcome::Compiled);
     assert_eq!(c.cubin, a.cubin);
 }
+
+#[test]
+fn runtime_kernels_compile_for_gpu_check_archs() {
+    if !nvrtc_or_skip("runtime_kernels_compile_for_gpu_check_archs") {
+        return;
+    }
+    use lucebox_runtime::kernels;
+    for name in ["sm_75", "sm_90", "sm_120"] {
+        let arch: Arch = name.parse().expect("arch");
+        let sources = [
+            ("probe.cu", kernels::PROBE.to_string(), vec!["probe_axpb"]),
+            (
+                "barrier.cu",
+                kernels::barrier_source(132),
+                vec!["barrier_only", "barrier_checked"],
+            ),
+            (
+                "bandwidth.cu",
+                kernels::BANDWIDTH.to_string(),
+                vec!["read_bandwidth"],
+            ),
+        ];
+        for (file, src, entries) in sources {
+            let out = compile_to_cubin(&src, &CompileOptions::new(arch, file))
+                .unwrap_or_else(|e| panic!("{name} {file}: {e}"));
+            for k in entries {
+                let r = out
+                    .resources_of(k)
+                    .unwrap_or_else(|| panic!("{name} {file}: no report for {k}:\n{}", out.log));
+                assert_eq!(r.spill_store_bytes, 0, "{name} {k} spills: {r:?}");
+            }
+        }
+    }
+}
