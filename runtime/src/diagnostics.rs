@@ -335,6 +335,47 @@ pub fn measure_compile_times(
     result
 }
 
+/// A cooperative launch one block larger than can be co-resident must be
+/// refused with [`RuntimeError::NotCoResident`] (and must not hang).
+/// Returns the refusal message.
+pub fn check_cooperative_refusal(
+    gpu: &Gpu,
+    cache: &KernelCache,
+    schedule: &Schedule,
+) -> Result<String> {
+    let grid = schedule.grid_blocks();
+    let loaded = gpu.compile_and_load(
+        cache,
+        &kernels::barrier_source(grid),
+        &opts(schedule, "barrier.cu"),
+    )?;
+    let kernel = loaded.module.kernel("barrier_only")?;
+    let max = gpu.max_cooperative_grid(&kernel, schedule.threads_per_block, 0)?;
+    let counter = gpu.alloc_zeroed::<u64>(1)?;
+    let cfg = LaunchConfig {
+        grid_blocks: max + 1,
+        threads_per_block: schedule.threads_per_block,
+        dynamic_smem_bytes: 0,
+    };
+    match gpu.launch_cooperative(
+        &kernel,
+        cfg,
+        KernelArgs::new().ptr(counter.device_ptr()).u32(1),
+    ) {
+        Err(e @ RuntimeError::NotCoResident { .. }) => Ok(e.to_string()),
+        Err(e) => Err(RuntimeError::CheckFailed(format!(
+            "refused, but with the wrong error: {e}"
+        ))),
+        Ok(()) => {
+            gpu.synchronize()?;
+            Err(RuntimeError::CheckFailed(format!(
+                "a grid of {} blocks (max co-resident {max}) was launched",
+                max + 1
+            )))
+        }
+    }
+}
+
 /// Bytes for the bandwidth test: 2 GiB when memory allows, never below 1 GiB.
 pub fn bandwidth_buffer_bytes(gpu: &Gpu) -> Result<u64> {
     let (free, _) = gpu.mem_info()?;

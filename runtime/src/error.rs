@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    /// A CUDA shared library (libcuda, libnvrtc, libnvidia-ml) could not be loaded.
-    #[error("{what} not available: {detail}")]
+    /// A CUDA shared library (libcuda, libnvrtc) could not be loaded;
+    /// `detail` says which and how to fix it.
+    #[error("{detail}")]
     LibraryMissing { what: &'static str, detail: String },
 
     /// The driver loaded but reports no usable device.

@@ -74,13 +74,18 @@ fn nvrtc_present() -> bool {
 fn locate_nvrtc() -> Result<Option<PathBuf>, String> {
     if let Some(dir) = std::env::var_os(CUDA_LIB_DIR_ENV) {
         let dir = PathBuf::from(dir);
-        preload_nvrtc_from(&dir)
-            .map_err(|e| format!("{CUDA_LIB_DIR_ENV}={}: {e}", dir.display()))?;
+        preload_nvrtc_from(&dir).map_err(|e| {
+            format!(
+                "NVRTC not available: {CUDA_LIB_DIR_ENV}={}: {e}",
+                dir.display()
+            )
+        })?;
         return if nvrtc_present() {
             Ok(Some(dir))
         } else {
             Err(format!(
-                "preloaded libnvrtc from {} but it is still not loadable by soname",
+                "NVRTC not available: preloaded libnvrtc from {} but it is still not loadable \
+                 by soname",
                 dir.display()
             ))
         };
@@ -104,11 +109,15 @@ fn locate_nvrtc() -> Result<Option<PathBuf>, String> {
         }
     }
     let tried: Vec<String> = tried.iter().map(|d| d.display().to_string()).collect();
+    let tried = if tried.is_empty() {
+        "no pip wheel or /usr/local/cuda directory exists".to_string()
+    } else {
+        format!("also searched {}", tried.join(", "))
+    };
     Err(format!(
-        "libnvrtc.so.13 not found on LD_LIBRARY_PATH nor in [{}]; install CUDA 13 NVRTC \
-         (e.g. `pip install nvidia-cuda-nvrtc`) and set LD_LIBRARY_PATH or {CUDA_LIB_DIR_ENV} \
-         to its lib directory",
-        tried.join(", ")
+        "NVRTC not available: libnvrtc.so.13 is not on the loader path ({tried}); install \
+         CUDA 13 NVRTC (e.g. `pip install nvidia-cuda-nvrtc`) and set LD_LIBRARY_PATH or \
+         {CUDA_LIB_DIR_ENV} to its lib directory"
     ))
 }
 
