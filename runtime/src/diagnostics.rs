@@ -230,6 +230,7 @@ pub struct Bandwidth {
     pub theoretical_gbps: f64,
     /// The kernel's word sum equals the fill pattern times the word count.
     pub checksum_ok: bool,
+    /// Energy of ~1 s of back-to-back read runs (None without NVML).
     pub energy: Option<EnergyReading>,
 }
 
@@ -279,16 +280,31 @@ pub fn measure_read_bandwidth(
         .fold(0u64, |a, &b| a.wrapping_add(b));
     let checksum_ok = sum == (bytes / 4).wrapping_mul(PATTERN as u64);
     let timer = GpuTimer::new(gpu)?;
-    let meter = EnergyMeter::new(gpu.info()).ok();
-    let region = meter.as_ref().and_then(|m| m.start().ok());
     let mut ms = Vec::with_capacity(runs);
     for _ in 0..runs {
         ms.push(timer.time_ms(gpu, launch)?);
     }
-    let energy = region.and_then(|r| r.stop().ok());
-    let gbps = Stats::of(&ms)
-        .ok_or_else(|| RuntimeError::CheckFailed("no bandwidth timings".into()))?
-        .map(|m| bytes as f64 / (m * 1e-3) / 1e9);
+    let stats = Stats::of(&ms).ok_or_else(|| RuntimeError::CheckFailed("no bandwidth timings".into()))?;
+    // Energy over about one second of back-to-back reads: NVML's counter
+    // updates too coarsely for the few milliseconds the timed runs take.
+    let energy = match EnergyMeter::new(gpu.info()) {
+        Ok(meter) => {
+            let reps = (1000.0 / stats.median.max(0.01)).ceil().min(100_000.0) as usize;
+            let (done, reading) = meter.measure(|| {
+                for _ in 0..reps {
+                    launch()?;
+                }
+                gpu.synchronize()
+            });
+            done?;
+            reading.ok()
+        }
+        Err(e) => {
+            tracing::info!("{e}");
+            None
+        }
+    };
+    let gbps = stats.map(|m| bytes as f64 / (m * 1e-3) / 1e9);
     Ok(Bandwidth {
         bytes,
         grid_blocks: grid,

@@ -261,8 +261,8 @@ pub fn print_table(r: &DoctorReport) {
             "energy",
             match &b.energy {
                 Some(e) => format!(
-                    "{:.2} J, {:.0} W average during the bandwidth runs ({:?})",
-                    e.joules, e.avg_watts, e.method
+                    "{:.1} J over {:.2} s of back-to-back reads, {:.0} W average ({:?})",
+                    e.joules, e.seconds, e.avg_watts, e.method
                 ),
                 None => "not available (NVML missing or unsupported)".to_string(),
             },
