@@ -148,6 +148,20 @@ impl Gpu {
             .map_err(|e| RuntimeError::driver("cuStreamSynchronize", e))
     }
 
+    /// True when all work queued on the runtime stream has finished
+    /// (non-blocking).
+    pub fn stream_done(&self) -> Result<bool> {
+        // SAFETY: valid stream handle of a live context.
+        match unsafe { sys::cuStreamQuery(self.stream.cu_stream()) } {
+            sys::CUresult::CUDA_SUCCESS => Ok(true),
+            sys::CUresult::CUDA_ERROR_NOT_READY => Ok(false),
+            e => Err(RuntimeError::driver(
+                "cuStreamQuery",
+                cudarc::driver::DriverError(e),
+            )),
+        }
+    }
+
     /// (free, total) device memory in bytes.
     pub fn mem_info(&self) -> Result<(usize, usize)> {
         self.ctx

@@ -284,7 +284,8 @@ pub fn measure_read_bandwidth(
     for _ in 0..runs {
         ms.push(timer.time_ms(gpu, launch)?);
     }
-    let stats = Stats::of(&ms).ok_or_else(|| RuntimeError::CheckFailed("no bandwidth timings".into()))?;
+    let stats =
+        Stats::of(&ms).ok_or_else(|| RuntimeError::CheckFailed("no bandwidth timings".into()))?;
     // Energy over about one second of back-to-back reads: NVML's counter
     // updates too coarsely for the few milliseconds the timed runs take.
     let energy = match EnergyMeter::new(gpu.info()) {

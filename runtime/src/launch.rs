@@ -45,11 +45,12 @@ pub struct LaunchConfig {
     pub dynamic_smem_bytes: u32,
 }
 
-/// Kernel arguments by value. Every slot is 8 bytes and 8-aligned, which
-/// satisfies the ABI of every scalar and pointer parameter.
+/// Kernel arguments by value. Each argument gets its own 8-aligned slot
+/// (scalars and pointers: one word; structs: as many words as they need),
+/// which satisfies the parameter ABI of every type up to 8-byte alignment.
 #[derive(Debug, Default, Clone)]
 pub struct KernelArgs {
-    slots: Vec<u64>,
+    slots: Vec<Vec<u64>>,
 }
 
 impl KernelArgs {
@@ -58,27 +59,34 @@ impl KernelArgs {
     }
     /// A device address (any `T*` parameter).
     pub fn ptr(mut self, device_ptr: u64) -> Self {
-        self.slots.push(device_ptr);
+        self.slots.push(vec![device_ptr]);
         self
     }
     pub fn u32(mut self, v: u32) -> Self {
-        self.slots.push(v as u64);
+        self.slots.push(vec![v as u64]);
         self
     }
     pub fn i32(self, v: i32) -> Self {
         self.u32(v as u32)
     }
     pub fn u64(mut self, v: u64) -> Self {
-        self.slots.push(v);
+        self.slots.push(vec![v]);
         self
     }
     pub fn f32(self, v: f32) -> Self {
         self.u32(v.to_bits())
     }
+    /// A by-value struct parameter given as its bytes (little-endian, C layout).
+    pub fn bytes(mut self, b: &[u8]) -> Self {
+        let mut words = vec![0u64; b.len().div_ceil(8).max(1)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..b.len()].copy_from_slice(b);
+        self.slots.push(words);
+        self
+    }
     fn pointers(&mut self) -> Vec<*mut c_void> {
         self.slots
             .iter_mut()
-            .map(|s| (s as *mut u64).cast::<c_void>())
+            .map(|s| s.as_mut_ptr().cast::<c_void>())
             .collect()
     }
 }

@@ -4,6 +4,8 @@
 //! driver or NVRTC gets a [`RuntimeError`], never a panic.
 
 pub mod cache;
+#[cfg(feature = "decode")]
+pub mod decode;
 pub mod error;
 pub mod libs;
 pub mod nvrtc;

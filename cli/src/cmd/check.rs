@@ -25,6 +25,19 @@ pub struct Args {
     /// Run only checks whose name contains this text (repeatable).
     #[arg(long = "only")]
     pub only: Vec<String>,
+    /// Checkpoint (HF directory or .gguf) to check the decode megakernel on
+    /// against the CPU reference (repeatable).
+    #[cfg(feature = "decode")]
+    #[arg(long = "model", value_name = "PATH")]
+    pub models: Vec<String>,
+    /// Teacher-forced positions whose logits are compared.
+    #[cfg(feature = "decode")]
+    #[arg(long, default_value_t = 32)]
+    pub logit_positions: usize,
+    /// Greedy steps that must produce identical tokens.
+    #[cfg(feature = "decode")]
+    #[arg(long, default_value_t = 64)]
+    pub greedy_steps: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -180,6 +193,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("running: {name}");
         results.push(run_one(name, f));
     }
+    #[cfg(feature = "decode")]
+    for model in &args.models {
+        for (name, f) in decode_checks::checks(&gpu, model, args.logit_positions, args.greedy_steps)
+        {
+            if !args.only.is_empty() && !args.only.iter().any(|o| name.contains(o.as_str())) {
+                continue;
+            }
+            eprintln!("running: {name}");
+            results.push(run_one(&name, f));
+        }
+    }
     let json = serde_json::to_string_pretty(&results)?;
     if let Some(path) = &args.json_out {
         std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
@@ -202,4 +226,139 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("no check matched --only {:?}", args.only);
     }
     Ok(())
+}
+
+/// Decode megakernel vs the CPU reference, per checkpoint.
+#[cfg(feature = "decode")]
+mod decode_checks {
+    use std::cell::RefCell;
+    use std::ops::ControlFlow;
+    use std::rc::Rc;
+    use std::sync::Arc;
+
+    use anyhow::Context;
+    use lucebox_models::cpu_engine::CpuEngine;
+    use lucebox_models::engine::{Engine, GenerationRequest};
+    use lucebox_models::load::LoadedModel;
+    use lucebox_models::reference::ReferenceModel;
+    use lucebox_models::sampling::SamplingParams;
+    use lucebox_runtime::Gpu;
+    use lucebox_runtime::cache::KernelCache;
+    use lucebox_runtime::decode::{GpuEngine, compare_logits};
+    use lucebox_runtime::diagnostics::SplitMix64;
+
+    use super::CheckFn;
+
+    /// Everything the checks of one checkpoint share, built on first use.
+    struct Shared {
+        loaded: LoadedModel,
+        cpu: Arc<ReferenceModel>,
+        gpu: GpuEngine,
+    }
+
+    fn build(ordinal: usize, path: &str) -> anyhow::Result<Shared> {
+        let loaded = lucebox_models::load::open(path).with_context(|| format!("opening {path}"))?;
+        let cpu = Arc::new(ReferenceModel::load(&*loaded.weights).context("CPU reference")?);
+        let gpu_dev = Gpu::open(ordinal)?;
+        let schedule = gpu_dev.schedule()?;
+        let cache = KernelCache::open_default()?;
+        let gpu =
+            GpuEngine::new(gpu_dev, &*loaded.weights, schedule, &cache).context("GPU engine")?;
+        Ok(Shared { loaded, cpu, gpu })
+    }
+
+    /// Deterministic pseudo-random token ids (fresh per checkpoint).
+    fn tokens(vocab: usize, n: usize, seed: u64) -> Vec<u32> {
+        let mut rng = SplitMix64(seed);
+        (0..n)
+            .map(|_| (rng.next_u64() % vocab as u64) as u32)
+            .collect()
+    }
+
+    pub fn checks<'a>(
+        gpu: &'a Gpu,
+        path: &'a str,
+        positions: usize,
+        steps: usize,
+    ) -> Vec<(String, CheckFn<'a>)> {
+        let ordinal = gpu.info().ordinal;
+        // Both checks share one loaded checkpoint and engine, built by
+        // whichever runs first (a failure to build fails both).
+        let shared: Rc<RefCell<Option<anyhow::Result<Shared>>>> = Rc::new(RefCell::new(None));
+        let s1 = shared.clone();
+        let s2 = shared;
+        vec![
+            (
+                format!("decode logits vs CPU reference ({path})"),
+                Box::new(move || {
+                    with_shared(&s1, ordinal, path, |sh| {
+                        let toks = tokens(sh.loaded.config.vocab_size, positions.max(1), 0x10617);
+                        let cpu = sh.cpu.prompt_logits(&toks)?;
+                        let gpu = sh.gpu.teacher_forced_logits(&toks)?;
+                        let c = compare_logits(&gpu, &cpu);
+                        Ok((
+                            c.passes(),
+                            format!(
+                                "{} positions: max rel err {:.2e} (< 2e-2), argmax agreement {:.1}% (>= 99%)",
+                                c.positions,
+                                c.max_rel_err,
+                                100.0 * c.argmax_agreement
+                            ),
+                        ))
+                    })
+                }) as CheckFn<'a>,
+            ),
+            (
+                format!("decode greedy tokens = CPU reference, {steps} steps ({path})"),
+                Box::new(move || {
+                    with_shared(&s2, ordinal, path, |sh| {
+                        let prompt = tokens(sh.loaded.config.vocab_size, 8, 0x6EED);
+                        let req = GenerationRequest {
+                            prompt: prompt.clone(),
+                            max_tokens: steps,
+                            sampling: SamplingParams::greedy(),
+                            stop_tokens: Vec::new(),
+                        };
+                        let mut cpu_engine = CpuEngine::new(sh.cpu.clone(), prompt.len() + steps);
+                        let cpu = cpu_engine
+                            .generate(&req, &mut |_| ControlFlow::Continue(()))?
+                            .generated;
+                        let gpu = sh.gpu.greedy(&prompt, steps)?;
+                        let first_diff = cpu.iter().zip(&gpu).position(|(a, b)| a != b);
+                        let ok = cpu == gpu;
+                        Ok((
+                            ok,
+                            match first_diff {
+                                None if ok => format!("{} identical tokens", gpu.len()),
+                                None => {
+                                    format!("lengths differ: CPU {}, GPU {}", cpu.len(), gpu.len())
+                                }
+                                Some(i) => format!(
+                                    "first divergence at step {i}: CPU {} vs GPU {}",
+                                    cpu[i], gpu[i]
+                                ),
+                            },
+                        ))
+                    })
+                }),
+            ),
+        ]
+    }
+
+    fn with_shared(
+        cell: &Rc<RefCell<Option<anyhow::Result<Shared>>>>,
+        ordinal: usize,
+        path: &str,
+        f: impl FnOnce(&mut Shared) -> anyhow::Result<(bool, String)>,
+    ) -> anyhow::Result<(bool, String)> {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(build(ordinal, path));
+        }
+        match slot.as_mut() {
+            Some(Ok(sh)) => f(sh),
+            Some(Err(e)) => anyhow::bail!("{e:#}"),
+            None => anyhow::bail!("checkpoint not loaded"),
+        }
+    }
 }
