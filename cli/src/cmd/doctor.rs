@@ -46,6 +46,9 @@ pub struct DoctorReport {
     pub barrier: Option<Result<BarrierTiming, String>>,
     pub bandwidth: Option<Result<Bandwidth, String>>,
     pub compile: Option<Result<CompileTimes, String>>,
+    /// Cold vs warm start of the Qwen3.5-0.8B decode megakernel for this
+    /// device's schedule (feature `decode`).
+    pub decode_compile: Option<Result<CompileTimes, String>>,
 }
 
 impl DoctorReport {
@@ -90,6 +93,7 @@ pub fn collect(args: &Args) -> DoctorReport {
         barrier: None,
         bandwidth: None,
         compile: None,
+        decode_compile: None,
     };
     let gpu = match open_gpu(args.device) {
         Ok(g) => g,
@@ -121,7 +125,29 @@ pub fn collect(args: &Args) -> DoctorReport {
         &kernels::barrier_source(schedule.grid_blocks()),
         &CompileOptions::new(schedule.arch, "barrier.cu"),
     )));
+    report.decode_compile = decode_compile_times(&gpu, &schedule);
     report
+}
+
+#[cfg(feature = "decode")]
+fn decode_compile_times(gpu: &Gpu, schedule: &Schedule) -> Option<Result<CompileTimes, String>> {
+    let cfg = lucebox_models::config::Qwen35Config::qwen35_0_8b();
+    Some(
+        lucebox_codegen::decode::generate_decode(&cfg, schedule)
+            .map_err(|e| format!("codegen: {e}"))
+            .and_then(|k| {
+                s(diagnostics::measure_compile_times(
+                    gpu,
+                    &k.source,
+                    &CompileOptions::new(k.arch, k.file_name.clone()),
+                ))
+            }),
+    )
+}
+
+#[cfg(not(feature = "decode"))]
+fn decode_compile_times(_: &Gpu, _: &Schedule) -> Option<Result<CompileTimes, String>> {
+    None
 }
 
 fn gib(b: u64) -> String {
@@ -268,6 +294,18 @@ pub fn print_table(r: &DoctorReport) {
             },
         );
     }
+    show("decode start", &r.decode_compile, |c| {
+        format!(
+            "0.8B megakernel: cold {:.1} ms, warm {:.2} ms ({})",
+            c.cold_ms,
+            c.warm_ms,
+            if c.warm_hit {
+                "cache hit"
+            } else {
+                "MISSED the cache"
+            }
+        )
+    });
     show("kernel start", &r.compile, |c| {
         format!(
             "cold {:.1} ms (NVRTC + cache store + load), warm {:.2} ms ({})",
