@@ -148,6 +148,13 @@ pub fn load_backend(
     })
 }
 
+impl ModelFiles {
+    /// Vocabulary size as a token id bound.
+    pub fn codec_vocab(&self) -> u32 {
+        codec_vocab(&self.codec)
+    }
+}
+
 fn codec_vocab(codec: &HfTextCodec) -> u32 {
     use crate::serve::codec::TextCodec;
     u32::try_from(codec.vocab_size()).unwrap_or(u32::MAX)
