@@ -177,7 +177,7 @@ async fn messages_inner(
     })?;
     let stops = generate::stop_strings("stop_sequences", req.stop_sequences.unwrap_or_default())?;
     let turns = turns_of(req.system, req.messages)?;
-    let prompt = generate::chat_prompt(&state, &turns)?;
+    let prompt = generate::chat_prompt(&state, turns).await?;
     let planned = generate::plan(
         &state,
         prompt,
@@ -309,11 +309,12 @@ pub async fn count_tokens(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let result = (|| {
+    let result = async {
         let req: CountTokensRequest = parse_json(body)?;
         let turns = turns_of(req.system, req.messages)?;
-        let prompt = generate::chat_prompt(&state, &turns)?;
+        let prompt = generate::chat_prompt(&state, turns).await?;
         Ok::<_, ApiError>(Json(json!({"input_tokens": prompt.len()})).into_response())
-    })();
+    }
+    .await;
     result.unwrap_or_else(|e| e.flavour(Flavour::Anthropic).into_response())
 }

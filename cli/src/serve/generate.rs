@@ -2,6 +2,8 @@
 //! fitting a prompt and `max_tokens` into the context, queueing the job and
 //! collecting its text.
 
+use std::sync::Arc;
+
 use lucebox_models::{GenerationRequest, SamplingParams};
 use tokio::sync::mpsc;
 
@@ -105,8 +107,37 @@ pub fn stop_strings(param: &str, stops: Vec<String>) -> Result<Vec<String>, ApiE
     Ok(stops)
 }
 
-/// Render chat turns with the model's template and encode the prompt.
-pub fn chat_prompt(state: &AppState, turns: &[ChatTurn]) -> Result<Vec<u32>, ApiError> {
+/// Render chat turns with the model's chat template and encode the prompt,
+/// off the async executor (a long prompt takes a while to tokenize).
+pub async fn chat_prompt(
+    state: &Arc<AppState>,
+    turns: Vec<ChatTurn>,
+) -> Result<Vec<u32>, ApiError> {
+    let state = state.clone();
+    blocking(move || chat_prompt_blocking(&state, &turns)).await
+}
+
+/// Encode raw text (no template), off the async executor.
+pub async fn encode_text(state: &Arc<AppState>, text: String) -> Result<Vec<u32>, ApiError> {
+    let state = state.clone();
+    blocking(move || {
+        state
+            .codec
+            .encode(&text)
+            .map_err(|e| ApiError::internal(format!("could not tokenize the prompt: {e}")))
+    })
+    .await
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))?
+}
+
+fn chat_prompt_blocking(state: &AppState, turns: &[ChatTurn]) -> Result<Vec<u32>, ApiError> {
     let text = state.codec.render_chat(turns).map_err(|e| {
         // Templates reject some conversations (e.g. roles out of order) with
         // raise_exception: that is the client's mistake.

@@ -285,7 +285,7 @@ async fn chat_inner(
         req.stop.take().map(StopField::into_vec).unwrap_or_default(),
     )?;
     let turns = chat_turns(messages)?;
-    let prompt = generate::chat_prompt(&state, &turns)?;
+    let prompt = generate::chat_prompt(&state, turns).await?;
     let planned = generate::plan(&state, prompt, max_tokens, param, sampling, stops)?;
     let rx = generate::submit(&state, planned)?;
     let id = new_id("chatcmpl-");
@@ -413,7 +413,10 @@ pub enum PromptField {
     TokenLists(Vec<Vec<u32>>),
 }
 
-fn completion_prompt(state: &AppState, prompt: PromptField) -> Result<Vec<u32>, ApiError> {
+async fn completion_prompt(
+    state: &Arc<AppState>,
+    prompt: PromptField,
+) -> Result<Vec<u32>, ApiError> {
     let one = |n: usize| {
         if n == 1 {
             Ok(())
@@ -425,11 +428,11 @@ fn completion_prompt(state: &AppState, prompt: PromptField) -> Result<Vec<u32>, 
         }
     };
     let ids = match prompt {
-        PromptField::Text(t) => encode(state, &t)?,
+        PromptField::Text(t) => generate::encode_text(state, t).await?,
         PromptField::Tokens(ids) => ids,
         PromptField::Texts(mut v) => {
             one(v.len())?;
-            encode(state, &v.remove(0))?
+            generate::encode_text(state, v.remove(0)).await?
         }
         PromptField::TokenLists(mut v) => {
             one(v.len())?;
@@ -444,13 +447,6 @@ fn completion_prompt(state: &AppState, prompt: PromptField) -> Result<Vec<u32>, 
         ));
     }
     Ok(ids)
-}
-
-fn encode(state: &AppState, text: &str) -> Result<Vec<u32>, ApiError> {
-    state
-        .codec
-        .encode(text)
-        .map_err(|e| ApiError::internal(format!("could not tokenize the prompt: {e}")))
 }
 
 pub async fn completions(
@@ -486,7 +482,7 @@ async fn completions_inner(
         "stop",
         req.stop.take().map(StopField::into_vec).unwrap_or_default(),
     )?;
-    let prompt = completion_prompt(&state, prompt)?;
+    let prompt = completion_prompt(&state, prompt).await?;
     // OpenAI's default for the legacy endpoint is 16 tokens.
     let max_tokens = Some(req.max_tokens.unwrap_or(16));
     let planned = generate::plan(&state, prompt, max_tokens, "max_tokens", sampling, stops)?;
