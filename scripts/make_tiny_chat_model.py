@@ -103,9 +103,12 @@ def make_weights(vocab, rng):
         return (shape, [v] * math.prod(shape))
 
     t = {}
-    # A larger embedding std than HF's 0.02 so that the tied head gives peaked
-    # (not near-uniform) logits: sampling tests then see real differences.
     t["model.embed_tokens.weight"] = normal([vocab, HIDDEN], 0.5)
+    # An untied head: with tied random embeddings the logit of the last input
+    # token dominates and the model repeats it forever. A separate random head
+    # (logit spread of a few units) gives varied, context-dependent text, so
+    # that stop strings, sampling and streaming tests see real differences.
+    t["lm_head.weight"] = normal([vocab, HIDDEN], 0.3)
     t["model.norm.weight"] = const([HIDDEN], 0.0)
     kd, vd = HK * DK, HV * DV
     conv_dim = 2 * kd + vd
@@ -170,7 +173,7 @@ def main():
         "linear_conv_kernel_dim": CONV_K,
         "hidden_act": "silu",
         "rms_norm_eps": 1e-6,
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": False,
         "max_position_embeddings": MAX_POS,
         "rope_parameters": {"rope_type": "default", "rope_theta": 10000000, "partial_rotary_factor": 0.25},
         "eos_token_id": ids["<|im_end|>"],
