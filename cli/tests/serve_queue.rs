@@ -36,37 +36,34 @@ fn raw_post(addr: std::net::SocketAddr, path: &str, body: &str) -> TcpStream {
 
 #[test]
 fn health_answers_while_a_generation_runs() {
-    let server = start_with_engine(Box::new(slow_engine(20)), ServeOptions::default());
+    let server = start_with_engine(Box::new(slow_engine(10)), ServeOptions::default());
     let base = server.url();
     let a = agent();
+    let started = Instant::now();
     let gen_thread = {
         let base = base.clone();
         std::thread::spawn(move || {
             post(
                 &agent(),
                 &format!("{base}/v1/chat/completions"),
-                &chat_body("hi", 60),
+                &chat_body("hi", 200),
             )
         })
     };
     wait_health(&a, &base, Duration::from_secs(5), |h| {
         h["requests"]["running"] == true
     });
-    // The generation takes >1 s; health must answer at once, many times.
-    for _ in 0..10 {
-        let t = Instant::now();
+    // The generation takes 2 s; answers that still say `running` were given
+    // during it, not after it.
+    for _ in 0..5 {
         let (s, h) = get(&a, &format!("{base}/health"));
         assert_eq!(s, 200);
-        assert!(
-            t.elapsed() < Duration::from_millis(500),
-            "health took {:?}",
-            t.elapsed()
-        );
         assert_eq!(h["requests"]["running"], true);
     }
     let (s, r) = gen_thread.join().unwrap();
     assert_eq!(s, 200, "{r}");
-    assert_eq!(r["usage"]["completion_tokens"], 60);
+    assert_eq!(r["usage"]["completion_tokens"], 200);
+    assert!(started.elapsed() >= Duration::from_secs(2));
 }
 
 #[test]
@@ -90,8 +87,8 @@ fn a_full_queue_answers_503_and_queued_requests_all_finish() {
             )
         })
     };
-    // One running, then two waiting.
-    let running = spawn(50);
+    // One running (2 s), then two waiting.
+    let running = spawn(200);
     wait_health(&a, &base, Duration::from_secs(5), |h| {
         h["requests"]["running"] == true
     });
@@ -203,7 +200,7 @@ fn a_client_that_leaves_while_queued_costs_at_most_a_few_tokens() {
             post(
                 &agent(),
                 &format!("{base}/v1/chat/completions"),
-                &chat_body("hi", 40),
+                &chat_body("hi", 100),
             )
         })
     };
@@ -221,15 +218,15 @@ fn a_client_that_leaves_while_queued_costs_at_most_a_few_tokens() {
         h["requests"]["queued"] == 0 && h["requests"]["running"] == false
     });
     assert_eq!(h["requests"]["cancelled"], 1);
-    // The first request's 40 tokens, and at most a few of the second: a
+    // The first request's 100 tokens, and at most a few of the second: a
     // streaming client that hung up is noticed at the next write.
     let made = tokens.load(Ordering::SeqCst);
-    assert!(made <= 45, "{made} tokens");
+    assert!(made <= 105, "{made} tokens");
 }
 
 #[test]
 fn requests_are_served_in_arrival_order() {
-    let server = start_with_engine(Box::new(slow_engine(5)), ServeOptions::default());
+    let server = start_with_engine(Box::new(slow_engine(10)), ServeOptions::default());
     let base = server.url();
     let a = agent();
     let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -239,7 +236,7 @@ fn requests_are_served_in_arrival_order() {
             post(
                 &agent(),
                 &format!("{base}/v1/chat/completions"),
-                &chat_body("hi", 30),
+                &chat_body("hi", 200),
             )
         })
     };
