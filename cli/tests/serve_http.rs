@@ -548,3 +548,42 @@ fn an_eos_token_ends_a_reply_with_finish_reason_stop() {
     );
     assert_eq!(plain["stop_reason"], "max_tokens");
 }
+
+#[test]
+fn a_gguf_model_is_served_with_its_embedded_tokenizer_and_template() {
+    use lucebox_cli::cmd::serve::{BackendKind, load_backend, open_model_files};
+    use lucebox_cli::serve::BackgroundServer;
+    use lucebox_models::synth::{SynthFormat, SynthOptions, SynthQuant, synth};
+
+    // The tiny checkpoint's dimensions, written as a synthetic GGUF (random
+    // weights, synthetic vocabulary, ChatML template in the metadata).
+    let cfg = tiny_files().model.config.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    let synth_opts = SynthOptions {
+        format: SynthFormat::Gguf,
+        quant: SynthQuant::Bf16,
+        seed: 1,
+        vocab_base: None,
+    };
+    synth(&cfg, &path, &synth_opts, &mut |_, _| {}).unwrap();
+    let files = open_model_files(&path).unwrap();
+    assert!(
+        files.codec.has_own_template,
+        "the GGUF's template was not found"
+    );
+    let backend = load_backend(files, BackendKind::Cpu, None).unwrap();
+    let server = BackgroundServer::start(backend, opts(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let a = agent();
+    let (s, m) = get(&a, &format!("{}/v1/models", server.url()));
+    assert_eq!(s, 200);
+    assert_eq!(m["data"][0]["id"], "tiny");
+    let (s, r) = post(
+        &a,
+        &format!("{}/v1/chat/completions", server.url()),
+        &chat_body("Hello", 6),
+    );
+    assert_eq!(s, 200, "{r}");
+    assert!(r["usage"]["prompt_tokens"].as_u64().unwrap() > 3);
+    assert!(r["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
+}
