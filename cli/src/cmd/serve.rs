@@ -83,8 +83,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut stdout = std::io::stdout();
         writeln!(stdout, "lucebox serve: listening on http://{local}")?;
         stdout.flush()?;
+        // Ctrl-C: stop accepting and let running requests finish; a second
+        // Ctrl-C exits at once.
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
+            eprintln!("lucebox serve: shutting down (Ctrl-C again to exit now)");
+            tokio::spawn(async {
+                let _ = tokio::signal::ctrl_c().await;
+                std::process::exit(130);
+            });
         };
         crate::serve::serve(listener, state, shutdown)
             .await
