@@ -148,10 +148,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(e) = failure {
         return Err(e);
     }
-    if stream {
-        if let Some(rest) = decoder.map(|d| d.finish()).transpose()?.flatten() {
-            write!(stdout, "{rest}")?;
-        }
+    if stream && let Some(rest) = decoder.map(|d| d.finish()).transpose()?.flatten() {
+        write!(stdout, "{rest}")?;
     }
     match args.output {
         OutputFormat::Json => {
