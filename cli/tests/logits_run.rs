@@ -199,9 +199,10 @@ fn run_samples_reproducibly_from_a_seed() {
 fn clear_errors_for_gpu_backend_text_prompt_and_bad_paths() {
     let dir = fixture("tiny-text-untied");
     let d = dir.to_str().unwrap();
+    // No GPU on this machine: a plain error naming the missing driver, no panic.
     let (ok, _, stderr) = lucebox(&["logits", "--model", d, "--ids", "1,2", "--backend", "gpu"]);
     assert!(
-        !ok && stderr.contains("GPU backend not available"),
+        !ok && stderr.contains("CUDA") && !stderr.contains("panicked"),
         "{stderr}"
     );
     let (ok, _, stderr) = lucebox(&["run", "--model", d, "--prompt", "hello"]);

@@ -305,6 +305,13 @@ impl Schedule {
         Ok(s)
     }
 
+    /// The same schedule with its context capped at what the model supports
+    /// (a small model config may allow fewer positions than the preset holds).
+    pub fn capped_to_model_context(mut self, max_position_embeddings: u32) -> Self {
+        self.max_context = self.max_context.min(max_position_embeddings);
+        self
+    }
+
     /// The same schedule on a chip with `n` SMs (e.g. a partitioned GPU).
     pub fn with_sm_count(mut self, n: u32) -> Self {
         self.sm_count = n;

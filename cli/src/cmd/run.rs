@@ -7,14 +7,12 @@
 
 use std::io::Write;
 use std::ops::ControlFlow;
-use std::sync::Arc;
 
 use anyhow::Context;
-use lucebox_models::reference::ReferenceModel;
-use lucebox_models::{CpuEngine, Engine, GenerationRequest, SamplingParams};
+use lucebox_models::{GenerationRequest, SamplingParams};
 use serde::Serialize;
 
-use super::logits::Backend;
+use crate::backend::{EngineChoice, open_engine};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -56,9 +54,9 @@ pub struct Args {
     pub ignore_eos: bool,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
-    /// Default: the GPU when present, else the CPU reference.
-    #[arg(long, value_enum)]
-    pub backend: Option<Backend>,
+    /// `auto`: the GPU decode megakernel when a GPU is usable, else the CPU reference.
+    #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+    pub backend: EngineChoice,
     /// Check every tensor's shape and scan all values for NaN/Inf first.
     #[arg(long)]
     pub check: bool,
@@ -71,13 +69,6 @@ struct JsonOutput<'a> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    match args.backend {
-        Some(Backend::Gpu) => {
-            anyhow::bail!("GPU backend not available in this build yet; use --backend cpu")
-        }
-        Some(Backend::Cpu) => {}
-        None => eprintln!("note: no GPU backend in this build; running the CPU reference (slow)"),
-    }
     let loaded = lucebox_models::load::open(&args.model)
         .with_context(|| format!("opening model `{}`", args.model))?;
     if args.check {
@@ -101,8 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if prompt.is_empty() {
         anyhow::bail!("the prompt is empty");
     }
-    let model = Arc::new(ReferenceModel::load(loaded.weights.as_ref()).context("loading weights")?);
-    let mut engine = CpuEngine::new(model, loaded.config.max_position_embeddings);
+    let mut engine = open_engine(&loaded, args.backend, "lucebox run")?;
     let request = GenerationRequest {
         prompt: prompt.clone(),
         max_tokens: args.max_tokens,

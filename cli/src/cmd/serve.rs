@@ -6,9 +6,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
-use lucebox_models::reference::ReferenceModel;
-use lucebox_models::{CpuEngine, Engine, LoadedModel};
+use anyhow::Context;
+use lucebox_models::{Engine, LoadedModel};
+
+use crate::backend::{EngineChoice, open_engine};
 
 use crate::serve::codec::TextCodec;
 use crate::serve::model_codec::ModelCodec;
@@ -158,15 +159,9 @@ pub fn load_backend(
             files.codec_vocab(),
             files.model.config.max_position_embeddings,
         )),
-        BackendKind::Cpu => Box::new(cpu_engine(&files.model)?),
-        BackendKind::Gpu => gpu_engine(&files.model)?,
-        BackendKind::Auto => match gpu_engine(&files.model) {
-            Ok(engine) => engine,
-            Err(e) => {
-                eprintln!("lucebox serve: no GPU engine ({e:#}); using the CPU reference (slow)");
-                Box::new(cpu_engine(&files.model)?)
-            }
-        },
+        BackendKind::Cpu => open_engine(&files.model, EngineChoice::Cpu, "lucebox serve")?,
+        BackendKind::Gpu => open_engine(&files.model, EngineChoice::Gpu, "lucebox serve")?,
+        BackendKind::Auto => open_engine(&files.model, EngineChoice::Auto, "lucebox serve")?,
     };
     Ok(Backend {
         engine,
@@ -174,33 +169,6 @@ pub fn load_backend(
         model_id: model_id.unwrap_or(files.name),
         stop_tokens: files.stop_tokens,
     })
-}
-
-/// The CPU reference engine over the model's weights.
-fn cpu_engine(model: &LoadedModel) -> anyhow::Result<CpuEngine> {
-    let reference = ReferenceModel::load(model.weights.as_ref())
-        .with_context(|| format!("loading the weights of {}", model.source_path.display()))?;
-    Ok(CpuEngine::new(Arc::new(reference), usize::MAX))
-}
-
-/// The decode megakernel on GPU 0, for the model's config and the chip's
-/// schedule.
-#[cfg(feature = "decode")]
-fn gpu_engine(model: &LoadedModel) -> anyhow::Result<Box<dyn Engine>> {
-    use lucebox_runtime::Gpu;
-    use lucebox_runtime::cache::KernelCache;
-    use lucebox_runtime::decode::GpuEngine;
-    let gpu = Gpu::open_default()?;
-    let schedule = gpu.schedule()?;
-    let cache = KernelCache::open_default()?;
-    let engine = GpuEngine::new(gpu, model.weights.as_ref(), schedule, &cache)
-        .with_context(|| format!("GPU engine for {}", model.source_path.display()))?;
-    Ok(Box::new(engine))
-}
-
-#[cfg(not(feature = "decode"))]
-fn gpu_engine(_model: &LoadedModel) -> anyhow::Result<Box<dyn Engine>> {
-    bail!("this build has no GPU engine (build lucebox-cli with `--features decode`)")
 }
 
 /// EOS ids: the config's, then (HF directories) generation_config.json's and
