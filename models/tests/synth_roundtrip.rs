@@ -74,6 +74,8 @@ fn gguf_round_trip_gives_back_canonical_tensors() {
             assert_eq!(got.linear_num_value_heads, 6);
             assert_eq!(got.linear_value_head_dim, 32);
             assert_eq!(got.rotary_dim(), cfg.rotary_dim());
+            assert_eq!(got.rms_norm_eps, cfg.rms_norm_eps);
+            assert_eq!(got.rope_theta, cfg.rope_theta);
             assert_eq!(got.tie_word_embeddings, tied);
             assert_eq!(got.vocab_size, cfg.vocab_size);
             assert_eq!(src.contains("lm_head.weight"), !tied);
