@@ -232,6 +232,19 @@ fn safetensors_dir_round_trip_and_tokenizers_agree() {
     assert_eq!(hf.vocab_size(), cfg.vocab_size);
     let ids = bpe.encode(text, true).unwrap();
     assert_eq!(bpe.decode(&ids, false).unwrap(), text);
+    // Streaming through either tokenizer gives the text back, never a partial char.
+    for tok in [&hf, &bpe] {
+        let mut s = tok.stream(false);
+        let mut out = String::new();
+        for &id in &ids {
+            if let Some(piece) = s.push(id).unwrap() {
+                assert!(!piece.contains('\u{FFFD}'));
+                out.push_str(&piece);
+            }
+        }
+        out.push_str(&s.finish().unwrap().unwrap_or_default());
+        assert_eq!(out, text);
+    }
 }
 
 #[test]
