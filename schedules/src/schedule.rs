@@ -380,11 +380,10 @@ impl Schedule {
         // Registers are allocated per warp in units of 256.
         let regs_per_warp = (regs_per_thread * 32).div_ceil(256) * 256;
         let by_regs = l.regs_per_sm / (regs_per_warp * self.warps_per_block()).max(1);
-        let by_smem = if smem_per_block == 0 {
-            u32::MAX
-        } else {
-            l.shared_mem_per_sm / smem_per_block
-        };
+        let by_smem = l
+            .shared_mem_per_sm
+            .checked_div(smem_per_block)
+            .unwrap_or(u32::MAX);
         by_threads
             .min(by_regs)
             .min(by_smem)
@@ -414,7 +413,7 @@ impl Schedule {
 
     fn check_hardware(&self) -> Result<(), ScheduleError> {
         let t = self.threads_per_block;
-        if t == 0 || t % 32 != 0 {
+        if t == 0 || !t.is_multiple_of(32) {
             return Err(Self::invalid(
                 "threads_per_block",
                 t,
@@ -499,7 +498,7 @@ impl Schedule {
                 "one of 4, 8, 16",
             ));
         }
-        if d.attn_kv_chunk == 0 || d.attn_kv_chunk % 8 != 0 {
+        if d.attn_kv_chunk == 0 || !d.attn_kv_chunk.is_multiple_of(8) {
             return Err(Self::invalid(
                 "decode.attn_kv_chunk",
                 d.attn_kv_chunk,
@@ -578,7 +577,7 @@ impl Schedule {
                 ),
             ));
         }
-        if p.gemm_threads % 32 != 0 || p.gemm_threads == 0 || p.gemm_threads > 1024 {
+        if !p.gemm_threads.is_multiple_of(32) || p.gemm_threads == 0 || p.gemm_threads > 1024 {
             return Err(Self::invalid(
                 "prefill.gemm_threads",
                 p.gemm_threads,
@@ -587,7 +586,7 @@ impl Schedule {
         }
         let gemm_warps = p.gemm_threads / 32;
         let warp_tiles = (p.gemm_tile_m / 16) * (p.gemm_tile_n / 8);
-        if warp_tiles % gemm_warps != 0 {
+        if !warp_tiles.is_multiple_of(gemm_warps) {
             return Err(Self::invalid(
                 "prefill.gemm_threads",
                 p.gemm_threads,
@@ -616,9 +615,9 @@ impl Schedule {
             ));
         }
         if p.attn_q_tile == 0
-            || p.attn_q_tile % 16 != 0
+            || !p.attn_q_tile.is_multiple_of(16)
             || p.attn_kv_tile == 0
-            || p.attn_kv_tile % 16 != 0
+            || !p.attn_kv_tile.is_multiple_of(16)
         {
             return Err(Self::invalid(
                 "prefill.attn_q_tile",
@@ -626,7 +625,7 @@ impl Schedule {
                 "q and kv tiles must be positive multiples of 16",
             ));
         }
-        if p.attn_threads % 32 != 0 || p.attn_threads == 0 || p.attn_threads > 1024 {
+        if !p.attn_threads.is_multiple_of(32) || p.attn_threads == 0 || p.attn_threads > 1024 {
             return Err(Self::invalid(
                 "prefill.attn_threads",
                 p.attn_threads,
@@ -651,7 +650,7 @@ impl Schedule {
                 format!("1..={} (tree.budget)", t.budget),
             ));
         }
-        if t.threads % 32 != 0 || t.threads == 0 || t.threads > 1024 {
+        if !t.threads.is_multiple_of(32) || t.threads == 0 || t.threads > 1024 {
             return Err(Self::invalid(
                 "tree.threads",
                 t.threads,
@@ -702,7 +701,10 @@ impl Schedule {
                 ));
             }
         }
-        if m.linear_value_head_dim % d.gdn_value_cols_per_warp != 0 {
+        if !m
+            .linear_value_head_dim
+            .is_multiple_of(d.gdn_value_cols_per_warp)
+        {
             return Err(Self::invalid(
                 "decode.gdn_value_cols_per_warp",
                 d.gdn_value_cols_per_warp,
@@ -713,7 +715,9 @@ impl Schedule {
             ));
         }
         let key_groups = 32 / d.gdn_value_cols_per_warp;
-        if m.linear_key_head_dim % key_groups != 0 || m.linear_key_head_dim / key_groups > 64 {
+        if !m.linear_key_head_dim.is_multiple_of(key_groups)
+            || m.linear_key_head_dim / key_groups > 64
+        {
             return Err(Self::invalid(
                 "decode.gdn_value_cols_per_warp",
                 d.gdn_value_cols_per_warp,
@@ -749,14 +753,14 @@ impl Schedule {
             ));
         }
         let p = &self.prefill;
-        if m.hidden_size % p.gemm_tile_k != 0 {
+        if !m.hidden_size.is_multiple_of(p.gemm_tile_k) {
             return Err(Self::invalid(
                 "prefill.gemm_tile_k",
                 p.gemm_tile_k,
                 format!("must divide hidden_size = {}", m.hidden_size),
             ));
         }
-        if m.intermediate_size % p.gemm_tile_k != 0 {
+        if !m.intermediate_size.is_multiple_of(p.gemm_tile_k) {
             return Err(Self::invalid(
                 "prefill.gemm_tile_k",
                 p.gemm_tile_k,

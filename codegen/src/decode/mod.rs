@@ -54,7 +54,7 @@ pub fn ksplit_for(items: u64, sched: &Schedule) -> u32 {
     let warps = sched.warps_per_block();
     let total = sched.total_warps() as u64;
     let mut k = 1;
-    while k * 2 <= warps && warps % (k * 2) == 0 && items * (k as u64 * 2) <= total {
+    while k * 2 <= warps && warps.is_multiple_of(k * 2) && items * (k as u64 * 2) <= total {
         k *= 2;
     }
     // Named barriers 1..=15 identify the teams of a block.
@@ -216,7 +216,7 @@ fn check_lowerable(cfg: &Qwen35Config, s: &Schedule) -> Result<(), CodegenError>
     }
     let rot_half = cfg.rotary_dim() / 2;
     let epl = cfg.head_dim / 32;
-    if rot_half % epl != 0 || !(rot_half / epl).is_power_of_two() {
+    if !rot_half.is_multiple_of(epl) || !(rot_half / epl).is_power_of_two() {
         return Err(CodegenError::Config(format!(
             "rotary dim {} does not map onto lane pairs for head_dim {} (need (rot/2)/(head_dim/32) a power of two)",
             cfg.rotary_dim(),
@@ -237,9 +237,19 @@ fn check_lowerable(cfg: &Qwen35Config, s: &Schedule) -> Result<(), CodegenError>
     Ok(())
 }
 
+/// Shared-memory slots of the sampler: the grid's candidate pool, at least
+/// one block's warp candidates (the block merge reuses the space), as a power
+/// of two for the bitonic sort.
+fn sample_pool_pow2(s: &Schedule) -> u32 {
+    let c = s.decode.sample_candidates_per_block;
+    (s.grid_blocks() * c)
+        .max(s.warps_per_block() * c)
+        .next_power_of_two()
+}
+
 /// Dynamic shared memory of the decode kernel (bytes).
 pub fn dynamic_smem_bytes(cfg: &Qwen35Config, s: &Schedule) -> u32 {
-    let pool_pow2 = (s.grid_blocks() * s.decode.sample_candidates_per_block).next_power_of_two();
+    let pool_pow2 = sample_pool_pow2(s);
     let widest = cfg
         .hidden_size
         .max(cfg.intermediate_size)
@@ -337,8 +347,8 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
             ),
             Constant::int(
                 "SAMPLE_POOL_POW2",
-                (s.grid_blocks() * s.decode.sample_candidates_per_block).next_power_of_two(),
-                "",
+                sample_pool_pow2(s),
+                "sort slots (power of two)",
             ),
             Constant::int(
                 "SAMPLE_CAND_MAX",
