@@ -373,7 +373,6 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
             Constant::int("VOCAB", i(cfg.vocab_size), ""),
             Constant::int("N_LAYERS", i(cfg.num_hidden_layers), ""),
             Constant::float("RMS_EPS", cfg.rms_norm_eps, ""),
-            Constant::int("GDN_HK", i(cfg.linear_num_key_heads), ""),
             Constant::int("GDN_HV", i(cfg.linear_num_value_heads), ""),
             Constant::int("GDN_DK", i(cfg.linear_key_head_dim), ""),
             Constant::int("GDN_DV", i(cfg.linear_value_head_dim), ""),
