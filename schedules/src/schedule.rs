@@ -317,9 +317,10 @@ impl Schedule {
     }
 
     fn build(name: &str, arch: Arch, sms: u32, limits: DeviceLimits) -> Self {
-        // One 512-thread block per SM: 16 warps each keep many 16-byte weight
-        // loads in flight, and 128 registers per thread stay available.
-        let threads = 512;
+        // One 384-thread block per SM: 12 warps keep plenty of 16-byte weight
+        // loads in flight (~48 KB per SM) and leave 168 registers per thread,
+        // which the decode megakernel needs to run without spills.
+        let threads = 384;
         let blocks_per_sm = 1;
         let sm80 = arch.number() >= 80;
         Self {
@@ -881,7 +882,7 @@ mod tests {
         let s = Schedule::for_device(&props).unwrap();
         assert_eq!(s.preset, "derived");
         assert_eq!(s.grid_blocks(), 132);
-        assert_eq!(s.threads_per_block, 512);
+        assert_eq!(s.threads_per_block, 384);
         s.validate(Some(&dims_08b())).unwrap();
         let json = serde_json::to_string(&s).unwrap();
         let back: Schedule = serde_json::from_str(&json).unwrap();
@@ -901,12 +902,12 @@ mod tests {
     #[test]
     fn rejects_too_many_coresident_blocks() {
         let mut s = Schedule::preset("rtx3090").unwrap();
-        s.blocks_per_sm = 3; // 3 x 512 threads = 1536 fits by threads, not by registers
+        s.blocks_per_sm = 3; // 3 x 384 threads fit by threads, not by registers
         s.decode.max_regs_per_thread = 64;
         let e = s.validate(None).unwrap_err();
         assert_eq!(field_of(e.clone()), "blocks_per_sm");
         assert!(e.to_string().contains("co-resident"), "{e}");
-        s.blocks_per_sm = 4; // 2048 threads > 1536 per SM
+        s.blocks_per_sm = 5; // 1920 threads > 1536 per SM
         assert_eq!(field_of(s.validate(None).unwrap_err()), "blocks_per_sm");
     }
 

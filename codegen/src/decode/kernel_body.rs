@@ -218,7 +218,11 @@ KERNEL_NAME(const void* const* __restrict__ Wt, void* const* __restrict__ Bt, co
     __shared__ float smem_stats[2 * WARPS];
     __shared__ u32 smem_flag;
     float* xs = smem;
-    const Bufs B = bind_buffers(Bt);
+    // The buffer pointers live in shared memory, not in ~60 registers across the token loop.
+    __shared__ Bufs B_shared;
+    if (threadIdx.x == 0) B_shared = bind_buffers(Bt);
+    __syncthreads();
+    const Bufs& B = B_shared;
     u32 err = ERR_NONE, stop = STOP_INPUT_DONE, n_gen = 0, processed = 0;
     if (p.n_input == 0u) { err = ERR_NO_INPUT; stop = STOP_ERROR; }
     for (u32 step = 0; err == ERR_NONE; ++step) {
