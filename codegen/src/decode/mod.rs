@@ -140,8 +140,8 @@ pub fn layer_program(cfg: &Qwen35Config, s: &Schedule, ty: LayerType) -> Vec<Pha
                 marker: "ATT_CORE",
                 what: "q/k norm + RoPE, KV append, attention over (q-head, chunk), last-arrival merge + gate",
                 split: format!(
-                    "{} kv heads x ceil((pos+1)/{}) chunk items",
-                    cfg.num_key_value_heads, s.decode.attn_kv_chunk
+                    "{} q heads x ceil((pos+1)/{}) chunk items",
+                    cfg.num_attention_heads, s.decode.attn_kv_chunk
                 ),
                 sync_after: SyncPoint::GridBarrier,
             },
