@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Decode megakernel checks on a GPU machine (no cargo, no network), one call:
+#   1. `lucebox check` decode checks on the committed HF fixtures and on a
+#      synthetic Qwen3.5-0.8B bf16 checkpoint (GPU vs CPU reference: logits and
+#      64 greedy tokens);
+#   2. GPU logits vs HF transformers on that same 0.8B checkpoint;
+#   3. compute-sanitizer memcheck and racecheck on a short run;
+#   4. a decode timing (`lucebox run`, 128 tokens after a 520-token prompt).
+# usage: scripts/gpu-decode-check.sh path/to/lucebox   (logs under $OUT or ./gpu-decode-logs)
+set -uo pipefail
+BIN=$(realpath "${1:-target/release/lucebox}")
+root=$(cd "$(dirname "$0")/.." && pwd)
+LOG="${OUT:-$PWD/gpu-decode-logs}"
+mkdir -p "$LOG"
+for d in "${LUCEBOX_CUDA_LIB_DIR:-}" /usr/local/cuda/lib64; do
+  [[ -n "$d" && -e "$d/libnvrtc.so.13" ]] && export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}" && break
+done
+export LUCEBOX_CACHE="${LUCEBOX_CACHE:-/tmp/lucebox-cache}"
+CKPT="${CKPT:-/tmp/qwen35-0.8b-synth}"
+FIX="$root/models/tests/fixtures"
+status=0
+stage() { # stage NAME SECONDS CMD...
+  local name=$1 secs=$2; shift 2
+  echo "=== $name"
+  timeout "$secs" "$@" > >(tee "$LOG/$name.log") 2>&1
+  local rc=$?; wait
+  echo "=== $name: exit $rc"
+  [[ $rc -eq 0 ]] || status=1
+}
+[[ -d "$CKPT" ]] || stage synth 120 "$BIN" synth --config qwen3.5-0.8b --format safetensors --quant bf16 --out "$CKPT" --seed 1
+stage check-fixtures 300 "$BIN" check --only decode --model "$FIX/tiny-composite-tied" --model "$FIX/tiny-text-untied" --json-out "$LOG/check-fixtures.json"
+stage check-0.8b 400 "$BIN" check --only decode --model "$CKPT" --logit-positions 24 --greedy-steps 64 --json-out "$LOG/check-0.8b.json"
+ids=$(python3 -c "import random; r=random.Random(5); print(','.join(str(r.randrange(1000, 200000)) for _ in range(24)))")
+stage gpu-logits 120 bash -c "'$BIN' logits --model '$CKPT' --ids $ids --all-positions --backend gpu > '$LOG/gpu-logits.json'"
+stage hf-compare 300 python3 "$root/scripts/compare_hf_logits.py" "$CKPT" "$LOG/gpu-logits.json"
+if command -v compute-sanitizer >/dev/null; then
+  stage memcheck 300 compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN" run --model "$FIX/tiny-text-untied" --ids 1,2,3,4 --max-tokens 6 --backend gpu --output json
+  stage racecheck 400 compute-sanitizer --tool racecheck --error-exitcode 9 "$BIN" run --model "$FIX/tiny-text-untied" --ids 1,2,3 --max-tokens 2 --backend gpu --output json
+fi
+prompt=$(python3 -c "import random; r=random.Random(7); print(','.join(str(r.randrange(1000, 200000)) for _ in range(520)))")
+stage decode-timing 200 "$BIN" run --model "$CKPT" --ids "$prompt" --max-tokens 128 --ignore-eos --backend gpu --output json
+echo
+grep -hE "^(PASS|FAIL)|HF transformers vs|ERROR SUMMARY|tok/s" "$LOG"/*.log | sed 's/^/  /'
+exit $status
