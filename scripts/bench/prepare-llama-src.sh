@@ -40,7 +40,7 @@ if [ -z "$sdist" ]; then
 fi
 
 index_line() {
-  curl -fsSL --retry 3 https://pypi.org/simple/llama-cpp-python/ | grep -o "href=\"[^\"]*$name[^\"]*\"" | head -n1
+  curl -fsSL --retry 3 https://pypi.org/simple/llama-cpp-python/ | grep -o "href=\"[^\"]*${name}[^\"]*\"" | head -n1
 }
 
 if [ -z "$sdist" ]; then
@@ -67,7 +67,7 @@ tar -xzf "$sdist" -C "$work" "$top"
 src="$work/$top"
 
 # What building llama-bench (CUDA + CPU backends) does not read.
-rm -rf "$src"/{models,docs,media,examples,pocs,tests,benches,gguf-py,conversion,scripts,skills,requirements,grammars,app,ci,licenses,.devops,.github}
+rm -rf "${src:?}"/{models,docs,media,examples,pocs,tests,benches,gguf-py,conversion,scripts,skills,requirements,grammars,app,ci,licenses,.devops,.github}
 rm -f "$src"/*.py "$src"/flake.nix "$src"/build-xcframework.sh
 find "$src/tools" -mindepth 1 -maxdepth 1 ! -name llama-bench ! -name CMakeLists.txt -exec rm -rf {} +
 rm -rf "$src/vendor/miniaudio" "$src/vendor/stb"
