@@ -1,3 +1,4 @@
 //! Shared code of the `lucebox` and `lucebox-gen` binaries.
 
 pub mod cmd;
+pub mod serve;

@@ -243,20 +243,26 @@ impl Qwen35Config {
                 return bad(format!("`{field}` must be positive"));
             }
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             return bad(format!(
                 "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
                 self.num_attention_heads, self.num_key_value_heads
             ));
         }
-        if self.linear_num_value_heads % self.linear_num_key_heads != 0 {
+        if !self
+            .linear_num_value_heads
+            .is_multiple_of(self.linear_num_key_heads)
+        {
             return bad(format!(
                 "linear_num_value_heads ({}) must be a multiple of linear_num_key_heads ({})",
                 self.linear_num_value_heads, self.linear_num_key_heads
             ));
         }
         let rot = self.rotary_dim();
-        if rot == 0 || rot % 2 != 0 || rot > self.head_dim {
+        if rot == 0 || !rot.is_multiple_of(2) || rot > self.head_dim {
             return bad(format!(
                 "partial_rotary_factor {} gives rotary dim {rot}, which must be even and in 2..={}",
                 self.partial_rotary_factor, self.head_dim

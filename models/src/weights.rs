@@ -39,7 +39,7 @@ impl DType {
     /// Bytes needed for `n` elements, or None if `n` is not whole blocks.
     pub fn bytes_for(self, n: usize) -> Option<usize> {
         let (per, bytes) = self.block();
-        (n % per == 0).then(|| n / per * bytes)
+        n.is_multiple_of(per).then(|| n / per * bytes)
     }
     pub fn name(self) -> &'static str {
         match self {

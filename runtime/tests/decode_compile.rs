@@ -1,0 +1,42 @@
+//! The generated decode megakernel compiles with NVRTC to a CUBIN for every
+//! chip preset the GPU checks target, and ptxas reports no spills. Needs
+//! libnvrtc, not a GPU (SKIP without it).
+#![cfg(feature = "decode")]
+
+use lucebox_codegen::decode::{decode_abi, generate_decode};
+use lucebox_models::config::Qwen35Config;
+use lucebox_runtime::nvrtc::{CompileOptions, compile_to_cubin, nvrtc_available};
+use lucebox_schedules::Schedule;
+
+#[test]
+fn decode_megakernel_compiles_for_gpu_presets() {
+    if !nvrtc_available() {
+        eprintln!("SKIP decode_megakernel_compiles_for_gpu_presets: libnvrtc not loadable");
+        return;
+    }
+    let cfg = Qwen35Config::qwen35_0_8b();
+    for preset in ["h100", "rtx3090"] {
+        let sched = Schedule::preset(preset).expect("preset");
+        let abi = decode_abi(&cfg, &sched);
+        let k = generate_decode(&cfg, &sched).unwrap_or_else(|e| panic!("{preset}: codegen: {e}"));
+        let t0 = std::time::Instant::now();
+        let out = compile_to_cubin(&k.source, &CompileOptions::new(k.arch, k.file_name.clone()))
+            .unwrap_or_else(|e| panic!("{preset}: {e}"));
+        let r = out
+            .resources_of(&abi.kernel_name)
+            .unwrap_or_else(|| panic!("{preset}: no ptxas report:\n{}", out.log));
+        eprintln!(
+            "{preset}: {} compiled in {:.0} ms: {r:?}, {} B dynamic smem, {} syncs/token",
+            k.arch,
+            t0.elapsed().as_secs_f64() * 1e3,
+            abi.dynamic_smem_bytes,
+            abi.sync_points_per_token
+        );
+        assert_eq!(r.spill_store_bytes, 0, "{preset}: spills {r:?}");
+        let regs_limit = 65536 / (sched.threads_per_block * sched.blocks_per_sm);
+        assert!(
+            r.registers <= regs_limit.min(255),
+            "{preset}: {r:?} > {regs_limit}"
+        );
+    }
+}
