@@ -12,10 +12,14 @@
 //! whole requests; decode energy is the difference (see [`energy_passes`]).
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail, ensure};
-use lucebox_models::{Engine, GenerationRequest, SamplingParams, StopReason};
+use lucebox_models::reference::ReferenceModel;
+use lucebox_models::{
+    CpuEngine, Engine, GenerationRequest, LoadedModel, SamplingParams, StopReason,
+};
 use serde::Serialize;
 
 /// Format version of the `--json` object (bump when a field changes meaning).
@@ -363,8 +367,10 @@ pub struct BackendExtras {
     pub energy: Option<Box<dyn EnergyProbe>>,
     /// Why there is no energy figure, when there is none.
     pub energy_note: Option<String>,
-    /// GB/s of the read-bandwidth probe, run on demand after the timed reps.
-    pub read_bandwidth: Option<Box<dyn FnMut() -> anyhow::Result<f64>>>,
+    /// Median GB/s of the runtime's read-bandwidth probe (the one `lucebox
+    /// doctor` runs), measured in this run before the engine was built;
+    /// `Err` says why it failed, `None` that it was not asked for.
+    pub read_bandwidth_gbps: Option<Result<f64, String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -372,9 +378,12 @@ pub struct ModelReport {
     pub path: String,
     pub name: String,
     pub parameters: u64,
-    /// Parameter bytes one decode step reads (stored dtypes; a tied embedding
-    /// counted once as the LM head, an untied one as one row).
+    /// Parameter bytes one decode step reads: a tied embedding counted once
+    /// (as the LM head), an untied one as one row.
     pub bytes_per_token: u64,
+    /// What `bytes_per_token` counts: the checkpoint's stored tensors, or the
+    /// weights the GPU engine uploaded (its own dtypes).
+    pub bytes_basis: String,
     pub vocab_size: usize,
 }
 
@@ -440,18 +449,16 @@ pub fn run_protocol(
                 .unwrap_or_else(|| "no NVML on this backend".into())
         )),
     }
-    let roofline = match extras.read_bandwidth.as_mut() {
-        Some(probe) => match probe() {
-            Ok(gbps) => Some(Roofline::new(
-                model.bytes_per_token,
-                gbps,
-                decode.tok_per_s.median,
-            )),
-            Err(e) => {
-                notes.push(format!("read bandwidth not measured: {e:#}"));
-                None
-            }
-        },
+    let roofline = match extras.read_bandwidth_gbps.take() {
+        Some(Ok(gbps)) => Some(Roofline::new(
+            model.bytes_per_token,
+            gbps,
+            decode.tok_per_s.median,
+        )),
+        Some(Err(e)) => {
+            notes.push(format!("read bandwidth not measured: {e}"));
+            None
+        }
         None => None,
     };
     Ok(BenchReport {
@@ -559,11 +566,198 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.energy_seconds.is_finite() && args.energy_seconds >= 0.0,
         "--energy-seconds must be a non-negative number"
     );
-    let _ = (&args.model, args.no_bandwidth, args.backend);
-    bail!(
-        "`lucebox bench` needs the model loader and engines (lucebox_models::open, CpuEngine, \
-         lucebox_runtime GpuEngine), which are not merged into this build yet"
-    )
+    let loaded = lucebox_models::load::open(&args.model)
+        .with_context(|| format!("opening model `{}`", args.model))?;
+    let mut model = model_report(&args.model, &loaded)?;
+    let needed = proto.pp + proto.tg + 1;
+    let (mut engine, extras, backend) = match args.backend {
+        Backend::Cpu => cpu_backend(&loaded, needed)?,
+        Backend::Gpu => gpu::backend(&loaded, &mut model, !args.no_bandwidth)?,
+        Backend::Auto => match gpu::backend(&loaded, &mut model, !args.no_bandwidth) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("note: GPU backend unavailable ({e:#}); benchmarking the CPU reference");
+                cpu_backend(&loaded, needed)?
+            }
+        },
+    };
+    let report = run_protocol(
+        engine.as_mut(),
+        extras,
+        model,
+        proto,
+        args.energy_seconds,
+        backend,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render_table(&report));
+    }
+    Ok(())
+}
+
+type Opened = (Box<dyn Engine>, BackendExtras, &'static str);
+
+/// Parameter bytes a decode step reads, from the checkpoint's stored tensors.
+fn model_report(path: &str, loaded: &LoadedModel) -> anyhow::Result<ModelReport> {
+    let cfg = &loaded.config;
+    let mut bytes = 0u64;
+    for (name, _) in lucebox_models::expected_tensors(cfg) {
+        let t = loaded
+            .weights
+            .tensor(&name)
+            .with_context(|| format!("reading tensor `{name}`"))?;
+        let n = t.bytes().len() as u64;
+        bytes += if name == "embed_tokens.weight" && !cfg.tie_word_embeddings {
+            // Untied: the lookup reads one row; the LM head is counted itself.
+            n / cfg.vocab_size.max(1) as u64
+        } else {
+            n
+        };
+    }
+    Ok(ModelReport {
+        path: path.to_string(),
+        name: cfg.name.clone(),
+        parameters: cfg.parameter_count(),
+        bytes_per_token: bytes,
+        bytes_basis: "checkpoint tensors as stored".into(),
+        vocab_size: cfg.vocab_size,
+    })
+}
+
+fn cpu_backend(loaded: &LoadedModel, needed: usize) -> anyhow::Result<Opened> {
+    let model =
+        ReferenceModel::load(loaded.weights.as_ref()).context("loading the CPU reference")?;
+    let engine = CpuEngine::new(Arc::new(model), needed.max(1));
+    Ok((
+        Box::new(engine),
+        BackendExtras {
+            device: None,
+            energy: None,
+            energy_note: Some("CPU backend (NVML measures GPUs only)".into()),
+            read_bandwidth_gbps: None,
+        },
+        "cpu",
+    ))
+}
+
+#[cfg(not(feature = "decode"))]
+mod gpu {
+    use super::*;
+
+    pub fn backend(_: &LoadedModel, _: &mut ModelReport, _: bool) -> anyhow::Result<Opened> {
+        bail!(
+            "this lucebox was built without the GPU decode engine (cargo build --release -p lucebox-cli --features decode)"
+        )
+    }
+}
+
+#[cfg(feature = "decode")]
+mod gpu {
+    use lucebox_runtime::Gpu;
+    use lucebox_runtime::cache::KernelCache;
+    use lucebox_runtime::decode::GpuEngine;
+    use lucebox_runtime::diagnostics;
+    use lucebox_runtime::energy::EnergyMeter;
+
+    use super::*;
+
+    struct NvmlProbe(EnergyMeter);
+
+    impl EnergyProbe for NvmlProbe {
+        fn method(&self) -> String {
+            format!("nvml {:?}", self.0.method())
+        }
+        fn measure(
+            &self,
+            work: &mut dyn FnMut() -> anyhow::Result<()>,
+        ) -> anyhow::Result<EnergySample> {
+            let (done, reading) = self.0.measure(work);
+            done?;
+            let r = reading?;
+            Ok(EnergySample {
+                joules: r.joules,
+                seconds: r.seconds,
+            })
+        }
+    }
+
+    fn nvml_driver() -> Option<String> {
+        let nvml = std::panic::catch_unwind(nvml_wrapper::Nvml::init)
+            .ok()?
+            .ok()?;
+        nvml.sys_driver_version().ok()
+    }
+
+    /// The GPU engine, the device facts, NVML, and the read bandwidth measured
+    /// now (before the engine's weights take the memory).
+    pub fn backend(
+        loaded: &LoadedModel,
+        model: &mut ModelReport,
+        bandwidth: bool,
+    ) -> anyhow::Result<Opened> {
+        let gpu = Gpu::open_default().context("opening the GPU")?;
+        let schedule = gpu.schedule().context("deriving the schedule")?;
+        let cache = KernelCache::open_default().context("opening the kernel cache")?;
+        let info = gpu.info().clone();
+        let read_bandwidth_gbps = bandwidth.then(|| {
+            diagnostics::bandwidth_buffer_bytes(&gpu)
+                .and_then(|bytes| {
+                    diagnostics::measure_read_bandwidth(&gpu, &cache, &schedule, bytes, 5)
+                })
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    if b.checksum_ok {
+                        Ok(b.gbps.median)
+                    } else {
+                        Err("the bandwidth kernel's checksum is wrong".into())
+                    }
+                })
+        });
+        let (energy, energy_note): (Option<Box<dyn EnergyProbe>>, _) = match EnergyMeter::new(&info)
+        {
+            Ok(m) => (Some(Box::new(NvmlProbe(m))), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let device = DeviceReport {
+            name: info.props.name.clone(),
+            compute_capability: info.props.arch.to_string(),
+            sm_count: info.props.sm_count,
+            sm_clock_mhz: (info.props.sm_clock_khz > 0).then_some(info.props.sm_clock_khz / 1000),
+            mem_clock_mhz: (info.props.mem_clock_khz > 0)
+                .then_some(info.props.mem_clock_khz / 1000),
+            driver: format!(
+                "{} (CUDA {}.{})",
+                nvml_driver().unwrap_or_else(|| "?".into()),
+                info.driver_version.0,
+                info.driver_version.1
+            ),
+            schedule_preset: schedule.preset.clone(),
+        };
+        let engine = GpuEngine::new(gpu, loaded.weights.as_ref(), schedule, &cache)
+            .context("building the GPU engine")?;
+        // What the engine itself reads per token: its uploaded weights (its
+        // own dtypes), minus all but one row of an untied embedding.
+        let cfg = &loaded.config;
+        let mut bytes = engine.info().weight_bytes;
+        if !cfg.tie_word_embeddings {
+            let row = 2 * cfg.hidden_size as u64; // bf16 on the device
+            bytes = bytes.saturating_sub(row * cfg.vocab_size as u64 - row);
+        }
+        model.bytes_per_token = bytes;
+        model.bytes_basis = "weights uploaded by the GPU engine".into();
+        Ok((
+            Box::new(engine),
+            BackendExtras {
+                device: Some(device),
+                energy,
+                energy_note,
+                read_bandwidth_gbps,
+            },
+            "gpu",
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -642,6 +836,7 @@ mod tests {
             name: "fake".into(),
             parameters: 1,
             bytes_per_token: 1_500_000_000,
+            bytes_basis: "test".into(),
             vocab_size: 1000,
         }
     }
@@ -688,7 +883,7 @@ mod tests {
             device: None,
             energy: None,
             energy_note: Some("cpu backend".into()),
-            read_bandwidth: Some(Box::new(|| Ok(3000.0))),
+            read_bandwidth_gbps: Some(Ok(3000.0)),
         };
         let r = run_protocol(&mut e, extras, model_report(), proto, 1.0, "cpu").expect("bench");
         assert_eq!(e.calls, 4, "1 warm-up + 3 timed");
