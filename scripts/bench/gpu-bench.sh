@@ -15,8 +15,9 @@
 # Inputs found relative to the repository root (carried in, gitignored):
 #   .bench/llama.cpp-src.tar.xz  from scripts/bench/prepare-llama-src.sh
 #   .whl/                        from scripts/bench/fetch-wheels.sh
-# Environment: OUT (raw JSON + logs copied there), REPS (5), WARMUP (1),
-#   LLAMA_BUILD_TIMEOUT (420 s), CUDA_ARCH (90), PYTHON (python3), SEED (0).
+# Environment: OUT (results and logs written under $OUT/bench when set), REPS (5),
+#   WARMUP (1), LLAMA_BUILD_TIMEOUT (420 s), CUDA_ARCH (90), PYTHON (python3),
+#   SEED (0), SYNTH_CONFIG (qwen3.5-0.8b), SYNTH_ARGS (extra synth flags).
 # Every stage is time-boxed and independent: a failing stage prints FAILED and
 # its log tail, and the others still run. Timed stages never overlap the build.
 set -uo pipefail
@@ -145,9 +146,16 @@ fi
 # --- synthetic checkpoints ---------------------------------------------------
 synth_all() {
   mkdir -p "$ckpt"
-  # SYNTH_ARGS: extra `lucebox synth` flags (e.g. a seed); word-split on purpose.
+  # llama.cpp's Qwen3.5 vocabulary (kept in the source tarball) for the GGUF
+  # tokenizer section; without it synth writes a byte-level vocabulary.
+  local vocab=()
+  if tar -xJf "$root/.bench/llama.cpp-src.tar.xz" -C "$ckpt" --strip-components=2 \
+      llama.cpp/models/ggml-vocab-qwen35.gguf 2>/dev/null; then
+    vocab=(--vocab-from "$ckpt/ggml-vocab-qwen35.gguf")
+  fi
+  # SYNTH_ARGS: extra `lucebox synth` flags; word-split on purpose.
   # shellcheck disable=SC2206
-  local common=(--config qwen3.5-0.8b ${SYNTH_ARGS:-})
+  local common=(--config "${SYNTH_CONFIG:-qwen3.5-0.8b}" --seed "$SEED" --force "${vocab[@]}" ${SYNTH_ARGS:-})
   if [ ! -f "$st_dir/.done" ]; then
     rm -rf "$st_dir"
     "$bin" synth "${common[@]}" --format safetensors --quant bf16 --out "$st_dir" && touch "$st_dir/.done" || return 1
@@ -182,7 +190,8 @@ if [ -n "$build_pid" ]; then
   echo "== [$(elapsed)s] waiting for the llama.cpp build (timed stages never overlap it)"
   wait "$build_pid"
   cat "$logs/build.stage"
-  if [ "$(cat "$logs/build.rc" 2>/dev/null)" = 0 ]; then status[build]="ok"; else status[build]="FAILED"; fi
+  line=$(grep -E '^   (ok in|FAILED)' "$logs/build.stage" | head -n 1 | sed 's/^   //; s/;.*//')
+  if [ "$(cat "$logs/build.rc" 2>/dev/null)" = 0 ]; then status[build]=${line:-ok}; else status[build]=${line:-FAILED}; fi
 fi
 
 # --- timed stages --------------------------------------------------------------

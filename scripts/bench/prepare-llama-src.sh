@@ -66,8 +66,13 @@ top="llama_cpp_python-$version/vendor/llama.cpp"
 tar -xzf "$sdist" -C "$work" "$top"
 src="$work/$top"
 
+# Keep the Qwen3.5 vocabulary: `lucebox synth --vocab-from` gives the GGUF a
+# real tokenizer from it.
+mv "$src/models/ggml-vocab-qwen35.gguf" "$work/vocab.gguf"
 # What building llama-bench (CUDA + CPU backends) does not read.
 rm -rf "${src:?}"/{models,docs,media,examples,pocs,tests,benches,gguf-py,conversion,scripts,skills,requirements,grammars,app,ci,licenses,.devops,.github}
+rm -rf "$src"/.git "$src"/.gitmodules
+rm -rf "$src"/.git "$src"/.gitmodules
 rm -f "$src"/*.py "$src"/flake.nix "$src"/build-xcframework.sh
 find "$src/tools" -mindepth 1 -maxdepth 1 ! -name llama-bench ! -name CMakeLists.txt -exec rm -rf {} +
 rm -rf "$src/vendor/miniaudio" "$src/vendor/stb"
@@ -75,6 +80,8 @@ for b in blas cann et hexagon hip metal musa opencl openvino rpc sycl virtgpu vu
   rm -rf "$src/ggml/src/ggml-$b"
 done
 find "$src" -name '*.gguf' -delete
+mkdir -p "$src/models"
+mv "$work/vocab.gguf" "$src/models/ggml-vocab-qwen35.gguf"
 
 # Only llama-bench under tools/, and no vendored libraries that only mtmd uses.
 cat > "$src/tools/CMakeLists.txt" <<'CMAKE'
