@@ -203,7 +203,7 @@ def main():
 
     def rep(measure_decode_energy):
         cache = DynamicCache(config=cfg)
-        c0, c1, c2 = Clock(), Clock(), Clock()
+        c0, c1, c2, c3 = Clock(), Clock(), Clock(), Clock()
         sync()
         c0.mark()
         tok = prefill(cache)
@@ -212,13 +212,13 @@ def main():
         if measure_decode_energy:
             sync()
             e1 = nvml.energy_mj()
-            c1.mark()  # decode starts after the energy read
+        c2.mark()  # decode starts here (after the energy read, if any)
         decode(cache, tok, args.tg)
-        c2.mark()
+        c3.mark()
         sync()
         e2 = nvml.energy_mj() if measure_decode_energy else None
         dj = (e2 - e1) / 1e3 if measure_decode_energy else None
-        return c0.seconds_to(c1), c1.seconds_to(c2), dj
+        return c0.seconds_to(c1), c2.seconds_to(c3), dj
 
     with torch.inference_mode():
         for _ in range(args.warmup):

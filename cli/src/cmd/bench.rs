@@ -847,6 +847,11 @@ mod tests {
         let mut r = SplitMix64(0);
         assert_eq!(r.next_u64(), 0xE220_A839_7B1D_CDAF);
         assert_eq!(r.next_u64(), 0x6E78_9E6A_A1B9_65F4);
+        // The same ids as scripts/bench/hf_bench.py's random_prompt(6, 248320, 7).
+        assert_eq!(
+            random_prompt(6, 248_320, 7),
+            [155_607, 137_244, 126_466, 62_923, 246_234, 89_105]
+        );
         let p = random_prompt(520, 248_320, 7);
         assert_eq!(p.len(), 520);
         assert!(p.iter().all(|&t| t < 248_320));
