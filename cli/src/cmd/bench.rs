@@ -15,7 +15,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use lucebox_models::reference::ReferenceModel;
 use lucebox_models::{
     CpuEngine, Engine, GenerationRequest, LoadedModel, SamplingParams, StopReason,
@@ -647,7 +647,7 @@ mod gpu {
     use super::*;
 
     pub fn backend(_: &LoadedModel, _: &mut ModelReport, _: bool) -> anyhow::Result<Opened> {
-        bail!(
+        anyhow::bail!(
             "this lucebox was built without the GPU decode engine (cargo build --release -p lucebox-cli --features decode)"
         )
     }
