@@ -156,15 +156,21 @@ synth_all() {
   # SYNTH_ARGS: extra `lucebox synth` flags; word-split on purpose.
   # shellcheck disable=SC2206
   local common=(--config "${SYNTH_CONFIG:-qwen3.5-0.8b}" --seed "$SEED" --force "${vocab[@]}" ${SYNTH_ARGS:-})
-  if [ ! -f "$st_dir/.done" ]; then
+  # A checkpoint is reused only when written by this binary with these flags.
+  local stamp
+  stamp="$(sha256sum "$bin" | cut -d' ' -f1) ${common[*]}"
+  if [ "$(cat "$st_dir.stamp" 2>/dev/null)" != "$stamp" ]; then
     rm -rf "$st_dir"
-    "$bin" synth "${common[@]}" --format safetensors --quant bf16 --out "$st_dir" && touch "$st_dir/.done" || return 1
+    "$bin" synth "${common[@]}" --format safetensors --quant bf16 --out "$st_dir" || return 1
+    echo "$stamp" >"$st_dir.stamp"
   fi
-  if [ ! -f "$gguf_bf16.done" ]; then
-    "$bin" synth "${common[@]}" --format gguf --quant bf16 --out "$gguf_bf16" && touch "$gguf_bf16.done" || return 1
+  if [ "$(cat "$gguf_bf16.stamp" 2>/dev/null)" != "$stamp" ]; then
+    "$bin" synth "${common[@]}" --format gguf --quant bf16 --out "$gguf_bf16" || return 1
+    echo "$stamp" >"$gguf_bf16.stamp"
   fi
-  if [ ! -f "$gguf_q4.done" ]; then
-    "$bin" synth "${common[@]}" --format gguf --quant q4_k_m --out "$gguf_q4" && touch "$gguf_q4.done" || return 1
+  if [ "$(cat "$gguf_q4.stamp" 2>/dev/null)" != "$stamp" ]; then
+    "$bin" synth "${common[@]}" --format gguf --quant q4_k_m --out "$gguf_q4" || return 1
+    echo "$stamp" >"$gguf_q4.stamp"
   fi
   ls -la "$ckpt" "$st_dir"
 }
