@@ -202,7 +202,7 @@ fi
 
 # --- timed stages --------------------------------------------------------------
 if want lucebox; then
-  stage lucebox 240 bash -c '"$0" bench --model "$1" --pp "$2" --tg "$3" --reps "$4" --warmup "$5" --seed "$6" --backend gpu --json >"$7"' \
+  stage lucebox 240 bash -c '"$0" bench --model "$1" --pp "$2" --tg "$3" --reps "$4" --warmup "$5" --seed "$6" --backend gpu --energy-seconds 2 --json >"$7"' \
     "$bin" "$st_dir" "$PP" "$TG" "$REPS" "$WARMUP" "$SEED" "$res/lucebox.json"
 fi
 hf() {
