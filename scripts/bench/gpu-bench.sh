@@ -16,7 +16,9 @@
 #   .bench/llama.cpp-src.tar.xz  from scripts/bench/prepare-llama-src.sh
 #   .whl/                        from scripts/bench/fetch-wheels.sh
 # Environment: OUT (results and logs written under $OUT/bench when set), REPS (5),
-#   WARMUP (1), LLAMA_BUILD_TIMEOUT (420 s), CUDA_ARCH (90), PYTHON (python3),
+#   WARMUP (1), BUDGET (570 s: every stage limit is clamped to end by then),
+#   LLAMA_BUILD_TIMEOUT (300 s, or the whole budget when no timed stage is asked
+#   for; an unfinished build resumes on the next call), CUDA_ARCH (90), PYTHON (python3),
 #   SEED (0), SYNTH_CONFIG (qwen3.5-0.8b), SYNTH_ARGS (extra synth flags).
 # Every stage is time-boxed and independent: a failing stage prints FAILED and
 # its log tail, and the others still run. Timed stages never overlap the build.
@@ -47,7 +49,13 @@ SEED=${SEED:-0}
 PP=520
 TG=128
 CUDA_ARCH=${CUDA_ARCH:-90}
-LLAMA_BUILD_TIMEOUT=${LLAMA_BUILD_TIMEOUT:-420}
+BUDGET=${BUDGET:-570}
+# A call that only builds (and synthesises) may spend its whole budget on the
+# build; one that also measures leaves the measurements about 4 minutes.
+case ",$stages," in
+  *,lucebox,*|*,hf,*|*,hf-fla,*|*,llama-bf16,*|*,llama-q4km,*) LLAMA_BUILD_TIMEOUT=${LLAMA_BUILD_TIMEOUT:-300} ;;
+  *) LLAMA_BUILD_TIMEOUT=${LLAMA_BUILD_TIMEOUT:-$(( BUDGET - 30 ))} ;;
+esac
 PYTHON=${PYTHON:-python3}
 export PATH="/usr/local/cuda/bin:$PATH"
 
@@ -70,11 +78,19 @@ want() { case ",$stages," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 elapsed() { echo $(( $(date +%s) - t_start )); }
 declare -A status
 
-# stage NAME TIMEOUT_S CMD...: runs CMD with its output in logs/NAME.log.
+# stage NAME TIMEOUT_S CMD...: runs CMD with its output in logs/NAME.log,
+# its limit clamped so that the whole script ends within BUDGET seconds.
 stage() {
   local name=$1 limit=$2
   shift 2
-  local t0 rc
+  local t0 rc left
+  left=$(( BUDGET - 15 - $(elapsed) ))
+  if [ "$left" -lt 20 ]; then
+    status[$name]="SKIPPED (out of the ${BUDGET}s budget; run again, finished stages are reused)"
+    echo "== [$(elapsed)s] $name ${status[$name]}"
+    return 1
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
   t0=$(date +%s)
   echo "== [$(elapsed)s] $name (limit ${limit}s)"
   timeout --kill-after=10 "$limit" "$@" >"$logs/$name.log" 2>&1

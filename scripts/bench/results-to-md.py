@@ -107,7 +107,7 @@ def main():
             stages = f.read()
     except OSError:
         pass
-    failed = {m.group(1): m.group(2) for m in re.finditer(r"^(\S+): (FAILED.*)$", stages, re.M)}
+    failed = {m.group(1): m.group(2) for m in re.finditer(r"^(\S+): ((?:FAILED|SKIPPED).*)$", stages, re.M)}
 
     rows, jsons = [], {}
     for fname, label, stage in (
