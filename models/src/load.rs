@@ -85,11 +85,16 @@ pub fn open_hf_dir(dir: &Path) -> Result<LoadedModel> {
     })
 }
 
-/// A `.gguf` file. Swapped for `crate::gguf::GgufSource::open` once the GGUF
-/// loader is merged.
+/// A `.gguf` file: config from its `qwen35` metadata, weights presented under
+/// canonical HF names; tokenizer and chat template are embedded in the file
+/// (`Tokenizer::for_model` and `GgufSource::chat_template` read them).
 pub fn open_gguf(path: &Path) -> Result<LoadedModel> {
-    Err(ModelError::Other(format!(
-        "{}: GGUF support is not merged into this build yet; use an HF safetensors directory",
-        path.display()
-    )))
+    let source = crate::gguf::GgufSource::open(path)?;
+    Ok(LoadedModel {
+        config: source.config().clone(),
+        weights: Arc::new(source),
+        source_path: path.to_path_buf(),
+        tokenizer_json: None,
+        tokenizer_config_json: None,
+    })
 }

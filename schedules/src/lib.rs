@@ -3,8 +3,8 @@
 //! the chips we tune for and `Schedule::for_device` derives one from the
 //! detected device properties.
 //!
-//! DRAFT CONTRACT (filled in by the schedules/codegen work): the types and
-//! function signatures below are what the runtime relies on.
+//! The runtime relies on `Schedule::for_device`, `grid_blocks()`,
+//! `threads_per_block`, `arch` and `preset`.
 
 pub mod arch;
 pub mod device;
@@ -14,4 +14,17 @@ pub mod schedule;
 pub use arch::Arch;
 pub use device::DeviceProps;
 pub use error::ScheduleError;
-pub use schedule::Schedule;
+pub use schedule::{
+    DecodeSplit, DeviceLimits, ModelDims, PrefetchMode, PrefillTiles, Schedule, StateDType,
+    SyncMode, TreeParams, list_presets,
+};
+
+/// A named preset (`rtx3090`, `h100`, ...).
+pub fn preset(name: &str) -> Result<Schedule, ScheduleError> {
+    Schedule::preset(name)
+}
+
+/// The preset of an arch (sm_90 picks h100).
+pub fn preset_for_arch(arch: Arch) -> Result<Schedule, ScheduleError> {
+    Schedule::preset_for_arch(arch)
+}

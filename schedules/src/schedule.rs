@@ -1,10 +1,131 @@
-//! The schedule value. (Draft; the schedules/codegen work completes it.)
+//! The schedule value: how the generated kernels split work over one chip.
+//!
+//! Everything a kernel is specialised on besides the model config lives here,
+//! so that a change of chip is a change of this value (and a reviewable diff
+//! of the generated CUDA), never an edit of kernel source.
 
 use serde::{Deserialize, Serialize};
 
 use crate::arch::Arch;
 use crate::device::DeviceProps;
 use crate::error::ScheduleError;
+
+/// How one synchronisation point of the decode megakernel is implemented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Grid-wide barrier (every block waits for every block). Obviously
+    /// right; the fallback.
+    GridBarrier,
+    /// Per-tile counters: a consumer waits only for the producers of the
+    /// tiles it reads (e.g. the in_proj rows of one GDN head).
+    TileCounters,
+}
+
+/// How a block uses the time it spends waiting at a sync point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrefetchMode {
+    /// No prefetch.
+    None,
+    /// `prefetch.global.L2` of the weight rows the warp owns in the next
+    /// phase, issued before arriving at the sync point.
+    L2,
+}
+
+/// Element type of a state buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateDType {
+    Bf16,
+    F32,
+}
+
+impl StateDType {
+    pub fn bytes(self) -> u32 {
+        match self {
+            StateDType::Bf16 => 2,
+            StateDType::F32 => 4,
+        }
+    }
+}
+
+/// The hardware limits a schedule is checked against (copied from
+/// [`DeviceProps`] or written by hand for a preset).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceLimits {
+    pub max_threads_per_block: u32,
+    pub max_threads_per_sm: u32,
+    pub max_blocks_per_sm: u32,
+    /// Largest dynamic shared memory one block may opt into.
+    pub shared_mem_per_block_optin: u32,
+    pub shared_mem_per_sm: u32,
+    pub regs_per_sm: u32,
+    pub regs_per_block: u32,
+    pub l2_bytes: u64,
+}
+
+/// Work split of the decode megakernel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecodeSplit {
+    /// Consecutive matrix rows one warp owns per work item of a matvec.
+    pub matvec_rows_per_warp: u32,
+    /// Bytes one lane loads per weight access (16 = `uint4`).
+    pub vector_bytes: u32,
+    /// GDN recurrence: value columns of one head's state that one warp
+    /// updates (the state splits over (v-head, column slice) across the grid).
+    pub gdn_value_cols_per_warp: u32,
+    /// Attention: KV positions per work item (a warp owns one (kv-head,
+    /// chunk) item; chunks are merged by the last-arriving warp).
+    pub attn_kv_chunk: u32,
+    /// Sync after the GDN input projections (all-to-all by head).
+    pub sync_gdn_in_proj: SyncMode,
+    /// Sync after the attention q/k/v projections.
+    pub sync_attn_qkv: SyncMode,
+    /// Fallback: every sync point is a grid barrier regardless of the fields above.
+    pub barrier_per_phase: bool,
+    pub prefetch: PrefetchMode,
+    /// Bytes of next-phase weights each warp prefetches while waiting.
+    pub prefetch_bytes_per_warp: u32,
+    /// LM head sampling: candidates each block keeps (per-block top-k).
+    pub sample_candidates_per_block: u32,
+    /// Global cap on the sampling candidate set (top-k/top-p act on these).
+    pub sample_candidates_max: u32,
+    /// Register cap per thread passed to `__launch_bounds__` (0 = derived).
+    pub max_regs_per_thread: u32,
+}
+
+/// Tiles of the prefill kernels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrefillTiles {
+    pub gemm_tile_m: u32,
+    pub gemm_tile_n: u32,
+    pub gemm_tile_k: u32,
+    /// Pipeline stages of the GEMM's shared-memory ring (cp.async on sm_80+).
+    pub gemm_stages: u32,
+    pub gemm_threads: u32,
+    /// Chunk length of the chunked gated delta rule (64 in HF/FLA).
+    pub gdn_chunk: u32,
+    pub attn_q_tile: u32,
+    pub attn_kv_tile: u32,
+    pub attn_threads: u32,
+    /// Use `mma.sync` bf16 tensor cores (sm_80+) instead of FMA.
+    pub use_tensor_cores: bool,
+    /// Use `cp.async` for global->shared copies (sm_80+).
+    pub use_cp_async: bool,
+}
+
+/// DDTree verification parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TreeParams {
+    /// Nodes per verified tree, excluding the root.
+    pub budget: u32,
+    /// Largest budget the tree kernels are compiled for.
+    pub max_budget: u32,
+    /// Candidates per depth drawn from the draft.
+    pub top_k: u32,
+    pub threads: u32,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Schedule {
@@ -15,20 +136,871 @@ pub struct Schedule {
     /// Persistent grid: blocks per SM times SMs.
     pub blocks_per_sm: u32,
     pub threads_per_block: u32,
+    pub limits: DeviceLimits,
+    pub decode: DecodeSplit,
+    pub prefill: PrefillTiles,
+    pub tree: TreeParams,
+    pub kv_cache_dtype: StateDType,
+    pub gdn_state_dtype: StateDType,
+    /// Largest context (prompt + generated) the state buffers hold.
+    pub max_context: u32,
+}
+
+/// The model dimensions a schedule is validated against (plain numbers so
+/// that this crate does not depend on the model crate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelDims {
+    pub hidden_size: u32,
+    pub intermediate_size: u32,
+    pub vocab_size: u32,
+    pub head_dim: u32,
+    pub num_attention_heads: u32,
+    pub num_key_value_heads: u32,
+    pub linear_num_key_heads: u32,
+    pub linear_num_value_heads: u32,
+    pub linear_key_head_dim: u32,
+    pub linear_value_head_dim: u32,
+    pub max_position_embeddings: u32,
+}
+
+/// Known presets: (name, arch, SMs).
+const PRESETS: &[(&str, Arch, u32)] = &[
+    ("rtx2080ti", Arch::new(7, 5), 68),
+    ("a100", Arch::new(8, 0), 108),
+    ("rtx3090", Arch::new(8, 6), 82),
+    ("rtx4090", Arch::new(8, 9), 128),
+    ("h100", Arch::new(9, 0), 132),
+    ("h200", Arch::new(9, 0), 132),
+    ("rtx5090", Arch::new(12, 0), 170),
+    ("gb10", Arch::new(12, 1), 48),
+];
+
+/// Presets as (name, arch, SM count), in a stable order.
+pub fn list_presets() -> Vec<(&'static str, Arch, u32)> {
+    PRESETS.to_vec()
+}
+
+fn known_presets() -> String {
+    PRESETS
+        .iter()
+        .map(|(n, a, s)| format!("{n} ({a}, {s} SMs)"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The limits of a named chip (CUDA occupancy tables + datasheets).
+fn preset_limits(name: &str, arch: Arch) -> DeviceLimits {
+    // Per-arch limits from the CUDA programming guide's compute capability
+    // table; L2 sizes from the datasheets.
+    let (max_threads_sm, max_blocks_sm, smem_sm, smem_optin) = match arch.number() {
+        75 => (1024, 16, 64 * 1024, 64 * 1024),
+        80 => (2048, 32, 164 * 1024, 163 * 1024),
+        86 | 87 => (1536, 16, 100 * 1024, 99 * 1024),
+        89 => (1536, 24, 100 * 1024, 99 * 1024),
+        90 => (2048, 32, 228 * 1024, 227 * 1024),
+        _ => (1536, 32, 100 * 1024, 99 * 1024), // sm_100/120/121 consumer parts
+    };
+    let l2: u64 = match name {
+        "rtx2080ti" => 5_632 * 1024,
+        "a100" => 40 << 20,
+        "rtx3090" => 6 << 20,
+        "rtx4090" => 72 << 20,
+        "h100" | "h200" => 50 << 20,
+        "rtx5090" => 96 << 20,
+        "gb10" => 24 << 20,
+        _ => 4 << 20,
+    };
+    DeviceLimits {
+        max_threads_per_block: 1024,
+        max_threads_per_sm: max_threads_sm,
+        max_blocks_per_sm: max_blocks_sm,
+        shared_mem_per_block_optin: smem_optin,
+        shared_mem_per_sm: smem_sm,
+        regs_per_sm: 65_536,
+        regs_per_block: 65_536,
+        l2_bytes: l2,
+    }
 }
 
 impl Schedule {
+    /// Persistent grid size of the decode megakernel.
     pub fn grid_blocks(&self) -> u32 {
         self.sm_count * self.blocks_per_sm
     }
+    pub fn warps_per_block(&self) -> u32 {
+        self.threads_per_block / 32
+    }
+    pub fn total_warps(&self) -> u32 {
+        self.grid_blocks() * self.warps_per_block()
+    }
 
+    /// A named preset (`rtx3090`, `h100`, ...).
+    pub fn preset(name: &str) -> Result<Self, ScheduleError> {
+        let key = name.trim().to_ascii_lowercase();
+        let (n, arch, sms) = PRESETS
+            .iter()
+            .find(|(n, _, _)| *n == key)
+            .copied()
+            .ok_or_else(|| ScheduleError::UnknownPreset {
+                preset: name.to_string(),
+                known: known_presets(),
+            })?;
+        Ok(Self::build(n, arch, sms, preset_limits(n, arch)))
+    }
+
+    /// The preset of an arch (sm_90 -> h100). `sm_90a` selects the h100
+    /// preset with arch-specific features on.
+    pub fn preset_for_arch(arch: Arch) -> Result<Self, ScheduleError> {
+        let name = match (arch.major, arch.minor) {
+            (9, 0) => Some("h100"),
+            _ => PRESETS
+                .iter()
+                .find(|(_, a, _)| a.major == arch.major && a.minor == arch.minor)
+                .map(|(n, _, _)| *n),
+        };
+        let name = name.ok_or_else(|| ScheduleError::UnknownTarget {
+            target: arch.sm_name(),
+            known: PRESETS
+                .iter()
+                .map(|(n, a, _)| format!("{a} ({n})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+        let mut s = Self::preset(name)?;
+        s.arch.arch_specific = arch.arch_specific;
+        Ok(s)
+    }
+
+    /// Parse `--target`-style strings (`sm_86`, `8.6`) into the arch's preset.
+    pub fn for_target(target: &str) -> Result<Self, ScheduleError> {
+        let arch: Arch = target.parse().map_err(|_| ScheduleError::UnknownTarget {
+            target: target.to_string(),
+            known: PRESETS
+                .iter()
+                .map(|(n, a, _)| format!("{a} ({n})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+        Self::preset_for_arch(arch)
+    }
+
+    /// Derive a schedule from detected device properties.
     pub fn for_device(props: &DeviceProps) -> Result<Self, ScheduleError> {
-        Ok(Self {
-            preset: "derived".into(),
-            arch: props.arch,
-            sm_count: props.sm_count,
-            blocks_per_sm: 1,
-            threads_per_block: 512,
-        })
+        let limits = DeviceLimits {
+            max_threads_per_block: props.max_threads_per_block,
+            max_threads_per_sm: props.max_threads_per_sm,
+            max_blocks_per_sm: 16,
+            shared_mem_per_block_optin: props.shared_mem_per_block_optin,
+            shared_mem_per_sm: props.shared_mem_per_sm,
+            regs_per_sm: props.regs_per_sm,
+            regs_per_block: props.regs_per_block,
+            l2_bytes: props.l2_bytes,
+        };
+        let mut s = Self::build("derived", props.arch, props.sm_count, limits);
+        s.preset = "derived".into();
+        if s.threads_per_block > props.max_threads_per_block {
+            s.threads_per_block = props.max_threads_per_block / 32 * 32;
+        }
+        s.check_hardware()?;
+        Ok(s)
+    }
+
+    /// The same schedule on a chip with `n` SMs (e.g. a partitioned GPU).
+    pub fn with_sm_count(mut self, n: u32) -> Self {
+        self.sm_count = n;
+        self.decode.prefetch_bytes_per_warp = prefetch_depth(
+            self.limits.l2_bytes,
+            n * self.blocks_per_sm,
+            self.threads_per_block,
+        );
+        self
+    }
+
+    fn build(name: &str, arch: Arch, sms: u32, limits: DeviceLimits) -> Self {
+        // One 512-thread block per SM: 16 warps each keep many 16-byte weight
+        // loads in flight, and 128 registers per thread stay available.
+        let threads = 512;
+        let blocks_per_sm = 1;
+        let sm80 = arch.number() >= 80;
+        Self {
+            preset: name.to_string(),
+            arch,
+            sm_count: sms,
+            blocks_per_sm,
+            threads_per_block: threads,
+            decode: DecodeSplit {
+                matvec_rows_per_warp: 2,
+                vector_bytes: 16,
+                gdn_value_cols_per_warp: 8,
+                attn_kv_chunk: 32,
+                sync_gdn_in_proj: SyncMode::GridBarrier,
+                sync_attn_qkv: SyncMode::GridBarrier,
+                barrier_per_phase: true,
+                prefetch: PrefetchMode::L2,
+                prefetch_bytes_per_warp: prefetch_depth(
+                    limits.l2_bytes,
+                    sms * blocks_per_sm,
+                    threads,
+                ),
+                sample_candidates_per_block: 8,
+                sample_candidates_max: 256,
+                max_regs_per_thread: 0,
+            },
+            prefill: PrefillTiles {
+                gemm_tile_m: 64,
+                gemm_tile_n: 64,
+                gemm_tile_k: 32,
+                gemm_stages: if sm80 { 3 } else { 2 },
+                gemm_threads: 128,
+                gdn_chunk: 64,
+                attn_q_tile: 64,
+                attn_kv_tile: 64,
+                attn_threads: 128,
+                use_tensor_cores: sm80,
+                use_cp_async: sm80,
+            },
+            tree: TreeParams {
+                budget: 22,
+                max_budget: 64,
+                top_k: 8,
+                threads: 256,
+            },
+            kv_cache_dtype: StateDType::Bf16,
+            gdn_state_dtype: StateDType::F32,
+            max_context: 8192,
+            limits,
+        }
+    }
+
+    /// Blocks of `threads` threads that fit on one SM given threads, registers
+    /// and shared memory.
+    pub fn max_coresident_blocks_per_sm(&self, regs_per_thread: u32, smem_per_block: u32) -> u32 {
+        let l = &self.limits;
+        let by_threads = l.max_threads_per_sm / self.threads_per_block.max(1);
+        // Registers are allocated per warp in units of 256.
+        let regs_per_warp = (regs_per_thread * 32).div_ceil(256) * 256;
+        let by_regs = l.regs_per_sm / (regs_per_warp * self.warps_per_block()).max(1);
+        let by_smem = if smem_per_block == 0 {
+            u32::MAX
+        } else {
+            l.shared_mem_per_sm / smem_per_block
+        };
+        by_threads
+            .min(by_regs)
+            .min(by_smem)
+            .min(l.max_blocks_per_sm)
+    }
+
+    /// Register budget per thread implied by the launch shape.
+    pub fn regs_per_thread_budget(&self) -> u32 {
+        if self.decode.max_regs_per_thread != 0 {
+            return self.decode.max_regs_per_thread;
+        }
+        let per_block = self.limits.regs_per_sm / self.blocks_per_sm.max(1);
+        (per_block / self.threads_per_block.max(1)).min(255) / 8 * 8
+    }
+
+    fn invalid(
+        field: &'static str,
+        value: impl ToString,
+        limit: impl Into<String>,
+    ) -> ScheduleError {
+        ScheduleError::Invalid {
+            field,
+            value: value.to_string(),
+            limit: limit.into(),
+        }
+    }
+
+    fn check_hardware(&self) -> Result<(), ScheduleError> {
+        let t = self.threads_per_block;
+        if t == 0 || t % 32 != 0 {
+            return Err(Self::invalid(
+                "threads_per_block",
+                t,
+                "must be a positive multiple of 32",
+            ));
+        }
+        if t > self.limits.max_threads_per_block.min(1024) {
+            return Err(Self::invalid(
+                "threads_per_block",
+                t,
+                format!(
+                    "at most {} threads per block",
+                    self.limits.max_threads_per_block.min(1024)
+                ),
+            ));
+        }
+        if self.sm_count == 0 {
+            return Err(Self::invalid("sm_count", 0, "must be at least 1"));
+        }
+        if self.blocks_per_sm == 0 {
+            return Err(Self::invalid("blocks_per_sm", 0, "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Reject schedules the hardware or the model cannot run. `dims` adds the
+    /// checks that need model dimensions (tiles dividing dimensions).
+    pub fn validate(&self, dims: Option<&ModelDims>) -> Result<(), ScheduleError> {
+        self.check_hardware()?;
+        let d = &self.decode;
+        let regs = self.regs_per_thread_budget();
+        if regs < 32 {
+            return Err(Self::invalid(
+                "blocks_per_sm",
+                self.blocks_per_sm,
+                format!(
+                    "leaves {regs} registers per thread at {} threads per block (need >= 32)",
+                    self.threads_per_block
+                ),
+            ));
+        }
+        let smem = self.decode_smem_estimate(dims);
+        if smem > self.limits.shared_mem_per_block_optin {
+            return Err(Self::invalid(
+                "shared memory per block",
+                smem,
+                format!(
+                    "over the opt-in limit of {} bytes on {}",
+                    self.limits.shared_mem_per_block_optin, self.arch
+                ),
+            ));
+        }
+        let fit = self.max_coresident_blocks_per_sm(regs, smem);
+        if self.blocks_per_sm > fit {
+            return Err(Self::invalid(
+                "blocks_per_sm",
+                self.blocks_per_sm,
+                format!(
+                    "only {fit} blocks of {} threads ({regs} regs/thread, {smem} B smem) can be co-resident per SM; the persistent grid needs all blocks resident",
+                    self.threads_per_block
+                ),
+            ));
+        }
+        if !matches!(d.matvec_rows_per_warp, 1 | 2 | 4 | 8) {
+            return Err(Self::invalid(
+                "decode.matvec_rows_per_warp",
+                d.matvec_rows_per_warp,
+                "one of 1, 2, 4, 8",
+            ));
+        }
+        if d.vector_bytes != 16 {
+            return Err(Self::invalid(
+                "decode.vector_bytes",
+                d.vector_bytes,
+                "only 16-byte (uint4) loads are generated",
+            ));
+        }
+        if !matches!(d.gdn_value_cols_per_warp, 4 | 8 | 16) {
+            return Err(Self::invalid(
+                "decode.gdn_value_cols_per_warp",
+                d.gdn_value_cols_per_warp,
+                "one of 4, 8, 16",
+            ));
+        }
+        if d.attn_kv_chunk == 0 || d.attn_kv_chunk % 8 != 0 {
+            return Err(Self::invalid(
+                "decode.attn_kv_chunk",
+                d.attn_kv_chunk,
+                "a positive multiple of 8",
+            ));
+        }
+        if d.sample_candidates_per_block == 0 || d.sample_candidates_per_block > 16 {
+            return Err(Self::invalid(
+                "decode.sample_candidates_per_block",
+                d.sample_candidates_per_block,
+                "1..=16",
+            ));
+        }
+        let pool = self.grid_blocks() * d.sample_candidates_per_block;
+        if pool > 4096 {
+            return Err(Self::invalid(
+                "decode.sample_candidates_per_block",
+                d.sample_candidates_per_block,
+                format!(
+                    "grid x candidates = {pool} must be <= 4096 (final merge sorts them in one block)"
+                ),
+            ));
+        }
+        if d.sample_candidates_max == 0 || d.sample_candidates_max > pool {
+            return Err(Self::invalid(
+                "decode.sample_candidates_max",
+                d.sample_candidates_max,
+                format!("1..={pool} (grid blocks x candidates per block)"),
+            ));
+        }
+        if self.max_context == 0 {
+            return Err(Self::invalid("max_context", 0, "must be positive"));
+        }
+        if self.kv_cache_dtype != StateDType::Bf16 {
+            return Err(Self::invalid(
+                "kv_cache_dtype",
+                format!("{:?}", self.kv_cache_dtype),
+                "only bf16 is generated",
+            ));
+        }
+        if self.gdn_state_dtype != StateDType::F32 {
+            return Err(Self::invalid(
+                "gdn_state_dtype",
+                format!("{:?}", self.gdn_state_dtype),
+                "only f32 is generated",
+            ));
+        }
+        let p = &self.prefill;
+        for (field, v) in [
+            ("prefill.gemm_tile_m", p.gemm_tile_m),
+            ("prefill.gemm_tile_n", p.gemm_tile_n),
+            ("prefill.gemm_tile_k", p.gemm_tile_k),
+        ] {
+            if v == 0 || v % 16 != 0 {
+                return Err(Self::invalid(
+                    field,
+                    v,
+                    "a positive multiple of 16 (mma.sync m16n8k16 tiles)",
+                ));
+            }
+        }
+        if p.gemm_stages == 0 || p.gemm_stages > 8 {
+            return Err(Self::invalid("prefill.gemm_stages", p.gemm_stages, "1..=8"));
+        }
+        if (p.use_tensor_cores || p.use_cp_async) && self.arch.number() < 80 {
+            return Err(Self::invalid(
+                if p.use_tensor_cores {
+                    "prefill.use_tensor_cores"
+                } else {
+                    "prefill.use_cp_async"
+                },
+                "true",
+                format!(
+                    "bf16 mma.sync and cp.async need sm_80+, target is {}",
+                    self.arch
+                ),
+            ));
+        }
+        if p.gemm_threads % 32 != 0 || p.gemm_threads == 0 || p.gemm_threads > 1024 {
+            return Err(Self::invalid(
+                "prefill.gemm_threads",
+                p.gemm_threads,
+                "a multiple of 32 in 32..=1024",
+            ));
+        }
+        let gemm_warps = p.gemm_threads / 32;
+        let warp_tiles = (p.gemm_tile_m / 16) * (p.gemm_tile_n / 8);
+        if warp_tiles % gemm_warps != 0 {
+            return Err(Self::invalid(
+                "prefill.gemm_threads",
+                p.gemm_threads,
+                format!(
+                    "{gemm_warps} warps must evenly share the {warp_tiles} 16x8 mma tiles of a {}x{} block tile",
+                    p.gemm_tile_m, p.gemm_tile_n
+                ),
+            ));
+        }
+        let gemm_smem = p.gemm_stages * (p.gemm_tile_m + p.gemm_tile_n) * p.gemm_tile_k * 2;
+        if gemm_smem > self.limits.shared_mem_per_block_optin {
+            return Err(Self::invalid(
+                "prefill.gemm_stages",
+                p.gemm_stages,
+                format!(
+                    "{gemm_smem} B of GEMM staging exceeds the {} B opt-in limit",
+                    self.limits.shared_mem_per_block_optin
+                ),
+            ));
+        }
+        if p.gdn_chunk != 64 {
+            return Err(Self::invalid(
+                "prefill.gdn_chunk",
+                p.gdn_chunk,
+                "the chunked delta rule is generated for chunk 64",
+            ));
+        }
+        if p.attn_q_tile == 0
+            || p.attn_q_tile % 16 != 0
+            || p.attn_kv_tile == 0
+            || p.attn_kv_tile % 16 != 0
+        {
+            return Err(Self::invalid(
+                "prefill.attn_q_tile",
+                p.attn_q_tile,
+                "q and kv tiles must be positive multiples of 16",
+            ));
+        }
+        if p.attn_threads % 32 != 0 || p.attn_threads == 0 || p.attn_threads > 1024 {
+            return Err(Self::invalid(
+                "prefill.attn_threads",
+                p.attn_threads,
+                "a multiple of 32 in 32..=1024",
+            ));
+        }
+        let t = &self.tree;
+        if t.max_budget == 0 || t.max_budget > 256 {
+            return Err(Self::invalid("tree.max_budget", t.max_budget, "1..=256"));
+        }
+        if t.budget == 0 || t.budget > t.max_budget {
+            return Err(Self::invalid(
+                "tree.budget",
+                t.budget,
+                format!("1..={} (tree.max_budget)", t.max_budget),
+            ));
+        }
+        if t.top_k == 0 || t.top_k > t.budget {
+            return Err(Self::invalid(
+                "tree.top_k",
+                t.top_k,
+                format!("1..={} (tree.budget)", t.budget),
+            ));
+        }
+        if t.threads % 32 != 0 || t.threads == 0 || t.threads > 1024 {
+            return Err(Self::invalid(
+                "tree.threads",
+                t.threads,
+                "a multiple of 32 in 32..=1024",
+            ));
+        }
+        if let Some(m) = dims {
+            self.validate_dims(m)?;
+        }
+        Ok(())
+    }
+
+    fn validate_dims(&self, m: &ModelDims) -> Result<(), ScheduleError> {
+        let d = &self.decode;
+        let r = d.matvec_rows_per_warp;
+        for (what, rows) in [
+            ("hidden_size", m.hidden_size),
+            ("intermediate_size", m.intermediate_size),
+            ("linear_num_value_heads", m.linear_num_value_heads),
+            (
+                "num_key_value_heads * head_dim",
+                m.num_key_value_heads * m.head_dim,
+            ),
+            ("vocab_size", m.vocab_size),
+        ] {
+            if rows % r != 0 {
+                return Err(Self::invalid(
+                    "decode.matvec_rows_per_warp",
+                    r,
+                    format!("must divide {what} = {rows}"),
+                ));
+            }
+        }
+        for (what, k) in [
+            ("hidden_size", m.hidden_size),
+            ("intermediate_size", m.intermediate_size),
+            (
+                "linear value dim",
+                m.linear_num_value_heads * m.linear_value_head_dim,
+            ),
+            ("attention output dim", m.num_attention_heads * m.head_dim),
+        ] {
+            if k % 8 != 0 {
+                return Err(Self::invalid(
+                    "decode.vector_bytes",
+                    d.vector_bytes,
+                    format!("16-byte loads need {what} = {k} to be a multiple of 8 bf16"),
+                ));
+            }
+        }
+        if m.linear_value_head_dim % d.gdn_value_cols_per_warp != 0 {
+            return Err(Self::invalid(
+                "decode.gdn_value_cols_per_warp",
+                d.gdn_value_cols_per_warp,
+                format!(
+                    "must divide linear_value_head_dim = {}",
+                    m.linear_value_head_dim
+                ),
+            ));
+        }
+        let key_groups = 32 / d.gdn_value_cols_per_warp;
+        if m.linear_key_head_dim % key_groups != 0 || m.linear_key_head_dim / key_groups > 64 {
+            return Err(Self::invalid(
+                "decode.gdn_value_cols_per_warp",
+                d.gdn_value_cols_per_warp,
+                format!(
+                    "each lane would hold {} state values of linear_key_head_dim = {} (at most 64 registers)",
+                    m.linear_key_head_dim as f64 / key_groups as f64,
+                    m.linear_key_head_dim
+                ),
+            ));
+        }
+        if !matches!(m.head_dim, 64 | 128 | 256) {
+            return Err(Self::invalid(
+                "head_dim",
+                m.head_dim,
+                "decode attention is generated for head_dim 64, 128 or 256 (32 lanes x 2/4/8)",
+            ));
+        }
+        if !matches!(m.linear_key_head_dim, 32 | 64 | 128 | 256) {
+            return Err(Self::invalid(
+                "linear_key_head_dim",
+                m.linear_key_head_dim,
+                "32, 64, 128 or 256",
+            ));
+        }
+        if self.max_context > m.max_position_embeddings {
+            return Err(Self::invalid(
+                "max_context",
+                self.max_context,
+                format!(
+                    "above the model's max_position_embeddings {}",
+                    m.max_position_embeddings
+                ),
+            ));
+        }
+        let p = &self.prefill;
+        if m.hidden_size % p.gemm_tile_k != 0 {
+            return Err(Self::invalid(
+                "prefill.gemm_tile_k",
+                p.gemm_tile_k,
+                format!("must divide hidden_size = {}", m.hidden_size),
+            ));
+        }
+        if m.intermediate_size % p.gemm_tile_k != 0 {
+            return Err(Self::invalid(
+                "prefill.gemm_tile_k",
+                p.gemm_tile_k,
+                format!("must divide intermediate_size = {}", m.intermediate_size),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Dynamic shared memory the decode megakernel needs per block: the
+    /// widest matvec input held in f32 plus sampling scratch.
+    pub fn decode_smem_estimate(&self, dims: Option<&ModelDims>) -> u32 {
+        let widest = dims
+            .map(|m| {
+                m.hidden_size
+                    .max(m.intermediate_size)
+                    .max(m.linear_num_value_heads * m.linear_value_head_dim)
+                    .max(m.num_attention_heads * m.head_dim)
+            })
+            .unwrap_or(0);
+        let pool =
+            (self.grid_blocks() * self.decode.sample_candidates_per_block).next_power_of_two();
+        let sort = pool * 8;
+        let warp_cands = self.warps_per_block() * self.decode.sample_candidates_per_block * 8
+            + self.warps_per_block() * 8;
+        (widest * 4).max(sort).max(warp_cands) + 256
+    }
+}
+
+/// Per-warp prefetch depth: a quarter of L2 shared by all warps, in whole
+/// 128-byte lines, at most 32 KiB.
+fn prefetch_depth(l2: u64, blocks: u32, threads: u32) -> u32 {
+    let warps = (blocks as u64 * (threads as u64 / 32)).max(1);
+    let bytes = (l2 / 4 / warps).min(32 * 1024);
+    (bytes / 128 * 128) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dims_08b() -> ModelDims {
+        ModelDims {
+            hidden_size: 1024,
+            intermediate_size: 3584,
+            vocab_size: 248_320,
+            head_dim: 256,
+            num_attention_heads: 8,
+            num_key_value_heads: 2,
+            linear_num_key_heads: 16,
+            linear_num_value_heads: 16,
+            linear_key_head_dim: 128,
+            linear_value_head_dim: 128,
+            max_position_embeddings: 262_144,
+        }
+    }
+
+    fn field_of(e: ScheduleError) -> &'static str {
+        match e {
+            ScheduleError::Invalid { field, .. } => field,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_preset_validates_for_0_8b() {
+        for (name, arch, sms) in list_presets() {
+            let s = Schedule::preset(name).unwrap();
+            assert_eq!(s.arch, arch);
+            assert_eq!(s.sm_count, sms);
+            assert_eq!(s.grid_blocks(), sms);
+            s.validate(Some(&dims_08b())).unwrap();
+        }
+    }
+
+    #[test]
+    fn preset_for_arch_picks_h100_for_sm90() {
+        assert_eq!(
+            Schedule::preset_for_arch(Arch::new(9, 0)).unwrap().preset,
+            "h100"
+        );
+        assert_eq!(Schedule::for_target("sm_86").unwrap().sm_count, 82);
+        assert_eq!(Schedule::for_target("sm_90").unwrap().sm_count, 132);
+        let a = Schedule::for_target("sm_90a").unwrap();
+        assert!(a.arch.arch_specific);
+        let e = Schedule::for_target("sm_99").unwrap_err().to_string();
+        assert!(e.contains("sm_99") && e.contains("sm_86"), "{e}");
+        assert!(Schedule::for_target("banana").is_err());
+        let e = Schedule::preset("rtx9999").unwrap_err().to_string();
+        assert!(e.contains("rtx3090"), "{e}");
+    }
+
+    #[test]
+    fn with_sm_count_changes_grid() {
+        let s = Schedule::preset("rtx3090").unwrap().with_sm_count(46);
+        assert_eq!(s.grid_blocks(), 46);
+        s.validate(Some(&dims_08b())).unwrap();
+    }
+
+    #[test]
+    fn for_device_derives_from_props() {
+        let props = DeviceProps {
+            name: "NVIDIA H100 80GB HBM3".into(),
+            arch: Arch::new(9, 0),
+            sm_count: 132,
+            max_threads_per_block: 1024,
+            max_threads_per_sm: 2048,
+            shared_mem_per_block_optin: 227 * 1024,
+            shared_mem_per_sm: 228 * 1024,
+            regs_per_sm: 65536,
+            regs_per_block: 65536,
+            l2_bytes: 50 << 20,
+            total_mem_bytes: 80 << 30,
+            mem_clock_khz: 2_619_000,
+            mem_bus_width_bits: 5120,
+            sm_clock_khz: 1_980_000,
+        };
+        let s = Schedule::for_device(&props).unwrap();
+        assert_eq!(s.preset, "derived");
+        assert_eq!(s.grid_blocks(), 132);
+        assert_eq!(s.threads_per_block, 512);
+        s.validate(Some(&dims_08b())).unwrap();
+        let json = serde_json::to_string(&s).unwrap();
+        let back: Schedule = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn rejects_threads_not_multiple_of_32() {
+        let mut s = Schedule::preset("h100").unwrap();
+        s.threads_per_block = 500;
+        assert_eq!(field_of(s.validate(None).unwrap_err()), "threads_per_block");
+        s.threads_per_block = 2048;
+        let e = s.validate(None).unwrap_err();
+        assert!(e.to_string().contains("1024"), "{e}");
+    }
+
+    #[test]
+    fn rejects_too_many_coresident_blocks() {
+        let mut s = Schedule::preset("rtx3090").unwrap();
+        s.blocks_per_sm = 3; // 3 x 512 threads = 1536 fits by threads, not by registers
+        s.decode.max_regs_per_thread = 64;
+        let e = s.validate(None).unwrap_err();
+        assert_eq!(field_of(e.clone()), "blocks_per_sm");
+        assert!(e.to_string().contains("co-resident"), "{e}");
+        s.blocks_per_sm = 4; // 2048 threads > 1536 per SM
+        assert_eq!(field_of(s.validate(None).unwrap_err()), "blocks_per_sm");
+    }
+
+    #[test]
+    fn rejects_smem_over_optin() {
+        let s = Schedule::preset("rtx2080ti").unwrap();
+        let mut big = dims_08b();
+        big.intermediate_size = 17_408 * 2; // 139 KB of f32 input
+        let e = s.validate(Some(&big)).unwrap_err();
+        assert_eq!(field_of(e.clone()), "shared memory per block");
+        assert!(e.to_string().contains("65536"), "{e}");
+    }
+
+    #[test]
+    fn rejects_tile_not_dividing_dimension() {
+        let mut s = Schedule::preset("h100").unwrap();
+        s.prefill.gemm_tile_k = 48;
+        let mut m = dims_08b();
+        m.hidden_size = 1000;
+        m.intermediate_size = 3584;
+        let e = s.validate(Some(&m)).unwrap_err();
+        assert!(
+            matches!(
+                field_of(e.clone()),
+                "prefill.gemm_tile_k" | "decode.matvec_rows_per_warp" | "decode.vector_bytes"
+            ),
+            "{e}"
+        );
+        let mut s = Schedule::preset("h100").unwrap();
+        s.decode.gdn_value_cols_per_warp = 16;
+        let mut m = dims_08b();
+        m.linear_value_head_dim = 120;
+        assert_eq!(
+            field_of(s.validate(Some(&m)).unwrap_err()),
+            "decode.gdn_value_cols_per_warp"
+        );
+        let mut s = Schedule::preset("h100").unwrap();
+        s.decode.matvec_rows_per_warp = 8;
+        let mut m = dims_08b();
+        m.linear_num_value_heads = 12;
+        m.linear_num_key_heads = 12;
+        assert_eq!(
+            field_of(s.validate(Some(&m)).unwrap_err()),
+            "decode.matvec_rows_per_warp"
+        );
+    }
+
+    #[test]
+    fn rejects_budget_above_max() {
+        let mut s = Schedule::preset("h100").unwrap();
+        s.tree.budget = 65;
+        let e = s.validate(None).unwrap_err();
+        assert_eq!(field_of(e.clone()), "tree.budget");
+        assert!(e.to_string().contains("64"), "{e}");
+        s.tree.budget = 22;
+        s.tree.top_k = 0;
+        assert_eq!(field_of(s.validate(None).unwrap_err()), "tree.top_k");
+    }
+
+    #[test]
+    fn rejects_tensor_cores_before_sm80() {
+        let mut s = Schedule::preset("rtx2080ti").unwrap();
+        s.prefill.use_tensor_cores = true;
+        assert_eq!(
+            field_of(s.validate(None).unwrap_err()),
+            "prefill.use_tensor_cores"
+        );
+    }
+
+    #[test]
+    fn rejects_context_and_dtype_and_split_errors() {
+        let mut s = Schedule::preset("h100").unwrap();
+        s.max_context = 300_000;
+        assert_eq!(
+            field_of(s.validate(Some(&dims_08b())).unwrap_err()),
+            "max_context"
+        );
+        let mut s = Schedule::preset("h100").unwrap();
+        s.kv_cache_dtype = StateDType::F32;
+        assert_eq!(field_of(s.validate(None).unwrap_err()), "kv_cache_dtype");
+        let mut s = Schedule::preset("h100").unwrap();
+        s.decode.attn_kv_chunk = 12;
+        assert_eq!(
+            field_of(s.validate(None).unwrap_err()),
+            "decode.attn_kv_chunk"
+        );
+        let mut s = Schedule::preset("h100").unwrap();
+        s.decode.sample_candidates_per_block = 16;
+        s.sm_count = 300;
+        assert_eq!(
+            field_of(s.validate(None).unwrap_err()),
+            "decode.sample_candidates_per_block"
+        );
+        let mut s = Schedule::preset("h100").unwrap();
+        s.prefill.gemm_threads = 96;
+        assert_eq!(
+            field_of(s.validate(None).unwrap_err()),
+            "prefill.gemm_threads"
+        );
     }
 }

@@ -1,0 +1,205 @@
+//! LM head over every warp of the grid with the sampler fused in.
+//!
+//! Each warp computes rows of `logits = W x` (W = lm_head or the tied
+//! embedding), applies the repetition / presence / frequency penalties from
+//! the on-device token counts, and keeps (a) its top SAMPLE_CAND_PER_BLOCK
+//! candidates and (b) online softmax statistics of logits/T over all its
+//! rows. Blocks merge their warps; the last-arriving block (atomic ticket)
+//! merges every block's candidates with a bitonic sort, and picks the token:
+//! greedy = exact argmax (ties -> lowest id); otherwise temperature, top-k,
+//! top-p with probabilities normalised over the *whole* vocabulary (from the
+//! merged statistics), drawing from the candidate pool (documented cap: the
+//! union of per-block top-SAMPLE_CAND_PER_BLOCK, at most SAMPLE_CAND_MAX).
+
+pub const LM_HEAD: &str = r#"// ---- lm_head: logits, penalties, per-block top candidates, last-block sampler ----
+// Ordering of candidates: larger logit first, then lower token id.
+__device__ __forceinline__ bool cand_before(float av, u32 ai, float bv, u32 bi) {
+    return av > bv || (av == bv && ai < bi);
+}
+
+// splitmix64 finaliser: the counter-based RNG of the sampler. The uniform
+// for the token sampled at position `pos` is
+//   (splitmix64(seed + 0x9E3779B97F4A7C15 * (pos + 1)) >> 40) * 2^-24.
+__device__ __forceinline__ float sample_uniform(u64 seed, u32 pos) {
+    u64 z = seed + 0x9E3779B97F4A7C15ull * ((u64)pos + 1ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z = z ^ (z >> 31);
+    return (float)(z >> 40) * (1.0f / 16777216.0f);
+}
+
+__device__ __forceinline__ float apply_penalties(float logit, u32 count, const DecodeParams& p) {
+    if (count == 0u) return logit;
+    if (p.repetition_penalty != 1.0f)
+        logit = logit > 0.0f ? logit / p.repetition_penalty : logit * p.repetition_penalty;
+    return logit - p.presence_penalty - p.frequency_penalty * (float)count;
+}
+
+// Block-wide bitonic sort of n (power of two) (value, id) pairs, best first.
+__device__ void bitonic_sort_desc(float* v, u32* id, int n) {
+    for (int k = 2; k <= n; k <<= 1) {
+        for (int j = k >> 1; j > 0; j >>= 1) {
+            for (int i = threadIdx.x; i < n; i += THREADS) {
+                const int ixj = i ^ j;
+                if (ixj > i) {
+                    const bool desc = (i & k) == 0;
+                    const bool swap = desc ? cand_before(v[ixj], id[ixj], v[i], id[i])
+                                           : cand_before(v[i], id[i], v[ixj], id[ixj]);
+                    if (swap) {
+                        const float tv = v[i]; v[i] = v[ixj]; v[ixj] = tv;
+                        const u32 ti = id[i]; id[i] = id[ixj]; id[ixj] = ti;
+                    }
+                }
+            }
+            __syncthreads();
+        }
+    }
+}
+
+// Logits for all rows + candidate/statistics reduction. Returns true in the
+// one block that arrived last (it then runs sample_token). `smem` needs
+// SAMPLE_POOL_POW2 * 8 bytes; xs (the normed hidden state) lives elsewhere.
+__device__ bool lm_head_logits(const u16* W, const float* xs, const u32* counts, const DecodeParams& p,
+                               float* logits_out, float* cand_v, u32* cand_i, float* block_stats,
+                               u32* lm_counter, float* smem_v, u32* smem_i, float* smem_stats, u32* smem_flag) {
+    constexpr int R = MV_R;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const bool write_logits = (p.flags & FLAG_WRITE_LOGITS) != 0u;
+    const float inv_t = p.temperature > 0.0f ? 1.0f / p.temperature : 1.0f;
+    float tv[SAMPLE_CAND_PER_BLOCK];
+    u32 ti[SAMPLE_CAND_PER_BLOCK];
+#pragma unroll
+    for (int j = 0; j < SAMPLE_CAND_PER_BLOCK; ++j) { tv[j] = NEG_INF; ti[j] = 0xffffffffu; }
+    float run_m = NEG_INF, run_s = 0.0f;  // online softmax of logits/T over this warp's rows
+    constexpr int ITEMS = VOCAB / R;
+    for (int item = blockIdx.x * WARPS + warp; item < ITEMS; item += GRID_BLOCKS * WARPS) {
+        const uint4* rows[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) rows[r] = reinterpret_cast<const uint4*>(W + (size_t)(item * R + r) * HIDDEN);
+        float acc[R];
+        matvec_rows_partial<R, HIDDEN, 1>(rows, xs, 0, acc);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const u32 row = (u32)(item * R + r);
+            if (write_logits && lane == r) logits_out[row] = acc[r];
+            float v = apply_penalties(acc[r], ld_shared_u32(counts + row), p);
+            if (!(v == v)) v = NEG_INF;  // NaN never wins
+            if (v != NEG_INF) {
+                const float sv = v * inv_t;
+                if (sv > run_m) { run_s = run_s * expf(run_m - sv) + 1.0f; run_m = sv; }
+                else run_s += expf(sv - run_m);
+            }
+            // Rows arrive in increasing id order, so `>` keeps the lower id on ties.
+            if (v > tv[SAMPLE_CAND_PER_BLOCK - 1]) {
+                tv[SAMPLE_CAND_PER_BLOCK - 1] = v;
+                ti[SAMPLE_CAND_PER_BLOCK - 1] = row;
+#pragma unroll
+                for (int j = SAMPLE_CAND_PER_BLOCK - 1; j > 0; --j) {
+                    if (tv[j] > tv[j - 1]) {
+                        const float a = tv[j]; tv[j] = tv[j - 1]; tv[j - 1] = a;
+                        const u32 b = ti[j]; ti[j] = ti[j - 1]; ti[j - 1] = b;
+                    }
+                }
+            }
+        }
+    }
+    // Block merge: warps -> shared -> warp 0 selects the block's best.
+    if (lane == 0) {
+#pragma unroll
+        for (int j = 0; j < SAMPLE_CAND_PER_BLOCK; ++j) {
+            smem_v[warp * SAMPLE_CAND_PER_BLOCK + j] = tv[j];
+            smem_i[warp * SAMPLE_CAND_PER_BLOCK + j] = ti[j];
+        }
+        smem_stats[2 * warp] = run_m;
+        smem_stats[2 * warp + 1] = run_s;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        constexpr int N = WARPS * SAMPLE_CAND_PER_BLOCK;
+        for (int j = 0; j < SAMPLE_CAND_PER_BLOCK; ++j) {
+            float bv = NEG_INF; u32 bi = 0xffffffffu; int bslot = -1;
+            for (int s = lane; s < N; s += 32)
+                if (smem_i[s] != 0xfffffffeu && cand_before(smem_v[s], smem_i[s], bv, bi)) { bv = smem_v[s]; bi = smem_i[s]; bslot = s; }
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) {
+                const float ov = __shfl_xor_sync(FULL_MASK, bv, o);
+                const u32 oi = __shfl_xor_sync(FULL_MASK, bi, o);
+                const int os = __shfl_xor_sync(FULL_MASK, bslot, o);
+                if (cand_before(ov, oi, bv, bi)) { bv = ov; bi = oi; bslot = os; }
+            }
+            if (lane == 0) {
+                cand_v[blockIdx.x * SAMPLE_CAND_PER_BLOCK + j] = bv;
+                cand_i[blockIdx.x * SAMPLE_CAND_PER_BLOCK + j] = bi;
+                if (bslot >= 0) smem_i[bslot] = 0xfffffffeu;  // taken
+            }
+            __syncwarp();
+        }
+        if (lane == 0) {
+            float m = NEG_INF, s = 0.0f;
+            for (int w = 0; w < WARPS; ++w) {
+                const float wm = smem_stats[2 * w], ws = smem_stats[2 * w + 1];
+                if (wm == NEG_INF) continue;
+                if (wm > m) { s = s * expf(m - wm) + ws; m = wm; } else s += ws * expf(wm - m);
+            }
+            block_stats[2 * blockIdx.x] = m;
+            block_stats[2 * blockIdx.x + 1] = s;
+            *smem_flag = tile_arrive_is_last(lm_counter, GRID_BLOCKS) ? 1u : 0u;
+        }
+    }
+    __syncthreads();
+    return *smem_flag != 0u;
+}
+
+// Run by the last block only: pick the token and publish it.
+__device__ void sample_token(const DecodeParams& p, u32 pos, u32 n_generated, const float* cand_v, const u32* cand_i,
+                             const float* block_stats, float* smem_v, u32* smem_i, u32* counts, u32* out_tokens,
+                             u32* token_slot) {
+    for (int i = threadIdx.x; i < SAMPLE_POOL_POW2; i += THREADS) {
+        if (i < SAMPLE_POOL) { smem_v[i] = ld_shared_f32(cand_v + i); smem_i[i] = ld_shared_u32(cand_i + i); }
+        else { smem_v[i] = NEG_INF; smem_i[i] = 0xffffffffu; }
+    }
+    __syncthreads();
+    bitonic_sort_desc(smem_v, smem_i, SAMPLE_POOL_POW2);
+    if (threadIdx.x != 0) return;
+    u32 tok = smem_i[0];
+    if (p.temperature > 0.0f) {
+        const float inv_t = 1.0f / p.temperature;
+        const float top = smem_v[0] * inv_t;
+        // Whole-vocabulary normaliser from the per-block statistics.
+        float z = 0.0f;
+        for (int b = 0; b < GRID_BLOCKS; ++b) {
+            const float bm = ld_shared_f32(block_stats + 2 * b);
+            if (bm != NEG_INF) z += ld_shared_f32(block_stats + 2 * b + 1) * expf(bm - top);
+        }
+        int k = SAMPLE_CAND_MAX;
+        while (k > 1 && smem_v[k - 1] == NEG_INF) --k;
+        float zk = z;
+        if (p.top_k > 0u && (int)p.top_k < k) {
+            k = (int)p.top_k;
+            zk = 0.0f;
+            for (int i = 0; i < k; ++i) zk += expf(smem_v[i] * inv_t - top);
+        }
+        int keep = k;
+        if (p.top_p < 1.0f) {
+            float cum = 0.0f;
+            for (int i = 0; i < k; ++i) {
+                cum += expf(smem_v[i] * inv_t - top) / zk;
+                if (cum >= p.top_p) { keep = i + 1; break; }
+            }
+        }
+        float mass = 0.0f;
+        for (int i = 0; i < keep; ++i) mass += expf(smem_v[i] * inv_t - top);
+        const float u = sample_uniform(p.seed, pos) * mass;
+        float run = 0.0f;
+        tok = smem_i[keep - 1];
+        for (int i = 0; i < keep; ++i) {
+            run += expf(smem_v[i] * inv_t - top);
+            if (u < run) { tok = smem_i[i]; break; }
+        }
+    }
+    out_tokens[n_generated] = tok;
+    counts[tok] += 1u;
+    *token_slot = tok;
+    __threadfence();
+}
+"#;

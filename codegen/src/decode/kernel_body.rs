@@ -1,0 +1,263 @@
+//! The decode megakernel's layer programs and token loop as CUDA text.
+//! Sync points are printed by `mod.rs` into the `SYNC_*` markers below so the
+//! schedule decides them (and the header counts them).
+
+/// GDN layer, attention layer, MLP and the prefetch helpers.
+pub const LAYERS: &str = r#"// ---- layer programs ----
+struct Bufs {
+    u16* k_cache; u16* v_cache; float* gdn_state; float* conv_state; u32* counts;
+    const u32* prompt_ids; u32* out_tokens; u32* status; float* logits; u32* next_token;
+    unsigned long long* barrier; u32* counters;
+    float* resid; float* qkv; float* z; float* beta; float* g; float* gdn_o;
+    float* qg; float* k; float* v; float* part_acc; float* part_ml; float* att_out; float* mlp_h;
+    float* cand_v; u32* cand_i; float* lm_stats;
+};
+
+__device__ __forceinline__ Bufs bind_buffers(void* const* b) {
+    Bufs B;
+    B.k_cache = (u16*)b[BUF_K_CACHE]; B.v_cache = (u16*)b[BUF_V_CACHE];
+    B.gdn_state = (float*)b[BUF_GDN_STATE]; B.conv_state = (float*)b[BUF_CONV_STATE];
+    B.counts = (u32*)b[BUF_TOKEN_COUNTS]; B.prompt_ids = (const u32*)b[BUF_PROMPT_IDS];
+    B.out_tokens = (u32*)b[BUF_OUT_TOKENS]; B.status = (u32*)b[BUF_STATUS]; B.logits = (float*)b[BUF_LOGITS];
+    B.next_token = (u32*)b[BUF_NEXT_TOKEN]; B.barrier = (unsigned long long*)b[BUF_GRID_BARRIER];
+    B.counters = (u32*)b[BUF_TILE_COUNTERS]; B.resid = (float*)b[BUF_RESID];
+    B.qkv = (float*)b[BUF_GDN_QKV]; B.z = (float*)b[BUF_GDN_Z]; B.beta = (float*)b[BUF_GDN_BETA];
+    B.g = (float*)b[BUF_GDN_G]; B.gdn_o = (float*)b[BUF_GDN_O]; B.qg = (float*)b[BUF_ATT_QG];
+    B.k = (float*)b[BUF_ATT_K]; B.v = (float*)b[BUF_ATT_V]; B.part_acc = (float*)b[BUF_ATT_PART_ACC];
+    B.part_ml = (float*)b[BUF_ATT_PART_ML]; B.att_out = (float*)b[BUF_ATT_OUT]; B.mlp_h = (float*)b[BUF_MLP_H];
+    B.cand_v = (float*)b[BUF_LM_CAND_V]; B.cand_i = (u32*)b[BUF_LM_CAND_I]; B.lm_stats = (float*)b[BUF_LM_BLOCK_STATS];
+    return B;
+}
+
+#define WPTR(T, i) (reinterpret_cast<const T*>(Wt[(i)]))
+
+// Row maps of every matvec phase (shared by the phase and its prefetch).
+__device__ __forceinline__ auto gdn_in_rows(const void* const* Wt, int wb) {
+    const u16* qkv = WPTR(u16, wb + W_GDN_IN_QKV);
+    const u16* z = WPTR(u16, wb + W_GDN_IN_Z);
+    const u16* b = WPTR(u16, wb + W_GDN_IN_B);
+    const u16* a = WPTR(u16, wb + W_GDN_IN_A);
+    return [=](int item, int r) -> const u16* {
+        int row = item * MV_R + r;
+        if (row < CONV_DIM) return qkv + (size_t)row * HIDDEN;
+        row -= CONV_DIM;
+        if (row < VALUE_DIM) return z + (size_t)row * HIDDEN;
+        row -= VALUE_DIM;
+        if (row < GDN_HV) return b + (size_t)row * HIDDEN;
+        return a + (size_t)(row - GDN_HV) * HIDDEN;
+    };
+}
+constexpr int GDN_IN_ITEMS = (CONV_DIM + VALUE_DIM + 2 * GDN_HV) / MV_R;
+
+__device__ __forceinline__ auto att_qkv_rows(const void* const* Wt, int wb) {
+    const u16* q = WPTR(u16, wb + W_ATT_Q);
+    const u16* k = WPTR(u16, wb + W_ATT_K);
+    const u16* v = WPTR(u16, wb + W_ATT_V);
+    return [=](int item, int r) -> const u16* {
+        int row = item * MV_R + r;
+        if (row < ATT_QG_DIM) return q + (size_t)row * HIDDEN;
+        row -= ATT_QG_DIM;
+        if (row < ATT_KV_DIM) return k + (size_t)row * HIDDEN;
+        return v + (size_t)(row - ATT_KV_DIM) * HIDDEN;
+    };
+}
+constexpr int ATT_QKV_ITEMS = (ATT_QG_DIM + 2 * ATT_KV_DIM) / MV_R;
+
+// Rows of a [rows, K] matrix, R per item.
+template <int K>
+__device__ __forceinline__ auto plain_rows(const u16* w) {
+    return [=](int item, int r) -> const u16* { return w + (size_t)(item * MV_R + r) * K; };
+}
+// gate rows then up rows of one item: 2R rows, paired in the epilogue.
+__device__ __forceinline__ auto mlp_up_rows(const void* const* Wt, int wb) {
+    const u16* gate = WPTR(u16, wb + W_MLP_GATE);
+    const u16* up = WPTR(u16, wb + W_MLP_UP);
+    return [=](int item, int r) -> const u16* {
+        return r < MV_R ? gate + (size_t)(item * MV_R + r) * HIDDEN
+                        : up + (size_t)(item * MV_R + r - MV_R) * HIDDEN;
+    };
+}
+constexpr int MLP_UP_ITEMS = INTER / MV_R;
+constexpr int HIDDEN_ITEMS = HIDDEN / MV_R;
+
+// Prefetch the first phase of `layer` (or the LM head after the last layer).
+__device__ void prefetch_layer_entry(const void* const* Wt, int layer) {
+    if (layer >= N_LAYERS) {
+        matvec_phase_prefetch<MV_R, HIDDEN, 1>(VOCAB / MV_R, plain_rows<HIDDEN>(WPTR(u16, W_LM_HEAD)));
+    } else if (LAYER_IS_ATTN[layer]) {
+        matvec_phase_prefetch<MV_R, HIDDEN, KS_ATT_QKV>(ATT_QKV_ITEMS, att_qkv_rows(Wt, LAYER_WBASE[layer]));
+    } else {
+        matvec_phase_prefetch<MV_R, HIDDEN, KS_GDN_IN>(GDN_IN_ITEMS, gdn_in_rows(Wt, LAYER_WBASE[layer]));
+    }
+}
+
+// Norm input of a layer's first phase: the residual, or for layer 0 the
+// embedding row (block 0 also seeds the residual with it).
+__device__ void layer_input_norm(const Bufs& B, const void* const* Wt, int layer, int wb, u32 token,
+                                 float* xs, float* red) {
+    if (layer == 0) {
+        embedding_to_smem(xs, WPTR(u16, W_EMBED), token, B.resid, blockIdx.x == 0);
+        rms_norm_to_smem(xs, nullptr, WPTR(float, wb + W_LN_IN), HIDDEN, red);
+    } else {
+        rms_norm_to_smem(xs, B.resid, WPTR(float, wb + W_LN_IN), HIDDEN, red);
+    }
+}
+
+// MLP: post-attention norm, gate/up (SwiGLU fused), down (+ residual).
+__device__ void mlp_block(const Bufs& B, const void* const* Wt, int layer, int wb, float* xs, float* red) {
+    rms_norm_to_smem(xs, B.resid, WPTR(float, wb + W_LN_POST), HIDDEN, red);
+    matvec_phase<2 * MV_R, HIDDEN, KS_MLP_UP, MV_R>(MLP_UP_ITEMS, xs, red, mlp_up_rows(Wt, wb),
+        [&](int item, int r, const float (&acc)[2 * MV_R]) {
+            B.mlp_h[item * MV_R + r] = silu_f(pick(acc, r)) * pick(acc, r + MV_R);
+        });
+    if (PREFETCH) matvec_phase_prefetch<MV_R, INTER, KS_MLP_DOWN>(HIDDEN_ITEMS, plain_rows<INTER>(WPTR(u16, wb + W_MLP_DOWN)));
+    SYNC_MLP_UP
+    load_vec_to_smem(xs, B.mlp_h, INTER);
+    matvec_phase<MV_R, INTER, KS_MLP_DOWN, MV_R>(HIDDEN_ITEMS, xs, red, plain_rows<INTER>(WPTR(u16, wb + W_MLP_DOWN)),
+        [&](int item, int r, const float (&acc)[MV_R]) {
+            const int row = item * MV_R + r;
+            B.resid[row] = ld_shared_f32(B.resid + row) + pick(acc, r);
+        });
+    if (PREFETCH) prefetch_layer_entry(Wt, layer + 1);
+    SYNC_MLP_DOWN
+}
+
+__device__ void gdn_layer(const Bufs& B, const void* const* Wt, int layer, u32 token, float* xs, float* red) {
+    const int wb = LAYER_WBASE[layer];
+    const int slot = LAYER_SLOT[layer];
+    // Phase 1: in_proj_qkv|z|b|a; epilogues: conv step + SiLU, z, beta, g.
+    layer_input_norm(B, Wt, layer, wb, token, xs, red);
+    {
+        const float* conv_w = WPTR(float, wb + W_GDN_CONV);
+        const float* dt_bias = WPTR(float, wb + W_GDN_DT_BIAS);
+        const float* a_log = WPTR(float, wb + W_GDN_A_LOG);
+        float* conv_state = B.conv_state + (size_t)slot * CONV_DIM * (CONV_K - 1);
+        matvec_phase<MV_R, HIDDEN, KS_GDN_IN, MV_R>(GDN_IN_ITEMS, xs, red, gdn_in_rows(Wt, wb),
+            [&](int item, int r, const float (&acc)[MV_R]) {
+                const float v = pick(acc, r);
+                int row = item * MV_R + r;
+                if (row < CONV_DIM) {
+                    B.qkv[row] = causal_conv_step(v, conv_w + row * CONV_K, conv_state + row * (CONV_K - 1));
+                    return;
+                }
+                row -= CONV_DIM;
+                if (row < VALUE_DIM) { B.z[row] = v; return; }
+                row -= VALUE_DIM;
+                if (row < GDN_HV) { B.beta[row] = sigmoid_f(v); return; }
+                row -= GDN_HV;
+                B.g[row] = -expf(a_log[row]) * softplus_f(v + dt_bias[row]);
+            });
+    }
+    SYNC_GDN_IN
+    // Phase 2: recurrence over (v-head, value-column slice) items.
+    gated_delta_rule_step(B.qkv, B.beta, B.g, B.gdn_state + (size_t)slot * GDN_HV * GDN_DK * GDN_DV, B.gdn_o,
+                          xs + (threadIdx.x >> 5) * 2 * GDN_DK);
+    if (PREFETCH) matvec_phase_prefetch<MV_R, VALUE_DIM, KS_GDN_OUT>(HIDDEN_ITEMS, plain_rows<VALUE_DIM>(WPTR(u16, wb + W_GDN_OUT)));
+    SYNC_GDN_REC
+    // Phase 3: gated RMSNorm (per block, per head) + out_proj + residual.
+    gated_rms_norm_to_smem(xs, B.gdn_o, B.z, WPTR(float, wb + W_GDN_NORM));
+    matvec_phase<MV_R, VALUE_DIM, KS_GDN_OUT, MV_R>(HIDDEN_ITEMS, xs, red, plain_rows<VALUE_DIM>(WPTR(u16, wb + W_GDN_OUT)),
+        [&](int item, int r, const float (&acc)[MV_R]) {
+            const int row = item * MV_R + r;
+            B.resid[row] = ld_shared_f32(B.resid + row) + pick(acc, r);
+        });
+    if (PREFETCH) matvec_phase_prefetch<2 * MV_R, HIDDEN, KS_MLP_UP>(MLP_UP_ITEMS, mlp_up_rows(Wt, wb));
+    SYNC_GDN_OUT
+    mlp_block(B, Wt, layer, wb, xs, red);
+}
+
+__device__ void attn_layer(const Bufs& B, const void* const* Wt, int layer, u32 token, u32 pos, float* xs, float* red) {
+    const int wb = LAYER_WBASE[layer];
+    const int slot = LAYER_SLOT[layer];
+    // Phase 1: q (with gate) / k / v projections.
+    layer_input_norm(B, Wt, layer, wb, token, xs, red);
+    matvec_phase<MV_R, HIDDEN, KS_ATT_QKV, MV_R>(ATT_QKV_ITEMS, xs, red, att_qkv_rows(Wt, wb),
+        [&](int item, int r, const float (&acc)[MV_R]) {
+            const float v = pick(acc, r);
+            int row = item * MV_R + r;
+            if (row < ATT_QG_DIM) { B.qg[row] = v; return; }
+            row -= ATT_QG_DIM;
+            if (row < ATT_KV_DIM) { B.k[row] = v; return; }
+            B.v[row - ATT_KV_DIM] = v;
+        });
+    SYNC_ATT_QKV
+    // Phase 2: q/k norm + RoPE, KV append, attention over (kv-head, chunk), merge + gate.
+    const size_t cache_layer = (size_t)slot * ATT_HKV * MAX_CTX * ATT_HD;
+    decode_attention(B.qg, B.k, B.v, WPTR(float, wb + W_ATT_Q_NORM), WPTR(float, wb + W_ATT_K_NORM),
+                     B.k_cache + cache_layer, B.v_cache + cache_layer, B.part_acc, B.part_ml,
+                     B.counters + CNT_ATT_MERGE, B.att_out, pos);
+    if (PREFETCH) matvec_phase_prefetch<MV_R, ATT_OUT_DIM, KS_ATT_O>(HIDDEN_ITEMS, plain_rows<ATT_OUT_DIM>(WPTR(u16, wb + W_ATT_O)));
+    SYNC_ATT_CORE
+    // Phase 3: o_proj + residual.
+    load_vec_to_smem(xs, B.att_out, ATT_OUT_DIM);
+    matvec_phase<MV_R, ATT_OUT_DIM, KS_ATT_O, MV_R>(HIDDEN_ITEMS, xs, red, plain_rows<ATT_OUT_DIM>(WPTR(u16, wb + W_ATT_O)),
+        [&](int item, int r, const float (&acc)[MV_R]) {
+            const int row = item * MV_R + r;
+            B.resid[row] = ld_shared_f32(B.resid + row) + pick(acc, r);
+        });
+    if (PREFETCH) matvec_phase_prefetch<2 * MV_R, HIDDEN, KS_MLP_UP>(MLP_UP_ITEMS, mlp_up_rows(Wt, wb));
+    SYNC_ATT_OUT
+    mlp_block(B, Wt, layer, wb, xs, red);
+}
+"#;
+
+/// The kernel entry: token loop with on-device feedback.
+pub const ENTRY: &str = r#"// ---- the megakernel: a loop over tokens, one persistent grid ----
+__device__ __forceinline__ bool is_eos(u32 t, const DecodeParams& p) {
+    for (u32 i = 0; i < p.n_eos && i < MAX_EOS; ++i) if (p.eos_ids[i] == t) return true;
+    return false;
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, BLOCKS_PER_SM)
+KERNEL_NAME(const void* const* __restrict__ Wt, void* const* __restrict__ Bt, const DecodeParams p) {
+    extern __shared__ __align__(16) float smem[];
+    __shared__ float red[WARPS * 16];
+    __shared__ float smem_stats[2 * WARPS];
+    __shared__ u32 smem_flag;
+    float* xs = smem;
+    const Bufs B = bind_buffers(Bt);
+    u32 err = ERR_NONE, stop = STOP_INPUT_DONE, n_gen = 0, processed = 0;
+    if (p.n_input == 0u) { err = ERR_NO_INPUT; stop = STOP_ERROR; }
+    for (u32 step = 0; err == ERR_NONE; ++step) {
+        // Every decision below reads values all blocks agree on, so all
+        // blocks take the same path through every grid barrier.
+        const u32 pos = p.start_pos + step;
+        if (pos >= (u32)MAX_CTX) { err = ERR_CONTEXT_FULL; stop = STOP_ERROR; break; }
+        const bool is_input = step < p.n_input;
+        const u32 token = is_input ? ld_shared_u32(B.prompt_ids + step) : ld_shared_u32(B.next_token);
+        if (token >= (u32)VOCAB) { err = ERR_BAD_TOKEN; stop = STOP_ERROR; break; }
+        if (is_input && (p.flags & FLAG_COUNT_INPUT) && blockIdx.x == 0 && threadIdx.x == 0) B.counts[token] += 1u;
+        for (int layer = 0; layer < N_LAYERS; ++layer) {
+            if (LAYER_IS_ATTN[layer]) attn_layer(B, Wt, layer, token, pos, xs, red);
+            else gdn_layer(B, Wt, layer, token, xs, red);
+        }
+        processed = step + 1;
+        const bool want_token = p.max_new_tokens > 0u && step + 1u >= p.n_input;
+        if (!want_token) {
+            if (step + 1u >= p.n_input) { stop = STOP_INPUT_DONE; break; }
+            continue;
+        }
+        // Final norm + LM head + sampler; the last block publishes the token.
+        rms_norm_to_smem(xs, B.resid, WPTR(float, W_FINAL_NORM), HIDDEN, red);
+        float* pool_v = smem + HIDDEN;  // after the normed hidden state
+        u32* pool_i = reinterpret_cast<u32*>(pool_v + SAMPLE_POOL_POW2);
+        const bool last = lm_head_logits(WPTR(u16, W_LM_HEAD), xs, B.counts, p, B.logits, B.cand_v, B.cand_i,
+                                         B.lm_stats, B.counters + CNT_LM_HEAD, pool_v, pool_i, smem_stats, &smem_flag);
+        if (last) sample_token(p, pos, n_gen, B.cand_v, B.cand_i, B.lm_stats, pool_v, pool_i, B.counts,
+                               B.out_tokens, B.next_token);
+        if (PREFETCH) prefetch_layer_entry(Wt, 0);
+        SYNC_LM_HEAD
+        const u32 next = ld_shared_u32(B.next_token);
+        ++n_gen;
+        if (is_eos(next, p)) { stop = STOP_EOS; break; }
+        if (n_gen >= p.max_new_tokens) { stop = STOP_MAX_TOKENS; break; }
+    }
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+        B.status[STATUS_N_GENERATED] = n_gen;
+        B.status[STATUS_ERROR] = err;
+        B.status[STATUS_NEXT_POS] = p.start_pos + processed;
+        B.status[STATUS_STOP_REASON] = stop;
+        B.status[STATUS_LAST_TOKEN] = n_gen > 0u ? ld_shared_u32(B.next_token) : 0u;
+    }
+}
+"#;

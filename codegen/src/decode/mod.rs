@@ -1,0 +1,669 @@
+//! The decode megakernel: one persistent cooperative kernel runs whole
+//! tokens (embedding, every layer, final norm, LM head, sampling) and loops
+//! over tokens with on-device feedback. See `README.md` in this directory for
+//! the launch protocol.
+//!
+//! A token is a fixed program of phases; each phase spreads its work over
+//! every warp of the grid and ends at a sync point (a grid barrier where the
+//! next phase has an all-to-all dependency). Row ownership is static, so
+//! before waiting at a sync point each warp prefetches (L2) the weight rows
+//! it will read in the next phase.
+
+pub mod abi;
+mod kernel_body;
+
+use std::fmt::Write;
+
+use lucebox_models::config::{LayerType, Qwen35Config};
+use lucebox_schedules::{PrefetchMode, Schedule, SyncMode};
+
+pub use abi::{
+    BufferInit, BufferSlot, DecodeAbi, DecodeParams, ParamField, ParamType, ParamsLayout,
+    WeightDType, WeightSlot,
+};
+
+use crate::blocks;
+use crate::cuda::{Constant, HeaderInfo, header, write_constants};
+use crate::error::CodegenError;
+use crate::{GeneratedKernel, KernelKind};
+
+/// Name of the decode entry point.
+pub const KERNEL_NAME: &str = "qwen35_decode";
+
+/// Where a phase's results go before the next phase may read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPoint {
+    /// Grid-wide barrier (all-to-all dependency).
+    GridBarrier,
+}
+
+/// One phase of the token program.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Phase {
+    /// Marker in the kernel text (`SYNC_<marker>`).
+    pub marker: &'static str,
+    pub what: &'static str,
+    /// Work items and how they are split (for the header).
+    pub split: String,
+    pub sync_after: SyncPoint,
+}
+
+/// Warps of a team sharing one matvec work item: the largest power of two
+/// that still gives every team an item (phases with few rows split K).
+pub fn ksplit_for(items: u64, sched: &Schedule) -> u32 {
+    let warps = sched.warps_per_block();
+    let total = sched.total_warps() as u64;
+    let mut k = 1;
+    while k * 2 <= warps && warps % (k * 2) == 0 && items * (k as u64 * 2) <= total {
+        k *= 2;
+    }
+    // Named barriers 1..=15 identify the teams of a block.
+    while k > 1 && warps / k > 15 {
+        k *= 2;
+    }
+    k
+}
+
+struct Splits {
+    r: u64,
+    ks_gdn_in: u32,
+    ks_gdn_out: u32,
+    ks_att_qkv: u32,
+    ks_att_o: u32,
+    ks_mlp_up: u32,
+    ks_mlp_down: u32,
+}
+
+fn splits(cfg: &Qwen35Config, s: &Schedule) -> Splits {
+    let r = s.decode.matvec_rows_per_warp as u64;
+    let hv = cfg.linear_num_value_heads as u64;
+    let gdn_in = (cfg.conv_dim() as u64 + cfg.linear_value_dim() as u64 + 2 * hv) / r;
+    let att_qkv = (cfg.q_proj_out() as u64 + 2 * cfg.kv_dim() as u64) / r;
+    let hidden_items = cfg.hidden_size as u64 / r;
+    Splits {
+        r,
+        ks_gdn_in: ksplit_for(gdn_in, s),
+        ks_gdn_out: ksplit_for(hidden_items, s),
+        ks_att_qkv: ksplit_for(att_qkv, s),
+        ks_att_o: ksplit_for(hidden_items, s),
+        ks_mlp_up: ksplit_for(cfg.intermediate_size as u64 / r, s),
+        ks_mlp_down: ksplit_for(hidden_items, s),
+    }
+}
+
+/// The phases of one layer of each type, the MLP included.
+pub fn layer_program(cfg: &Qwen35Config, s: &Schedule, ty: LayerType) -> Vec<Phase> {
+    let sp = splits(cfg, s);
+    let r = sp.r;
+    let hv = cfg.linear_num_value_heads as u64;
+    let mv = |rows: u64, ks: u32| format!("{} items of {r} rows, {ks} warp(s)/item", rows / r);
+    let mut v = match ty {
+        LayerType::LinearAttention => vec![
+            Phase {
+                marker: "GDN_IN",
+                what: "norm + in_proj_qkv|z|b|a, conv step + SiLU, beta, g",
+                split: mv(
+                    cfg.conv_dim() as u64 + cfg.linear_value_dim() as u64 + 2 * hv,
+                    sp.ks_gdn_in,
+                ),
+                sync_after: SyncPoint::GridBarrier,
+            },
+            Phase {
+                marker: "GDN_REC",
+                what: "gated delta rule over (v-head, column slice)",
+                split: format!(
+                    "{} warp items of {} value columns",
+                    hv * (cfg.linear_value_head_dim as u64
+                        / s.decode.gdn_value_cols_per_warp as u64),
+                    s.decode.gdn_value_cols_per_warp
+                ),
+                sync_after: SyncPoint::GridBarrier,
+            },
+            Phase {
+                marker: "GDN_OUT",
+                what: "gated RMSNorm (per block) + out_proj + residual",
+                split: mv(cfg.hidden_size as u64, sp.ks_gdn_out),
+                sync_after: SyncPoint::GridBarrier,
+            },
+        ],
+        LayerType::FullAttention => vec![
+            Phase {
+                marker: "ATT_QKV",
+                what: "norm + q_proj (query|gate) / k_proj / v_proj",
+                split: mv(
+                    cfg.q_proj_out() as u64 + 2 * cfg.kv_dim() as u64,
+                    sp.ks_att_qkv,
+                ),
+                sync_after: SyncPoint::GridBarrier,
+            },
+            Phase {
+                marker: "ATT_CORE",
+                what: "q/k norm + RoPE, KV append, attention over (q-head, chunk), last-arrival merge + gate",
+                split: format!(
+                    "{} kv heads x ceil((pos+1)/{}) chunk items",
+                    cfg.num_key_value_heads, s.decode.attn_kv_chunk
+                ),
+                sync_after: SyncPoint::GridBarrier,
+            },
+            Phase {
+                marker: "ATT_OUT",
+                what: "o_proj + residual",
+                split: mv(cfg.hidden_size as u64, sp.ks_att_o),
+                sync_after: SyncPoint::GridBarrier,
+            },
+        ],
+    };
+    v.push(Phase {
+        marker: "MLP_UP",
+        what: "norm + gate/up, SwiGLU",
+        split: mv(cfg.intermediate_size as u64, sp.ks_mlp_up),
+        sync_after: SyncPoint::GridBarrier,
+    });
+    v.push(Phase {
+        marker: "MLP_DOWN",
+        what: "down_proj + residual",
+        split: mv(cfg.hidden_size as u64, sp.ks_mlp_down),
+        sync_after: SyncPoint::GridBarrier,
+    });
+    v
+}
+
+/// The phase after the last layer.
+pub fn lm_head_phase(cfg: &Qwen35Config, s: &Schedule) -> Phase {
+    Phase {
+        marker: "LM_HEAD",
+        what: "final norm + LM head + penalties + per-block top candidates; last block samples",
+        split: format!(
+            "{} items of {} rows, 1 warp/item",
+            cfg.vocab_size as u64 / s.decode.matvec_rows_per_warp as u64,
+            s.decode.matvec_rows_per_warp
+        ),
+        sync_after: SyncPoint::GridBarrier,
+    }
+}
+
+/// Grid-wide sync points per generated token.
+pub fn sync_points_per_token(cfg: &Qwen35Config, s: &Schedule) -> u32 {
+    let per = |ty| layer_program(cfg, s, ty).len() as u32;
+    cfg.num_linear_attention_layers() as u32 * per(LayerType::LinearAttention)
+        + cfg.num_full_attention_layers() as u32 * per(LayerType::FullAttention)
+        + 1
+}
+
+fn check_lowerable(cfg: &Qwen35Config, s: &Schedule) -> Result<(), CodegenError> {
+    cfg.validate()
+        .map_err(|e| CodegenError::Config(e.to_string()))?;
+    s.validate(Some(&crate::model_dims(cfg)))?;
+    for (field, mode) in [
+        ("decode.sync_gdn_in_proj", s.decode.sync_gdn_in_proj),
+        ("decode.sync_attn_qkv", s.decode.sync_attn_qkv),
+    ] {
+        if mode == SyncMode::TileCounters && !s.decode.barrier_per_phase {
+            return Err(lucebox_schedules::ScheduleError::Invalid {
+                field,
+                value: "tile_counters".into(),
+                limit:
+                    "per-head counters for this sync point are not generated yet; use grid_barrier"
+                        .into(),
+            }
+            .into());
+        }
+    }
+    if cfg.linear_conv_kernel_dim < 2 {
+        return Err(CodegenError::Config(
+            "linear_conv_kernel_dim must be at least 2".into(),
+        ));
+    }
+    let rot_half = cfg.rotary_dim() / 2;
+    let epl = cfg.head_dim / 32;
+    if rot_half % epl != 0 || !(rot_half / epl).is_power_of_two() {
+        return Err(CodegenError::Config(format!(
+            "rotary dim {} does not map onto lane pairs for head_dim {} (need (rot/2)/(head_dim/32) a power of two)",
+            cfg.rotary_dim(),
+            cfg.head_dim
+        )));
+    }
+    if cfg.num_key_value_heads + 2 > 64 {
+        return Err(CodegenError::Config(
+            "more than 62 kv heads (tile counter table)".into(),
+        ));
+    }
+    if cfg.eos_token_ids.len() > abi::MAX_EOS_IDS {
+        return Err(CodegenError::Config(format!(
+            "more than {} eos ids",
+            abi::MAX_EOS_IDS
+        )));
+    }
+    Ok(())
+}
+
+/// Dynamic shared memory of the decode kernel (bytes).
+pub fn dynamic_smem_bytes(cfg: &Qwen35Config, s: &Schedule) -> u32 {
+    let pool_pow2 = (s.grid_blocks() * s.decode.sample_candidates_per_block).next_power_of_two();
+    let widest = cfg
+        .hidden_size
+        .max(cfg.intermediate_size)
+        .max(cfg.linear_value_dim())
+        .max(cfg.attn_out_dim()) as u32;
+    let gdn = s.warps_per_block() * 2 * cfg.linear_key_head_dim as u32;
+    let lm = cfg.hidden_size as u32 + pool_pow2 * 2;
+    widest.max(gdn).max(lm) * 4
+}
+
+/// The runtime's view of the kernel.
+pub fn decode_abi(cfg: &Qwen35Config, sched: &Schedule) -> DecodeAbi {
+    let (weights, layer_weight_base) = abi::weight_slots(cfg);
+    DecodeAbi {
+        kernel_name: KERNEL_NAME.into(),
+        grid_blocks: sched.grid_blocks(),
+        threads_per_block: sched.threads_per_block,
+        dynamic_smem_bytes: dynamic_smem_bytes(cfg, sched),
+        cooperative: true,
+        weights,
+        buffers: abi::buffer_slots(cfg, sched),
+        params_layout: abi::params_layout(),
+        layer_weight_base,
+        max_context: sched.max_context,
+        sync_points_per_token: sync_points_per_token(cfg, sched),
+    }
+}
+
+fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String, CodegenError> {
+    let sp = splits(cfg, s);
+    let i = |v: usize| v as i64;
+    let mut out = String::new();
+    write_constants(
+        &mut out,
+        "schedule",
+        &[
+            Constant::int(
+                "GRID_BLOCKS",
+                s.grid_blocks(),
+                "persistent grid: SMs x blocks per SM",
+            ),
+            Constant::int("BLOCKS_PER_SM", s.blocks_per_sm, ""),
+            Constant::int("THREADS", s.threads_per_block, "threads per block"),
+            Constant::int("WARPS", s.warps_per_block(), "warps per block"),
+            Constant::int(
+                "MV_R",
+                s.decode.matvec_rows_per_warp,
+                "matvec rows per work item",
+            ),
+            Constant::int(
+                "KS_GDN_IN",
+                sp.ks_gdn_in,
+                "warps per item (K split): GDN in_proj",
+            ),
+            Constant::int("KS_GDN_OUT", sp.ks_gdn_out, "GDN out_proj"),
+            Constant::int("KS_ATT_QKV", sp.ks_att_qkv, "attention q/k/v_proj"),
+            Constant::int("KS_ATT_O", sp.ks_att_o, "attention o_proj"),
+            Constant::int("KS_MLP_UP", sp.ks_mlp_up, "MLP gate/up"),
+            Constant::int("KS_MLP_DOWN", sp.ks_mlp_down, "MLP down"),
+            Constant::int(
+                "GDN_COLS",
+                s.decode.gdn_value_cols_per_warp,
+                "GDN value columns per warp item",
+            ),
+            Constant::int(
+                "GDN_KEY_GROUPS",
+                32 / s.decode.gdn_value_cols_per_warp,
+                "lanes splitting the keys of a column",
+            ),
+            Constant::int(
+                "ATT_CHUNK",
+                s.decode.attn_kv_chunk,
+                "KV positions per attention item",
+            ),
+            Constant::int("ATT_BATCH", 4, "KV positions loaded together"),
+            Constant::bool(
+                "PREFETCH",
+                s.decode.prefetch == PrefetchMode::L2 && s.decode.prefetch_bytes_per_warp > 0,
+                "L2-prefetch next-phase rows before each sync point",
+            ),
+            Constant::int(
+                "PREFETCH_BYTES_PER_WARP",
+                s.decode.prefetch_bytes_per_warp,
+                "",
+            ),
+            Constant::int(
+                "SAMPLE_CAND_PER_BLOCK",
+                s.decode.sample_candidates_per_block,
+                "sampler candidates per block",
+            ),
+            Constant::int(
+                "SAMPLE_POOL",
+                s.grid_blocks() * s.decode.sample_candidates_per_block,
+                "grid x candidates",
+            ),
+            Constant::int(
+                "SAMPLE_POOL_POW2",
+                (s.grid_blocks() * s.decode.sample_candidates_per_block).next_power_of_two(),
+                "",
+            ),
+            Constant::int(
+                "SAMPLE_CAND_MAX",
+                s.decode.sample_candidates_max,
+                "cap on the sampling candidate set",
+            ),
+            Constant::int("MAX_CTX", s.max_context, "KV cache positions"),
+            Constant::int(
+                "ATT_MAX_CHUNKS",
+                s.max_context.div_ceil(s.decode.attn_kv_chunk),
+                "",
+            ),
+        ],
+    )?;
+    let epl = cfg.head_dim / 32;
+    write_constants(
+        &mut out,
+        "model",
+        &[
+            Constant::int("HIDDEN", i(cfg.hidden_size), ""),
+            Constant::int("INTER", i(cfg.intermediate_size), "MLP intermediate size"),
+            Constant::int("VOCAB", i(cfg.vocab_size), ""),
+            Constant::int("N_LAYERS", i(cfg.num_hidden_layers), ""),
+            Constant::float("RMS_EPS", cfg.rms_norm_eps, ""),
+            Constant::int("GDN_HK", i(cfg.linear_num_key_heads), ""),
+            Constant::int("GDN_HV", i(cfg.linear_num_value_heads), ""),
+            Constant::int("GDN_DK", i(cfg.linear_key_head_dim), ""),
+            Constant::int("GDN_DV", i(cfg.linear_value_head_dim), ""),
+            Constant::int(
+                "GDN_V_PER_K",
+                i(cfg.v_heads_per_k_head()),
+                "v-head h uses k-head h / GDN_V_PER_K",
+            ),
+            Constant::float(
+                "GDN_Q_SCALE",
+                1.0 / (cfg.linear_key_head_dim as f64).sqrt(),
+                "dk^-1/2",
+            ),
+            Constant::int("KEY_DIM", i(cfg.linear_key_dim()), "Hk * dk"),
+            Constant::int("VALUE_DIM", i(cfg.linear_value_dim()), "Hv * dv"),
+            Constant::int("CONV_DIM", i(cfg.conv_dim()), "2 KEY_DIM + VALUE_DIM"),
+            Constant::int("CONV_K", i(cfg.linear_conv_kernel_dim), "conv taps"),
+            Constant::int("ATT_H", i(cfg.num_attention_heads), ""),
+            Constant::int("ATT_HKV", i(cfg.num_key_value_heads), ""),
+            Constant::int("ATT_G", i(cfg.gqa_group()), "query heads per kv head"),
+            Constant::int("ATT_HD", i(cfg.head_dim), "head dim"),
+            Constant::int("ATT_EPL", i(epl), "head dims per lane"),
+            Constant::int(
+                "ATT_QG_DIM",
+                i(cfg.q_proj_out()),
+                "q_proj rows: per head [query | gate]",
+            ),
+            Constant::int("ATT_KV_DIM", i(cfg.kv_dim()), ""),
+            Constant::int("ATT_OUT_DIM", i(cfg.attn_out_dim()), ""),
+            Constant::float("ATT_SCALE", 1.0 / (cfg.head_dim as f64).sqrt(), ""),
+            Constant::int(
+                "ROT_DIM",
+                i(cfg.rotary_dim()),
+                "rotated dims per head (NeoX pairs i, i+ROT_DIM/2)",
+            ),
+            Constant::int(
+                "ROPE_LANE_OFS",
+                i(cfg.rotary_dim() / 2 / epl),
+                "lane distance of a rotation pair",
+            ),
+            Constant::float("ROPE_THETA", cfg.rope_theta, ""),
+        ],
+    )?;
+    // Weight table indices.
+    let mut w = vec![
+        Constant::int("W_EMBED", 0, "embed_tokens.weight"),
+        Constant::int("W_FINAL_NORM", 1, "norm.weight"),
+        Constant::int(
+            "W_LM_HEAD",
+            if cfg.tie_word_embeddings { 0 } else { 2 },
+            if cfg.tie_word_embeddings {
+                "tied: the embedding"
+            } else {
+                "lm_head.weight"
+            },
+        ),
+    ];
+    let names: [&'static str; 5] = [
+        "W_LN_IN",
+        "W_LN_POST",
+        "W_MLP_GATE",
+        "W_MLP_UP",
+        "W_MLP_DOWN",
+    ];
+    for (k, (n, doc)) in names.iter().zip(abi::LAYER_COMMON).enumerate() {
+        w.push(Constant::int(n, k as i64, doc));
+    }
+    let gdn: [&'static str; 9] = [
+        "W_GDN_IN_QKV",
+        "W_GDN_IN_Z",
+        "W_GDN_IN_B",
+        "W_GDN_IN_A",
+        "W_GDN_CONV",
+        "W_GDN_DT_BIAS",
+        "W_GDN_A_LOG",
+        "W_GDN_NORM",
+        "W_GDN_OUT",
+    ];
+    for (k, (n, doc)) in gdn.iter().zip(abi::LAYER_GDN).enumerate() {
+        w.push(Constant::int(n, (abi::LAYER_COMMON.len() + k) as i64, doc));
+    }
+    let att: [&'static str; 6] = [
+        "W_ATT_Q",
+        "W_ATT_K",
+        "W_ATT_V",
+        "W_ATT_O",
+        "W_ATT_Q_NORM",
+        "W_ATT_K_NORM",
+    ];
+    for (k, (n, doc)) in att.iter().zip(abi::LAYER_ATTN).enumerate() {
+        w.push(Constant::int(n, (abi::LAYER_COMMON.len() + k) as i64, doc));
+    }
+    write_constants(
+        &mut out,
+        "weight table (index into `Wt`; per-layer entries are offsets from LAYER_WBASE)",
+        &w,
+    )?;
+    writeln!(out, "// ---- buffer table (index into `Bt`) ----")?;
+    for b in &abi.buffers {
+        writeln!(
+            out,
+            "constexpr int BUF_{:<16} = {:>2};  // {} B: {}",
+            b.name.to_ascii_uppercase(),
+            b.index,
+            b.bytes,
+            b.doc
+        )?;
+    }
+    writeln!(out)?;
+    write_constants(
+        &mut out,
+        "tile counters, flags, status",
+        &[
+            Constant::int("CNT_LM_HEAD", 0, "last-arrival counter of the LM head"),
+            Constant::int(
+                "CNT_ATT_MERGE",
+                1,
+                "ATT_HKV last-arrival counters of the attention merge",
+            ),
+            Constant::int("FLAG_WRITE_LOGITS", abi::FLAG_WRITE_LOGITS, ""),
+            Constant::int("FLAG_COUNT_INPUT", abi::FLAG_COUNT_INPUT, ""),
+            Constant::int("MAX_EOS", abi::MAX_EOS_IDS as i64, ""),
+            Constant::int("STATUS_N_GENERATED", abi::STATUS_N_GENERATED as i64, ""),
+            Constant::int("STATUS_ERROR", abi::STATUS_ERROR as i64, ""),
+            Constant::int("STATUS_NEXT_POS", abi::STATUS_NEXT_POS as i64, ""),
+            Constant::int("STATUS_STOP_REASON", abi::STATUS_STOP_REASON as i64, ""),
+            Constant::int("STATUS_LAST_TOKEN", abi::STATUS_LAST_TOKEN as i64, ""),
+            Constant::int("ERR_NONE", abi::ERR_NONE, ""),
+            Constant::int(
+                "ERR_CONTEXT_FULL",
+                abi::ERR_CONTEXT_FULL,
+                "position reached MAX_CTX",
+            ),
+            Constant::int("ERR_NO_INPUT", abi::ERR_NO_INPUT, "n_input == 0"),
+            Constant::int("ERR_BAD_TOKEN", abi::ERR_BAD_TOKEN, "input id >= VOCAB"),
+            Constant::int("STOP_INPUT_DONE", abi::STOP_INPUT_DONE, ""),
+            Constant::int("STOP_EOS", abi::STOP_EOS, ""),
+            Constant::int("STOP_MAX_TOKENS", abi::STOP_MAX_TOKENS, ""),
+            Constant::int("STOP_ERROR", abi::STOP_ERROR, ""),
+        ],
+    )?;
+    // Per-layer tables.
+    let list = |v: Vec<String>| v.join(", ");
+    writeln!(
+        out,
+        "// ---- layers: type, slot among layers of its type, first weight index ----"
+    )?;
+    writeln!(
+        out,
+        "__constant__ u8  LAYER_IS_ATTN[N_LAYERS] = {{{}}};",
+        list(
+            cfg.layer_types
+                .iter()
+                .map(|t| u8::from(*t == LayerType::FullAttention).to_string())
+                .collect()
+        )
+    )?;
+    writeln!(
+        out,
+        "__constant__ int LAYER_SLOT[N_LAYERS]    = {{{}}};",
+        list(
+            (0..cfg.num_hidden_layers)
+                .map(|l| cfg.slot_of_layer(l).to_string())
+                .collect()
+        )
+    )?;
+    writeln!(
+        out,
+        "__constant__ int LAYER_WBASE[N_LAYERS]   = {{{}}};",
+        list(
+            abi.layer_weight_base
+                .iter()
+                .map(|b| b.to_string())
+                .collect()
+        )
+    )?;
+    writeln!(out)?;
+    Ok(out)
+}
+
+/// Generate the decode megakernel.
+pub fn generate_decode(
+    cfg: &Qwen35Config,
+    sched: &Schedule,
+) -> Result<GeneratedKernel, CodegenError> {
+    check_lowerable(cfg, sched)?;
+    let abi = decode_abi(cfg, sched);
+    let sync = sync_points_per_token(cfg, sched);
+    let gdn = layer_program(cfg, sched, LayerType::LinearAttention);
+    let att = layer_program(cfg, sched, LayerType::FullAttention);
+    let lm = lm_head_phase(cfg, sched);
+    let mut notes = vec![
+        format!(
+            "sync points: {} per GDN layer x {} + {} per attention layer x {} + 1 after the LM head; all grid barriers",
+            gdn.len(),
+            cfg.num_linear_attention_layers(),
+            att.len(),
+            cfg.num_full_attention_layers()
+        ),
+        format!(
+            "dynamic smem {} B/block; L2 prefetch {} B/warp before each sync; sampler pool {} (cap {})",
+            abi.dynamic_smem_bytes,
+            if sched.decode.prefetch == PrefetchMode::L2 {
+                sched.decode.prefetch_bytes_per_warp
+            } else {
+                0
+            },
+            sched.grid_blocks() * sched.decode.sample_candidates_per_block,
+            sched.decode.sample_candidates_max
+        ),
+        "token program:".to_string(),
+    ];
+    for (title, prog) in [("GDN layer", &gdn), ("attention layer", &att)] {
+        notes.push(format!("  {title}:"));
+        for p in prog.iter() {
+            notes.push(format!(
+                "    {:<9} {} [{}] -> grid barrier",
+                p.marker, p.what, p.split
+            ));
+        }
+    }
+    notes.push(format!(
+        "  after the last layer:\n//    {:<9} {} [{}] -> grid barrier",
+        lm.marker, lm.what, lm.split
+    ));
+    let mut src = header(&HeaderInfo {
+        title: "Qwen3.5 decode megakernel",
+        cfg,
+        sched,
+        grid: format!("{} blocks (persistent, cooperative)", sched.grid_blocks()),
+        threads: sched.threads_per_block,
+        sync_points_per_token: Some(format!("{sync} grid barriers")),
+        notes: &notes,
+    })?;
+    src.push_str(blocks::prelude::PRELUDE);
+    src.push('\n');
+    src.push_str(&constants(cfg, sched, &abi)?);
+    src.push_str(&abi.params_layout.cuda());
+    src.push('\n');
+    for part in [
+        blocks::sync::SYNC,
+        blocks::rms_norm::RMS_NORM,
+        blocks::embedding::EMBEDDING,
+        blocks::matvec::MATVEC,
+        blocks::causal_conv::CAUSAL_CONV_STEP,
+        blocks::gated_delta_rule::GATED_DELTA_RULE_STEP,
+        blocks::rope::ROPE,
+        blocks::decode_attention::HEAD_HELPERS,
+        blocks::decode_attention::DECODE_ATTENTION,
+        blocks::lm_head::LM_HEAD,
+    ] {
+        src.push_str(part);
+        src.push('\n');
+    }
+    let mut body = kernel_body::LAYERS.to_string() + "\n" + kernel_body::ENTRY;
+    for p in gdn.iter().chain(att.iter()).chain(std::iter::once(&lm)) {
+        let SyncPoint::GridBarrier = p.sync_after;
+        body = body.replace(
+            &format!("SYNC_{}\n", p.marker),
+            &format!("grid_barrier(B.barrier);  // sync: {} done\n", p.what),
+        );
+    }
+    body = body.replace("KERNEL_NAME", KERNEL_NAME);
+    src.push_str(&body);
+    Ok(GeneratedKernel {
+        kind: KernelKind::Decode,
+        file_name: format!("{}_decode_{}.cu", sanitize(&cfg.name), sched.preset),
+        source: src,
+        entry_points: vec![KERNEL_NAME.to_string()],
+        arch: sched.arch,
+        sync_points_per_token: Some(sync),
+    })
+}
+
+pub(crate) fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_points_for_h100_0_8b() {
+        let c = Qwen35Config::qwen35_0_8b();
+        let s = Schedule::preset("h100").unwrap();
+        assert_eq!(sync_points_per_token(&c, &s), 24 * 5 + 1);
+        let k = generate_decode(&c, &s).unwrap();
+        assert!(k.source.contains("sync points/token : 121 grid barriers"));
+        assert!(!k.source.contains("SYNC_"), "unreplaced sync marker");
+        assert!(!k.source.contains("#include"));
+    }
+
+    #[test]
+    fn ksplit_gives_every_warp_work_on_small_phases() {
+        let s = Schedule::preset("h100").unwrap(); // 132 x 16 = 2112 warps
+        assert_eq!(ksplit_for(512, &s), 4);
+        assert_eq!(ksplit_for(4112, &s), 1);
+        assert_eq!(ksplit_for(10, &s), 16);
+    }
+}
