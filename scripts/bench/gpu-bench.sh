@@ -46,8 +46,12 @@ while [ $# -gt 0 ]; do
 done
 WARMUP=${WARMUP:-1}
 SEED=${SEED:-0}
-PP=520
-TG=128
+PP=${PP:-520}
+TG=${TG:-128}
+# BENCH_DEVICE=cpu: a dry run of the script's plumbing on a machine without a
+# GPU (lucebox's CPU reference, HF on the CPU; use a tiny SYNTH_CONFIG).
+BENCH_DEVICE=${BENCH_DEVICE:-gpu}
+if [ "$BENCH_DEVICE" = cpu ]; then LUCEBOX_BACKEND=cpu HF_DEVICE=cpu; else LUCEBOX_BACKEND=gpu HF_DEVICE=cuda; fi
 CUDA_ARCH=${CUDA_ARCH:-90}
 BUDGET=${BUDGET:-570}
 # A call that only builds (and synthesises) may spend its whole budget on the
@@ -149,7 +153,7 @@ build_llama() {
 
 # Stages run under `timeout bash -c`, so what they use is exported.
 export root here bin res logs ckpt st_dir gguf_bf16 gguf_q4 llama_src llama_build llama_bench fla_site \
-  PP TG REPS WARMUP SEED CUDA_ARCH PYTHON
+  PP TG REPS WARMUP SEED CUDA_ARCH PYTHON HF_DEVICE
 export -f build_llama
 build_pid=""
 if want build; then
@@ -218,13 +222,13 @@ fi
 
 # --- timed stages --------------------------------------------------------------
 if want lucebox; then
-  stage lucebox 240 bash -c '"$0" bench --model "$1" --pp "$2" --tg "$3" --reps "$4" --warmup "$5" --seed "$6" --backend gpu --energy-seconds 2 --json >"$7"' \
-    "$bin" "$st_dir" "$PP" "$TG" "$REPS" "$WARMUP" "$SEED" "$res/lucebox.json"
+  stage lucebox 240 bash -c '"$0" bench --model "$1" --pp "$2" --tg "$3" --reps "$4" --warmup "$5" --seed "$6" --backend "$8" --energy-seconds 2 --json >"$7"' \
+    "$bin" "$st_dir" "$PP" "$TG" "$REPS" "$WARMUP" "$SEED" "$res/lucebox.json" "$LUCEBOX_BACKEND"
 fi
 hf() {
   local out=$1 expect=$2
   "$PYTHON" "$here/hf_bench.py" --model "$st_dir" --pp "$PP" --tg "$TG" --reps "$REPS" --warmup "$WARMUP" \
-    --seed "$SEED" --device cuda --expect-fla "$expect" --out "$out"
+    --seed "$SEED" --device "$HF_DEVICE" --expect-fla "$expect" --out "$out"
 }
 export -f hf
 if want hf; then
