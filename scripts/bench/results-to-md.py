@@ -128,9 +128,14 @@ def main():
         jsons[name] = r
         rows.append(r if r else {"system": label, "missing": failed.get(name, failed.get("build", "no result"))})
 
-    pp = jsons.get("lucebox", {}) or {}
-    n_pp = (pp.get("protocol") or {}).get("pp", 520)
-    n_tg = (pp.get("protocol") or {}).get("tg", 128)
+    # Token counts for the header: from the first system that ran.
+    n_pp, n_tg = None, None
+    for key in ("lucebox", "hf", "hf-fla"):
+        proto = (jsons.get(key) or {}).get("protocol") or {}
+        n_pp, n_tg = n_pp or proto.get("pp"), n_tg or proto.get("tg")
+    for r in rows:
+        n_pp, n_tg = n_pp or r.get("pp_tokens"), n_tg or r.get("tg_tokens")
+    n_pp, n_tg = n_pp or 520, n_tg or 128
     out = []
     out.append(f"| system | pp{n_pp} tok/s median [min–max] | tg{n_tg} tok/s median [min–max] | pp tok/J | tg tok/J |")
     out.append("|---|---:|---:|---:|---:|")
