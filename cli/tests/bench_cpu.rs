@@ -57,11 +57,22 @@ fn bench_cpu_json_has_exact_counts_and_spreads() {
         assert_eq!(s["runs"], 2);
         assert!(p["energy"].is_null(), "no NVML on the CPU backend");
     }
-    // Untied tiny fixture: 187,220 bf16 parameters, minus all but one row of
-    // the 256 x 64 embedding.
+    // Untied bf16 fixture: every parameter's 2 bytes, minus all but one row
+    // of the embedding (its LM head is a separate tensor, counted whole).
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("tiny-text-untied").join("config.json"))
+            .expect("fixture config"),
+    )
+    .expect("config json");
+    let (vocab, hidden) = (
+        cfg["vocab_size"].as_u64().unwrap_or(0),
+        cfg["hidden_size"].as_u64().unwrap_or(0),
+    );
+    assert!(vocab > 1 && hidden > 0 && cfg["tie_word_embeddings"] == false);
+    let params = v["model"]["parameters"].as_u64().unwrap_or(0);
     assert_eq!(
-        v["model"]["bytes_per_token"],
-        187_220 * 2 - (256 * 64 * 2 - 64 * 2)
+        v["model"]["bytes_per_token"].as_u64(),
+        Some(2 * params - (vocab - 1) * hidden * 2)
     );
     assert!(v["roofline"].is_null());
 }

@@ -90,6 +90,7 @@ fn seeded_sampling_repeats_and_parameters_are_accepted() {
         "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Count"}],
         "max_tokens": 16, "temperature": 0.9, "top_p": 0.95, "top_k": 40, "seed": 7,
         "presence_penalty": 0.5, "frequency_penalty": 0.3, "repetition_penalty": 1.1,
+        "chat_template_kwargs": {"enable_thinking": false},
     });
     let (s1, r1) = post(&a, &url, &body);
     let (s2, r2) = post(&a, &url, &body);
@@ -230,6 +231,8 @@ fn anthropic_messages_plain_and_streaming() {
         "system": [{"type": "text", "text": "Be brief."}],
         "messages": [{"role": "user", "content": [{"type": "text", "text": "Hello"}]}],
         "temperature": 0,
+        "thinking": {"type": "disabled"},
+        "metadata": {"user_id": "someone"},
     });
     let resp = a
         .post(&url)
@@ -515,4 +518,72 @@ fn the_binary_serves_and_prints_its_address() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(s, 200, "{v}");
+}
+
+#[test]
+fn an_eos_token_ends_a_reply_with_finish_reason_stop() {
+    let server = start_model(opts());
+    let a = agent();
+    let url = format!("{}/v1/chat/completions", server.url());
+    // The random model ends some sampled replies with <|im_end|>; find one.
+    let max_tokens = 40;
+    let stopped = (0..64)
+        .map(|seed| {
+            let body = json!({
+                "messages": [{"role": "user", "content": "Hello"}],
+                "max_tokens": max_tokens, "temperature": 1.0, "seed": seed,
+            });
+            post(&a, &url, &body).1
+        })
+        .find(|r| r["choices"][0]["finish_reason"] == "stop")
+        .expect("no reply of 64 ended with an EOS token");
+    let n = stopped["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!(n < max_tokens, "{stopped}");
+    // The EOS token is counted but not shown.
+    assert!(!content_of(&stopped).contains("<|im_end|>"));
+    let (_, plain) = post(
+        &a,
+        &format!("{}/v1/messages", server.url()),
+        &json!({"max_tokens": 1, "messages": [{"role": "user", "content": "Hello"}]}),
+    );
+    assert_eq!(plain["stop_reason"], "max_tokens");
+}
+
+#[test]
+fn a_gguf_model_is_served_with_its_embedded_tokenizer_and_template() {
+    use lucebox_cli::cmd::serve::{BackendKind, load_backend, open_model_files};
+    use lucebox_cli::serve::BackgroundServer;
+    use lucebox_models::synth::{SynthFormat, SynthOptions, SynthQuant, synth};
+
+    // The tiny checkpoint's dimensions, written as a synthetic GGUF (random
+    // weights, synthetic vocabulary, ChatML template in the metadata).
+    let cfg = tiny_files().model.config.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    let synth_opts = SynthOptions {
+        format: SynthFormat::Gguf,
+        quant: SynthQuant::Bf16,
+        seed: 1,
+        vocab_base: None,
+    };
+    synth(&cfg, &path, &synth_opts, &mut |_, _| {}).unwrap();
+    let files = open_model_files(&path).unwrap();
+    assert!(
+        files.codec.has_own_template,
+        "the GGUF's template was not found"
+    );
+    let backend = load_backend(files, BackendKind::Cpu, None).unwrap();
+    let server = BackgroundServer::start(backend, opts(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let a = agent();
+    let (s, m) = get(&a, &format!("{}/v1/models", server.url()));
+    assert_eq!(s, 200);
+    assert_eq!(m["data"][0]["id"], "tiny");
+    let (s, r) = post(
+        &a,
+        &format!("{}/v1/chat/completions", server.url()),
+        &chat_body("Hello", 6),
+    );
+    assert_eq!(s, 200, "{r}");
+    assert!(r["usage"]["prompt_tokens"].as_u64().unwrap() > 3);
+    assert!(r["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
 }

@@ -263,3 +263,97 @@ fn requests_are_served_in_arrival_order() {
     }
     assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3]);
 }
+
+/// Fails or panics on prompts that contain the token of `b'!'`; echoes
+/// otherwise.
+struct BrittleEngine {
+    bang: u32,
+}
+
+impl lucebox_models::Engine for BrittleEngine {
+    fn describe(&self) -> String {
+        "brittle test engine".into()
+    }
+    fn max_context(&self) -> usize {
+        1024
+    }
+    fn generate(
+        &mut self,
+        request: &lucebox_models::GenerationRequest,
+        on_token: &mut dyn FnMut(u32) -> std::ops::ControlFlow<()>,
+    ) -> Result<lucebox_models::GenerationOutcome, lucebox_models::ModelError> {
+        let bangs = request.prompt.iter().filter(|&&t| t == self.bang).count();
+        let _ = on_token(request.prompt[0]);
+        match bangs {
+            0 => Ok(lucebox_models::GenerationOutcome {
+                generated: vec![request.prompt[0]],
+                stop: lucebox_models::StopReason::Length,
+                prefill_seconds: 0.0,
+                decode_seconds: 0.0,
+            }),
+            1 => Err(lucebox_models::ModelError::Other(
+                "simulated device error".into(),
+            )),
+            _ => panic!("simulated engine bug"),
+        }
+    }
+}
+
+#[test]
+fn engine_failures_are_reported_and_the_server_keeps_serving() {
+    // The simulated panic is expected: keep it out of the test log (its
+    // message still reaches the assertions through the 500 answer).
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() != Some("lucebox-engine") {
+            default_hook(info);
+        }
+    }));
+    let files = tiny_files();
+    use lucebox_cli::serve::codec::TextCodec;
+    let bang = files.codec.encode("!").unwrap()[0];
+    let server = start_with_engine(Box::new(BrittleEngine { bang }), ServeOptions::default());
+    let a = agent();
+    let url = format!("{}/v1/chat/completions", server.url());
+    let body =
+        |text: &str| json!({"messages": [{"role": "user", "content": text}], "max_tokens": 1});
+    let (s, v) = post(&a, &url, &body("fine"));
+    assert_eq!(s, 200, "{v}");
+    // An engine error: 500 with an error object.
+    let (s, v) = post(&a, &url, &body("!"));
+    assert_eq!(s, 500, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("simulated device error")
+    );
+    // An engine panic is caught: 500, and the worker thread lives on.
+    let (s, v) = post(&a, &url, &body("! !"));
+    assert_eq!(s, 500, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("panicked"));
+    // Streaming: the error arrives as the last event before [DONE].
+    let mut sbody = body("!");
+    sbody["stream"] = json!(true);
+    let (s, events) = post_sse(&a, &url, &sbody);
+    assert_eq!(s, 200);
+    assert_eq!(events.last().unwrap().data, "[DONE]");
+    assert!(
+        events[events.len() - 2]
+            .data
+            .contains("simulated device error")
+    );
+    // Anthropic streaming: an `error` event.
+    let (_, events) = post_sse(
+        &a,
+        &format!("{}/v1/messages", server.url()),
+        &json!({"max_tokens": 1, "stream": true, "messages": [{"role": "user", "content": "!"}]}),
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last.event.as_deref(), Some("error"));
+    assert!(last.data.contains("api_error"));
+    let (s, _) = post(&a, &url, &body("fine again"));
+    assert_eq!(s, 200);
+    let h = get(&a, &format!("{}/health", server.url())).1;
+    assert_eq!(h["requests"]["failed"], 4);
+}

@@ -164,12 +164,9 @@ pub fn header(h: &HeaderInfo<'_>) -> Result<String, CodegenError> {
     writeln!(o, "//")?;
     writeln!(
         o,
-        "// No headers are included: NVRTC ships none. bf16 conversions, the grid"
+        "// No headers are included: NVRTC ships none. bf16 conversions and the grid"
     )?;
-    writeln!(
-        o,
-        "// barrier and tensor-core instructions are carried below."
-    )?;
+    writeln!(o, "// barrier are carried below.")?;
     writeln!(o)?;
     Ok(o)
 }

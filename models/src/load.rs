@@ -98,3 +98,14 @@ pub fn open_gguf(path: &Path) -> Result<LoadedModel> {
         tokenizer_config_json: None,
     })
 }
+
+impl LoadedModel {
+    /// The model's tokenizer: `tokenizer.json` of an HF directory or the one
+    /// embedded in a GGUF file.
+    pub fn tokenizer(&self) -> Result<crate::tokenizer::Tokenizer> {
+        match &self.tokenizer_json {
+            Some(json) => crate::tokenizer::Tokenizer::from_hf_file(json),
+            None => crate::tokenizer::Tokenizer::for_model(&self.source_path),
+        }
+    }
+}

@@ -123,3 +123,23 @@ fn k_quant_quantisers_are_within_expected_error() {
         );
     }
 }
+
+/// Our quantisers against ggml's own C reference (`quantize_row_*_ref` from
+/// ggml-quants.c, compiled by scripts/make_kquant_vectors.sh): byte-exact.
+#[test]
+fn quantisers_match_ggml_c_reference_bytes() {
+    let v: Value = serde_json::from_str(include_str!("data/kquant_vectors.json")).unwrap();
+    let x = bits(&v["input_f32_bits"]);
+    assert_eq!(x.len(), v["n"].as_u64().unwrap() as usize);
+    for name in ["Q4_K", "Q6_K", "Q8_0"] {
+        let want = hex::decode(v[name].as_str().unwrap()).unwrap();
+        let got = quantize(dtype(name), &x).unwrap();
+        assert_eq!(got.len(), want.len());
+        let diff = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+        println!(
+            "{name} quantise vs ggml C: {} bytes, {diff} differ",
+            got.len()
+        );
+        assert_eq!(diff, 0, "{name} differs from ggml's reference quantiser");
+    }
+}

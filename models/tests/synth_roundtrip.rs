@@ -74,6 +74,8 @@ fn gguf_round_trip_gives_back_canonical_tensors() {
             assert_eq!(got.linear_num_value_heads, 6);
             assert_eq!(got.linear_value_head_dim, 32);
             assert_eq!(got.rotary_dim(), cfg.rotary_dim());
+            assert_eq!(got.rms_norm_eps, cfg.rms_norm_eps);
+            assert_eq!(got.rope_theta, cfg.rope_theta);
             assert_eq!(got.tie_word_embeddings, tied);
             assert_eq!(got.vocab_size, cfg.vocab_size);
             assert_eq!(src.contains("lm_head.weight"), !tied);
@@ -230,6 +232,19 @@ fn safetensors_dir_round_trip_and_tokenizers_agree() {
     assert_eq!(hf.vocab_size(), cfg.vocab_size);
     let ids = bpe.encode(text, true).unwrap();
     assert_eq!(bpe.decode(&ids, false).unwrap(), text);
+    // Streaming through either tokenizer gives the text back, never a partial char.
+    for tok in [&hf, &bpe] {
+        let mut s = tok.stream(false);
+        let mut out = String::new();
+        for &id in &ids {
+            if let Some(piece) = s.push(id).unwrap() {
+                assert!(!piece.contains('\u{FFFD}'));
+                out.push_str(&piece);
+            }
+        }
+        out.push_str(&s.finish().unwrap().unwrap_or_default());
+        assert_eq!(out, text);
+    }
 }
 
 #[test]

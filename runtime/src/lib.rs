@@ -4,7 +4,6 @@
 //! driver or NVRTC gets a [`RuntimeError`], never a panic.
 
 pub mod cache;
-#[cfg(feature = "decode")]
 pub mod decode;
 pub mod error;
 pub mod libs;

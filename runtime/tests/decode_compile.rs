@@ -1,7 +1,6 @@
 //! The generated decode megakernel compiles with NVRTC to a CUBIN for every
 //! chip preset the GPU checks target, and ptxas reports no spills. Needs
 //! libnvrtc, not a GPU (SKIP without it).
-#![cfg(feature = "decode")]
 
 use lucebox_codegen::decode::{decode_abi, generate_decode};
 use lucebox_models::config::Qwen35Config;

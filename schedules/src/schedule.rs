@@ -305,6 +305,13 @@ impl Schedule {
         Ok(s)
     }
 
+    /// The same schedule with its context capped at what the model supports
+    /// (a small model config may allow fewer positions than the preset holds).
+    pub fn capped_to_model_context(mut self, max_position_embeddings: u32) -> Self {
+        self.max_context = self.max_context.min(max_position_embeddings);
+        self
+    }
+
     /// The same schedule on a chip with `n` SMs (e.g. a partitioned GPU).
     pub fn with_sm_count(mut self, n: u32) -> Self {
         self.sm_count = n;
@@ -317,9 +324,10 @@ impl Schedule {
     }
 
     fn build(name: &str, arch: Arch, sms: u32, limits: DeviceLimits) -> Self {
-        // One 512-thread block per SM: 16 warps each keep many 16-byte weight
-        // loads in flight, and 128 registers per thread stay available.
-        let threads = 512;
+        // One 384-thread block per SM: 12 warps keep plenty of 16-byte weight
+        // loads in flight (~48 KB per SM) and leave 168 registers per thread,
+        // which the decode megakernel needs to run without spills.
+        let threads = 384;
         let blocks_per_sm = 1;
         let sm80 = arch.number() >= 80;
         Self {
@@ -380,11 +388,10 @@ impl Schedule {
         // Registers are allocated per warp in units of 256.
         let regs_per_warp = (regs_per_thread * 32).div_ceil(256) * 256;
         let by_regs = l.regs_per_sm / (regs_per_warp * self.warps_per_block()).max(1);
-        let by_smem = if smem_per_block == 0 {
-            u32::MAX
-        } else {
-            l.shared_mem_per_sm / smem_per_block
-        };
+        let by_smem = l
+            .shared_mem_per_sm
+            .checked_div(smem_per_block)
+            .unwrap_or(u32::MAX);
         by_threads
             .min(by_regs)
             .min(by_smem)
@@ -414,7 +421,7 @@ impl Schedule {
 
     fn check_hardware(&self) -> Result<(), ScheduleError> {
         let t = self.threads_per_block;
-        if t == 0 || t % 32 != 0 {
+        if t == 0 || !t.is_multiple_of(32) {
             return Err(Self::invalid(
                 "threads_per_block",
                 t,
@@ -499,7 +506,7 @@ impl Schedule {
                 "one of 4, 8, 16",
             ));
         }
-        if d.attn_kv_chunk == 0 || d.attn_kv_chunk % 8 != 0 {
+        if d.attn_kv_chunk == 0 || !d.attn_kv_chunk.is_multiple_of(8) {
             return Err(Self::invalid(
                 "decode.attn_kv_chunk",
                 d.attn_kv_chunk,
@@ -578,7 +585,7 @@ impl Schedule {
                 ),
             ));
         }
-        if p.gemm_threads % 32 != 0 || p.gemm_threads == 0 || p.gemm_threads > 1024 {
+        if !p.gemm_threads.is_multiple_of(32) || p.gemm_threads == 0 || p.gemm_threads > 1024 {
             return Err(Self::invalid(
                 "prefill.gemm_threads",
                 p.gemm_threads,
@@ -587,7 +594,7 @@ impl Schedule {
         }
         let gemm_warps = p.gemm_threads / 32;
         let warp_tiles = (p.gemm_tile_m / 16) * (p.gemm_tile_n / 8);
-        if warp_tiles % gemm_warps != 0 {
+        if !warp_tiles.is_multiple_of(gemm_warps) {
             return Err(Self::invalid(
                 "prefill.gemm_threads",
                 p.gemm_threads,
@@ -616,9 +623,9 @@ impl Schedule {
             ));
         }
         if p.attn_q_tile == 0
-            || p.attn_q_tile % 16 != 0
+            || !p.attn_q_tile.is_multiple_of(16)
             || p.attn_kv_tile == 0
-            || p.attn_kv_tile % 16 != 0
+            || !p.attn_kv_tile.is_multiple_of(16)
         {
             return Err(Self::invalid(
                 "prefill.attn_q_tile",
@@ -626,7 +633,7 @@ impl Schedule {
                 "q and kv tiles must be positive multiples of 16",
             ));
         }
-        if p.attn_threads % 32 != 0 || p.attn_threads == 0 || p.attn_threads > 1024 {
+        if !p.attn_threads.is_multiple_of(32) || p.attn_threads == 0 || p.attn_threads > 1024 {
             return Err(Self::invalid(
                 "prefill.attn_threads",
                 p.attn_threads,
@@ -651,7 +658,7 @@ impl Schedule {
                 format!("1..={} (tree.budget)", t.budget),
             ));
         }
-        if t.threads % 32 != 0 || t.threads == 0 || t.threads > 1024 {
+        if !t.threads.is_multiple_of(32) || t.threads == 0 || t.threads > 1024 {
             return Err(Self::invalid(
                 "tree.threads",
                 t.threads,
@@ -702,7 +709,10 @@ impl Schedule {
                 ));
             }
         }
-        if m.linear_value_head_dim % d.gdn_value_cols_per_warp != 0 {
+        if !m
+            .linear_value_head_dim
+            .is_multiple_of(d.gdn_value_cols_per_warp)
+        {
             return Err(Self::invalid(
                 "decode.gdn_value_cols_per_warp",
                 d.gdn_value_cols_per_warp,
@@ -713,7 +723,9 @@ impl Schedule {
             ));
         }
         let key_groups = 32 / d.gdn_value_cols_per_warp;
-        if m.linear_key_head_dim % key_groups != 0 || m.linear_key_head_dim / key_groups > 64 {
+        if !m.linear_key_head_dim.is_multiple_of(key_groups)
+            || m.linear_key_head_dim / key_groups > 64
+        {
             return Err(Self::invalid(
                 "decode.gdn_value_cols_per_warp",
                 d.gdn_value_cols_per_warp,
@@ -749,14 +761,14 @@ impl Schedule {
             ));
         }
         let p = &self.prefill;
-        if m.hidden_size % p.gemm_tile_k != 0 {
+        if !m.hidden_size.is_multiple_of(p.gemm_tile_k) {
             return Err(Self::invalid(
                 "prefill.gemm_tile_k",
                 p.gemm_tile_k,
                 format!("must divide hidden_size = {}", m.hidden_size),
             ));
         }
-        if m.intermediate_size % p.gemm_tile_k != 0 {
+        if !m.intermediate_size.is_multiple_of(p.gemm_tile_k) {
             return Err(Self::invalid(
                 "prefill.gemm_tile_k",
                 p.gemm_tile_k,
@@ -877,7 +889,7 @@ mod tests {
         let s = Schedule::for_device(&props).unwrap();
         assert_eq!(s.preset, "derived");
         assert_eq!(s.grid_blocks(), 132);
-        assert_eq!(s.threads_per_block, 512);
+        assert_eq!(s.threads_per_block, 384);
         s.validate(Some(&dims_08b())).unwrap();
         let json = serde_json::to_string(&s).unwrap();
         let back: Schedule = serde_json::from_str(&json).unwrap();
@@ -897,12 +909,12 @@ mod tests {
     #[test]
     fn rejects_too_many_coresident_blocks() {
         let mut s = Schedule::preset("rtx3090").unwrap();
-        s.blocks_per_sm = 3; // 3 x 512 threads = 1536 fits by threads, not by registers
+        s.blocks_per_sm = 3; // 3 x 384 threads fit by threads, not by registers
         s.decode.max_regs_per_thread = 64;
         let e = s.validate(None).unwrap_err();
         assert_eq!(field_of(e.clone()), "blocks_per_sm");
         assert!(e.to_string().contains("co-resident"), "{e}");
-        s.blocks_per_sm = 4; // 2048 threads > 1536 per SM
+        s.blocks_per_sm = 5; // 1920 threads > 1536 per SM
         assert_eq!(field_of(s.validate(None).unwrap_err()), "blocks_per_sm");
     }
 

@@ -3,6 +3,8 @@
 Environment:
   LUCEBOX_BIN             path of the built `lucebox` binary (required)
   LUCEBOX_SERVE_BACKEND   backend to serve with (default: cpu)
+  LUCEBOX_SERVE_MODEL     model to serve (default: the committed tiny checkpoint),
+                          e.g. a real Qwen3.5 directory for a GPU run
 """
 
 import os
@@ -22,11 +24,12 @@ def server_url(tmp_path_factory):
     if not binary:
         pytest.fail("set LUCEBOX_BIN to the path of the built lucebox binary")
     backend = os.environ.get("LUCEBOX_SERVE_BACKEND", "cpu")
+    model = os.environ.get("LUCEBOX_SERVE_MODEL", str(MODEL))
     # The server's log goes to a file (a pipe nobody reads could fill and block it).
     log_path = tmp_path_factory.mktemp("serve") / "server.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(
-        [binary, "serve", "--model", str(MODEL), "--port", "0", "--backend", backend],
+        [binary, "serve", "--model", model, "--port", "0", "--backend", backend],
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,
@@ -36,7 +39,7 @@ def server_url(tmp_path_factory):
     line = []
     reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
     reader.start()
-    reader.join(timeout=60)
+    reader.join(timeout=600)  # a real model on a GPU takes a while to load
     if not line or "listening on" not in line[0]:
         proc.kill()
         proc.wait(timeout=10)

@@ -22,16 +22,10 @@ use lucebox_models::{
 };
 use serde::Serialize;
 
+use crate::backend::EngineChoice;
+
 /// Format version of the `--json` object (bump when a field changes meaning).
 pub const JSON_SCHEMA: &str = "lucebox-bench/1";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Backend {
-    /// The GPU when one is usable, else the CPU reference.
-    Auto,
-    Gpu,
-    Cpu,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -62,8 +56,9 @@ pub struct Args {
     /// One JSON object on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
-    pub backend: Backend,
+    /// auto: the GPU when one is usable, else the CPU reference.
+    #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+    pub backend: EngineChoice,
 }
 
 /// The measurement protocol, independent of the backend.
@@ -571,9 +566,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut model = model_report(&args.model, &loaded)?;
     let needed = proto.pp + proto.tg + 1;
     let (mut engine, extras, backend) = match args.backend {
-        Backend::Cpu => cpu_backend(&loaded, needed)?,
-        Backend::Gpu => gpu::backend(&loaded, &mut model, !args.no_bandwidth)?,
-        Backend::Auto => match gpu::backend(&loaded, &mut model, !args.no_bandwidth) {
+        EngineChoice::Cpu => cpu_backend(&loaded, needed)?,
+        EngineChoice::Gpu => gpu::backend(&loaded, &mut model, !args.no_bandwidth)?,
+        EngineChoice::Auto => match gpu::backend(&loaded, &mut model, !args.no_bandwidth) {
             Ok(b) => b,
             Err(e) => {
                 eprintln!("note: GPU backend unavailable ({e:#}); benchmarking the CPU reference");
@@ -642,18 +637,6 @@ fn cpu_backend(loaded: &LoadedModel, needed: usize) -> anyhow::Result<Opened> {
     ))
 }
 
-#[cfg(not(feature = "decode"))]
-mod gpu {
-    use super::*;
-
-    pub fn backend(_: &LoadedModel, _: &mut ModelReport, _: bool) -> anyhow::Result<Opened> {
-        anyhow::bail!(
-            "this lucebox was built without the GPU decode engine (cargo build --release -p lucebox-cli --features decode)"
-        )
-    }
-}
-
-#[cfg(feature = "decode")]
 mod gpu {
     use lucebox_runtime::Gpu;
     use lucebox_runtime::cache::KernelCache;

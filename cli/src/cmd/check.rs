@@ -27,15 +27,12 @@ pub struct Args {
     pub only: Vec<String>,
     /// Checkpoint (HF directory or .gguf) to check the decode megakernel on
     /// against the CPU reference (repeatable).
-    #[cfg(feature = "decode")]
     #[arg(long = "model", value_name = "PATH")]
     pub models: Vec<String>,
     /// Teacher-forced positions whose logits are compared.
-    #[cfg(feature = "decode")]
     #[arg(long, default_value_t = 32)]
     pub logit_positions: usize,
     /// Greedy steps that must produce identical tokens.
-    #[cfg(feature = "decode")]
     #[arg(long, default_value_t = 64)]
     pub greedy_steps: usize,
 }
@@ -193,7 +190,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("running: {name}");
         results.push(run_one(name, f));
     }
-    #[cfg(feature = "decode")]
     for model in &args.models {
         for (name, f) in decode_checks::checks(&gpu, model, args.logit_positions, args.greedy_steps)
         {
@@ -229,7 +225,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Decode megakernel vs the CPU reference, per checkpoint.
-#[cfg(feature = "decode")]
 mod decode_checks {
     use std::cell::RefCell;
     use std::ops::ControlFlow;

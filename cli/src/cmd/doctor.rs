@@ -129,7 +129,6 @@ pub fn collect(args: &Args) -> DoctorReport {
     report
 }
 
-#[cfg(feature = "decode")]
 fn decode_compile_times(gpu: &Gpu, schedule: &Schedule) -> Option<Result<CompileTimes, String>> {
     let cfg = lucebox_models::config::Qwen35Config::qwen35_0_8b();
     Some(
@@ -143,11 +142,6 @@ fn decode_compile_times(gpu: &Gpu, schedule: &Schedule) -> Option<Result<Compile
                 ))
             }),
     )
-}
-
-#[cfg(not(feature = "decode"))]
-fn decode_compile_times(_: &Gpu, _: &Schedule) -> Option<Result<CompileTimes, String>> {
-    None
 }
 
 fn gib(b: u64) -> String {

@@ -45,9 +45,6 @@ struct Output<'a> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.backend == Backend::Gpu {
-        anyhow::bail!("GPU backend not available in this build yet; use --backend cpu");
-    }
     if args.ids.is_empty() {
         anyhow::bail!("--ids needs at least one token id");
     }
@@ -60,6 +57,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             report.tensors, report.elements
         );
     }
+    if args.backend == Backend::Gpu {
+        // The megakernel's logits after each teacher-forced token.
+        let mut decoder = crate::backend::gpu_decoder(&loaded)?;
+        let mut logits = decoder.teacher_forced_logits(&args.ids)?;
+        let mut positions: Vec<usize> = (0..args.ids.len()).collect();
+        if !args.all_positions {
+            logits.drain(..logits.len() - 1);
+            positions.drain(..positions.len() - 1);
+        }
+        return print_json(&Output {
+            ids: &args.ids,
+            positions,
+            logits,
+        });
+    }
     let model = ReferenceModel::load(loaded.weights.as_ref()).context("loading weights")?;
     let options = ForwardOptions {
         logits: if args.all_positions {
@@ -70,11 +82,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ..Default::default()
     };
     let out = model.forward(&mut model.new_state(), &args.ids, &options)?;
-    let json = serde_json::to_string(&Output {
+    print_json(&Output {
         ids: &args.ids,
         positions: out.positions,
         logits: out.logits,
-    })?;
+    })
+}
+
+fn print_json(out: &Output<'_>) -> anyhow::Result<()> {
+    let json = serde_json::to_string(out)?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{json}")?;
     Ok(())

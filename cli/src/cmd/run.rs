@@ -2,19 +2,17 @@
 //!
 //! Contract: with `--output json`, stdout holds exactly
 //! `{"prompt_ids": [...], "generated_ids": [...]}`. With `--output text`
-//! (default) generated text (or ids, without a tokenizer) streams to stdout
-//! and the speed is reported on stderr.
+//! (default) generated text (ids when the model has no tokenizer) streams to
+//! stdout and the speed is reported on stderr.
 
 use std::io::Write;
 use std::ops::ControlFlow;
-use std::sync::Arc;
 
 use anyhow::Context;
-use lucebox_models::reference::ReferenceModel;
-use lucebox_models::{CpuEngine, Engine, GenerationRequest, SamplingParams};
+use lucebox_models::{GenerationRequest, SamplingParams};
 use serde::Serialize;
 
-use super::logits::Backend;
+use crate::backend::{EngineChoice, open_engine};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -56,9 +54,9 @@ pub struct Args {
     pub ignore_eos: bool,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
-    /// Default: the GPU when present, else the CPU reference.
-    #[arg(long, value_enum)]
-    pub backend: Option<Backend>,
+    /// `auto`: the GPU decode megakernel when a GPU is usable, else the CPU reference.
+    #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+    pub backend: EngineChoice,
     /// Check every tensor's shape and scan all values for NaN/Inf first.
     #[arg(long)]
     pub check: bool,
@@ -70,22 +68,7 @@ struct JsonOutput<'a> {
     generated_ids: &'a [u32],
 }
 
-/// Text prompts need the tokenizer module (GGUF/HF tokenizers), which lands
-/// with the GGUF work; swap this for `lucebox_models::tokenizer` then.
-fn tokenize(_loaded: &lucebox_models::LoadedModel, _text: &str) -> anyhow::Result<Vec<u32>> {
-    anyhow::bail!(
-        "--prompt needs tokenizer support, which is not merged into this build yet; pass token ids with --ids"
-    )
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
-    match args.backend {
-        Some(Backend::Gpu) => {
-            anyhow::bail!("GPU backend not available in this build yet; use --backend cpu")
-        }
-        Some(Backend::Cpu) => {}
-        None => eprintln!("note: no GPU backend in this build; running the CPU reference (slow)"),
-    }
     let loaded = lucebox_models::load::open(&args.model)
         .with_context(|| format!("opening model `{}`", args.model))?;
     if args.check {
@@ -95,12 +78,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             report.tensors, report.elements
         );
     }
-    let prompt = match &args.prompt {
-        Some(text) => tokenize(&loaded, text)?,
-        None => args.ids.clone(),
+    // The tokenizer is needed for a text prompt, and used (when the model
+    // has one) to stream text instead of ids.
+    let tokenizer = match (&args.prompt, loaded.tokenizer()) {
+        (_, Ok(t)) => Some(t),
+        (Some(_), Err(e)) => return Err(e).context("--prompt needs the model's tokenizer"),
+        (None, Err(_)) => None,
     };
-    let model = Arc::new(ReferenceModel::load(loaded.weights.as_ref()).context("loading weights")?);
-    let mut engine = CpuEngine::new(model, loaded.config.max_position_embeddings);
+    let prompt = match (&args.prompt, &tokenizer) {
+        (Some(text), Some(t)) => t.encode(text, true)?,
+        _ => args.ids.clone(),
+    };
+    if prompt.is_empty() {
+        anyhow::bail!("the prompt is empty");
+    }
+    let mut engine = open_engine(&loaded, args.backend, "lucebox run")?;
     let request = GenerationRequest {
         prompt: prompt.clone(),
         max_tokens: args.max_tokens,
@@ -121,19 +113,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let stream = args.output == OutputFormat::Text;
     let mut stdout = std::io::stdout().lock();
-    let mut write_error = None;
+    let mut decoder = tokenizer.as_ref().map(|t| t.stream(true));
+    let mut failure: Option<anyhow::Error> = None;
     let outcome = engine.generate(&request, &mut |token| {
-        if stream {
-            // Without a tokenizer in this build, stream the ids.
-            if let Err(e) = write!(stdout, "{token} ").and_then(|_| stdout.flush()) {
-                write_error = Some(e);
+        if !stream {
+            return ControlFlow::Continue(());
+        }
+        // Text when the model has a tokenizer, else the ids.
+        let piece = match decoder.as_mut().map(|d| d.push(token)) {
+            Some(Ok(Some(text))) => text,
+            Some(Ok(None)) => return ControlFlow::Continue(()),
+            Some(Err(e)) => {
+                failure = Some(e.into());
                 return ControlFlow::Break(());
             }
+            None => format!("{token} "),
+        };
+        if let Err(e) = write!(stdout, "{piece}").and_then(|_| stdout.flush()) {
+            failure = Some(anyhow::Error::new(e).context("writing to stdout"));
+            return ControlFlow::Break(());
         }
         ControlFlow::Continue(())
     })?;
-    if let Some(e) = write_error {
-        return Err(e).context("writing to stdout");
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if stream && let Some(rest) = decoder.map(|d| d.finish()).transpose()?.flatten() {
+        write!(stdout, "{rest}")?;
     }
     match args.output {
         OutputFormat::Json => {

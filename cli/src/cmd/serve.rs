@@ -6,10 +6,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
-use lucebox_models::{Engine, Qwen35Config};
+use anyhow::Context;
+use lucebox_models::{Engine, LoadedModel};
 
-use crate::serve::hf_codec::HfTextCodec;
+use crate::backend::{EngineChoice, open_engine};
+
+use crate::serve::codec::TextCodec;
+use crate::serve::model_codec::ModelCodec;
 use crate::serve::scripted::ScriptedEngine;
 use crate::serve::{AppState, Backend, ServeOptions};
 
@@ -28,8 +31,8 @@ pub enum BackendKind {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Model directory (config.json, model.safetensors, tokenizer.json,
-    /// tokenizer_config.json with a chat_template).
+    /// Model: an HF directory (config.json, *.safetensors, tokenizer.json,
+    /// tokenizer_config.json with a chat_template), a .gguf file, or an HF repo id.
     #[arg(long)]
     pub model: PathBuf,
     #[arg(long, default_value = "127.0.0.1")]
@@ -39,7 +42,7 @@ pub struct Args {
     pub port: u16,
     #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
     pub backend: BackendKind,
-    /// Model id shown in /v1/models and responses (default: the directory name).
+    /// Model id shown in /v1/models and responses (default: the directory or file name).
     #[arg(long)]
     pub model_id: Option<String>,
     /// Requests that may wait for the engine; more are refused with 503.
@@ -81,8 +84,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut stdout = std::io::stdout();
         writeln!(stdout, "lucebox serve: listening on http://{local}")?;
         stdout.flush()?;
+        // Ctrl-C: stop accepting and let running requests finish; a second
+        // Ctrl-C exits at once.
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
+            eprintln!("lucebox serve: shutting down (Ctrl-C again to exit now)");
+            tokio::spawn(async {
+                let _ = tokio::signal::ctrl_c().await;
+                std::process::exit(130);
+            });
         };
         crate::serve::serve(listener, state, shutdown)
             .await
@@ -90,39 +100,52 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     })
 }
 
-/// What the server reads from a model directory besides the weights.
+/// A model opened for serving: weights (memory-mapped), tokenizer and chat
+/// template.
 pub struct ModelFiles {
-    pub dir: PathBuf,
-    /// The directory name (default model id).
+    pub model: LoadedModel,
+    pub codec: ModelCodec,
+    /// Default model id: the directory or file name.
     pub name: String,
-    pub config: Qwen35Config,
-    pub codec: HfTextCodec,
-    /// EOS ids from config.json, generation_config.json and the tokenizer.
+    /// EOS ids from the config (and generation_config.json / the tokenizer's
+    /// `eos_token` in an HF directory).
     pub stop_tokens: Vec<u32>,
 }
 
-/// Read config, tokenizer and chat template of the model at `path`.
+/// Open the model at `path` (HF directory, `.gguf` file or HF repo id).
 pub fn open_model_files(path: &Path) -> anyhow::Result<ModelFiles> {
-    let dir = model_dir(path)?;
-    let codec =
-        HfTextCodec::from_dir(&dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
-    let config_path = dir.join("config.json");
-    let config_text = std::fs::read_to_string(&config_path)
-        .with_context(|| format!("reading {}", config_path.display()))?;
-    let name = dir
-        .file_name()
+    let spec = path
+        .to_str()
+        .with_context(|| format!("{}: the path is not UTF-8", path.display()))?;
+    let model = lucebox_models::load::open(spec)?;
+    let codec = ModelCodec::for_model(&model.source_path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", model.source_path.display()))?;
+    if !codec.has_own_template {
+        tracing::warn!(
+            "{} has no chat template; using lucebox's built-in ChatML",
+            model.source_path.display()
+        );
+    }
+    let name = model
+        .source_path
+        .file_stem()
         .and_then(|n| n.to_str())
         .unwrap_or("model")
         .to_string();
-    let config = Qwen35Config::from_hf_json(&config_text, &name)?;
-    let stop_tokens = stop_tokens(&dir, &config, &codec);
+    let stop_tokens = stop_tokens(&model, &codec);
     Ok(ModelFiles {
-        dir,
-        name,
-        config,
+        model,
         codec,
+        name,
         stop_tokens,
     })
+}
+
+impl ModelFiles {
+    /// Vocabulary size as a token id bound.
+    pub fn codec_vocab(&self) -> u32 {
+        u32::try_from(self.codec.vocab_size()).unwrap_or(u32::MAX)
+    }
 }
 
 /// The engine of `kind` for `files`, wrapped for the server.
@@ -133,12 +156,12 @@ pub fn load_backend(
 ) -> anyhow::Result<Backend> {
     let engine: Box<dyn Engine> = match kind {
         BackendKind::Scripted => Box::new(ScriptedEngine::new(
-            codec_vocab(&files.codec),
-            files.config.max_position_embeddings,
+            files.codec_vocab(),
+            files.model.config.max_position_embeddings,
         )),
-        BackendKind::Cpu | BackendKind::Gpu | BackendKind::Auto => {
-            bail!("the {kind:?} backend is not wired into `lucebox serve` yet")
-        }
+        BackendKind::Cpu => open_engine(&files.model, EngineChoice::Cpu, "lucebox serve")?,
+        BackendKind::Gpu => open_engine(&files.model, EngineChoice::Gpu, "lucebox serve")?,
+        BackendKind::Auto => open_engine(&files.model, EngineChoice::Auto, "lucebox serve")?,
     };
     Ok(Backend {
         engine,
@@ -148,49 +171,35 @@ pub fn load_backend(
     })
 }
 
-impl ModelFiles {
-    /// Vocabulary size as a token id bound.
-    pub fn codec_vocab(&self) -> u32 {
-        codec_vocab(&self.codec)
-    }
-}
-
-fn codec_vocab(codec: &HfTextCodec) -> u32 {
-    use crate::serve::codec::TextCodec;
-    u32::try_from(codec.vocab_size()).unwrap_or(u32::MAX)
-}
-
-fn model_dir(path: &Path) -> anyhow::Result<PathBuf> {
-    if path.is_dir() {
-        Ok(path.to_path_buf())
-    } else if path.file_name().is_some_and(|n| n == "config.json") {
-        Ok(path.parent().unwrap_or(Path::new(".")).to_path_buf())
-    } else if path.exists() {
-        bail!(
-            "{}: expected a model directory (config.json, safetensors, tokenizer files)",
-            path.display()
-        )
-    } else {
-        bail!("{}: no such directory", path.display())
-    }
-}
-
-/// EOS ids from config.json, generation_config.json and the tokenizer's
-/// `eos_token`, without duplicates.
-fn stop_tokens(dir: &Path, config: &Qwen35Config, codec: &HfTextCodec) -> Vec<u32> {
-    let mut ids = config.eos_token_ids.clone();
-    if let Ok(text) = std::fs::read_to_string(dir.join("generation_config.json"))
-        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-    {
-        match v.get("eos_token_id") {
-            Some(serde_json::Value::Number(n)) => ids.extend(n.as_u64().map(|i| i as u32)),
-            Some(serde_json::Value::Array(a)) => {
-                ids.extend(a.iter().filter_map(|x| x.as_u64()).map(|i| i as u32))
+/// EOS ids: the config's, then (HF directories) generation_config.json's and
+/// the id of tokenizer_config.json's `eos_token`, without duplicates.
+fn stop_tokens(model: &LoadedModel, codec: &ModelCodec) -> Vec<u32> {
+    let mut ids = model.config.eos_token_ids.clone();
+    let dir = &model.source_path;
+    let read_json = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    };
+    if dir.is_dir() {
+        if let Some(v) = read_json("generation_config.json") {
+            match v.get("eos_token_id") {
+                Some(serde_json::Value::Number(n)) => ids.extend(n.as_u64().map(|i| i as u32)),
+                Some(serde_json::Value::Array(a)) => {
+                    ids.extend(a.iter().filter_map(|x| x.as_u64()).map(|i| i as u32))
+                }
+                _ => {}
             }
-            _ => {}
+        }
+        if let Some(v) = read_json("tokenizer_config.json") {
+            let eos = match v.get("eos_token") {
+                Some(serde_json::Value::String(s)) => Some(s.as_str()),
+                Some(o) => o.get("content").and_then(|c| c.as_str()),
+                None => None,
+            };
+            ids.extend(eos.and_then(|t| codec.tokenizer().token_id(t)));
         }
     }
-    ids.extend(codec.token_id(codec.eos_token()));
     let mut seen = std::collections::HashSet::new();
     ids.retain(|i| seen.insert(*i));
     ids

@@ -40,6 +40,26 @@ pub struct MessagesRequest {
     pub top_p: Option<f64>,
     #[serde(default)]
     pub top_k: Option<i64>,
+    /// `{"type": "enabled" | "disabled", ...}`: sets the template's
+    /// `enable_thinking` (Qwen templates read it).
+    #[serde(default)]
+    pub thinking: Option<Thinking>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Thinking {
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl Thinking {
+    fn enabled(&self) -> Option<bool> {
+        match self.kind.as_str() {
+            "enabled" | "adaptive" => Some(true),
+            "disabled" => Some(false),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,8 +196,9 @@ async fn messages_inner(
         ..SamplingInput::default()
     })?;
     let stops = generate::stop_strings("stop_sequences", req.stop_sequences.unwrap_or_default())?;
+    let enable_thinking = req.thinking.as_ref().and_then(Thinking::enabled);
     let turns = turns_of(req.system, req.messages)?;
-    let prompt = generate::chat_prompt(&state, turns).await?;
+    let prompt = generate::chat_prompt(&state, turns, enable_thinking).await?;
     let planned = generate::plan(
         &state,
         prompt,
@@ -312,7 +333,7 @@ pub async fn count_tokens(
     let result = async {
         let req: CountTokensRequest = parse_json(body)?;
         let turns = turns_of(req.system, req.messages)?;
-        let prompt = generate::chat_prompt(&state, turns).await?;
+        let prompt = generate::chat_prompt(&state, turns, None).await?;
         Ok::<_, ApiError>(Json(json!({"input_tokens": prompt.len()})).into_response())
     }
     .await;

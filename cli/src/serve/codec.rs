@@ -29,8 +29,13 @@ pub trait TextCodec: Send + Sync {
     /// Text of `ids`, special tokens left out.
     fn decode(&self, ids: &[u32]) -> Result<String, CodecError>;
     /// The prompt for `turns` from the model's chat template, ending with the
-    /// assistant's generation prompt.
-    fn render_chat(&self, turns: &[ChatTurn]) -> Result<String, CodecError>;
+    /// assistant's generation prompt; `enable_thinking` is passed to templates
+    /// that read it (Qwen) when given.
+    fn render_chat(
+        &self,
+        turns: &[ChatTurn],
+        enable_thinking: Option<bool>,
+    ) -> Result<String, CodecError>;
     /// Number of token ids the codec can produce or decode.
     fn vocab_size(&self) -> usize;
 }

@@ -112,9 +112,10 @@ pub fn stop_strings(param: &str, stops: Vec<String>) -> Result<Vec<String>, ApiE
 pub async fn chat_prompt(
     state: &Arc<AppState>,
     turns: Vec<ChatTurn>,
+    enable_thinking: Option<bool>,
 ) -> Result<Vec<u32>, ApiError> {
     let state = state.clone();
-    blocking(move || chat_prompt_blocking(&state, &turns)).await
+    blocking(move || chat_prompt_blocking(&state, &turns, enable_thinking)).await
 }
 
 /// Encode raw text (no template), off the async executor.
@@ -137,16 +138,23 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))?
 }
 
-fn chat_prompt_blocking(state: &AppState, turns: &[ChatTurn]) -> Result<Vec<u32>, ApiError> {
-    let text = state.codec.render_chat(turns).map_err(|e| {
-        // Templates reject some conversations (e.g. roles out of order) with
-        // raise_exception: that is the client's mistake.
-        ApiError::new(
-            ErrorKind::InvalidRequest,
-            format!("could not apply the chat template: {e}"),
-        )
-        .with_param("messages")
-    })?;
+fn chat_prompt_blocking(
+    state: &AppState,
+    turns: &[ChatTurn],
+    enable_thinking: Option<bool>,
+) -> Result<Vec<u32>, ApiError> {
+    let text = state
+        .codec
+        .render_chat(turns, enable_thinking)
+        .map_err(|e| {
+            // Templates reject some conversations (e.g. roles out of order) with
+            // raise_exception: that is the client's mistake.
+            ApiError::new(
+                ErrorKind::InvalidRequest,
+                format!("could not apply the chat template: {e}"),
+            )
+            .with_param("messages")
+        })?;
     state
         .codec
         .encode(&text)

@@ -9,7 +9,7 @@ pub mod anthropic;
 pub mod codec;
 pub mod error;
 pub mod generate;
-pub mod hf_codec;
+pub mod model_codec;
 pub mod openai;
 pub mod scripted;
 pub mod text;

@@ -88,6 +88,16 @@ pub struct CommonParams {
     pub echo: Option<bool>,
     #[serde(default)]
     pub best_of: Option<u64>,
+    /// Extra chat-template variables (vLLM's extension); `enable_thinking`
+    /// is passed on (Qwen templates read it).
+    #[serde(default)]
+    pub chat_template_kwargs: Option<ChatTemplateKwargs>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatTemplateKwargs {
+    #[serde(default)]
+    pub enable_thinking: Option<bool>,
 }
 
 impl CommonParams {
@@ -285,7 +295,11 @@ async fn chat_inner(
         req.stop.take().map(StopField::into_vec).unwrap_or_default(),
     )?;
     let turns = chat_turns(messages)?;
-    let prompt = generate::chat_prompt(&state, turns).await?;
+    let enable_thinking = req
+        .chat_template_kwargs
+        .as_ref()
+        .and_then(|k| k.enable_thinking);
+    let prompt = generate::chat_prompt(&state, turns, enable_thinking).await?;
     let planned = generate::plan(&state, prompt, max_tokens, param, sampling, stops)?;
     let rx = generate::submit(&state, planned)?;
     let id = new_id("chatcmpl-");

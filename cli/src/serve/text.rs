@@ -160,7 +160,7 @@ mod tests {
             let bytes: Vec<u8> = ids.iter().map(|&i| i as u8).collect();
             Ok(String::from_utf8_lossy(&bytes).into_owned())
         }
-        fn render_chat(&self, _: &[ChatTurn]) -> Result<String, CodecError> {
+        fn render_chat(&self, _: &[ChatTurn], _: Option<bool>) -> Result<String, CodecError> {
             Ok(String::new())
         }
         fn vocab_size(&self) -> usize {

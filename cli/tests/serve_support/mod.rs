@@ -36,7 +36,7 @@ pub fn start_with_engine(engine: Box<dyn Engine>, options: ServeOptions) -> Back
     let backend = Backend {
         engine,
         codec: std::sync::Arc::new(files.codec),
-        model_id: files.name,
+        model_id: files.name.clone(),
         stop_tokens: files.stop_tokens,
     };
     BackgroundServer::start(backend, options, localhost()).unwrap()
@@ -156,10 +156,10 @@ pub fn chat_body(content: &str, max_tokens: u64) -> Value {
 }
 
 /// The backend the model tests run on (`--backend` value).
-pub const MODEL_BACKEND: &str = "scripted";
+pub const MODEL_BACKEND: &str = "cpu";
 
 /// The server on the tiny checkpoint with the engine the model tests use.
 pub fn start_model(options: ServeOptions) -> BackgroundServer {
-    let backend = load_backend(tiny_files(), BackendKind::Scripted, None).unwrap();
+    let backend = load_backend(tiny_files(), BackendKind::Cpu, None).unwrap();
     BackgroundServer::start(backend, options, localhost()).unwrap()
 }

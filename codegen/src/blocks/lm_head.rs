@@ -10,6 +10,9 @@
 //! top-p with probabilities normalised over the *whole* vocabulary (from the
 //! merged statistics), drawing from the candidate pool (documented cap: the
 //! union of per-block top-SAMPLE_CAND_PER_BLOCK, at most SAMPLE_CAND_MAX).
+//! Semantics and RNG follow the CPU sampler (`lucebox_models::sampling`);
+//! differences: top-k keeps exactly k (the CPU keeps ties at the k-th value),
+//! and tokens outside the candidate pool are never drawn.
 
 pub const LM_HEAD: &str = r#"// ---- lm_head: logits, penalties, per-block top candidates, last-block sampler ----
 // Ordering of candidates: larger logit first, then lower token id.
@@ -17,34 +20,40 @@ __device__ __forceinline__ bool cand_before(float av, u32 ai, float bv, u32 bi) 
     return av > bv || (av == bv && ai < bi);
 }
 
-// splitmix64 finaliser: the counter-based RNG of the sampler. The uniform
-// for the token sampled at position `pos` is
-//   (splitmix64(seed + 0x9E3779B97F4A7C15 * (pos + 1)) >> 40) * 2^-24.
-__device__ __forceinline__ float sample_uniform(u64 seed, u32 pos) {
-    u64 z = seed + 0x9E3779B97F4A7C15ull * ((u64)pos + 1ull);
+// SplitMix64, the CPU sampler's generator: draw k (0-based, counted per request
+// in `draws`) is splitmix64(seed + 0x9E3779B97F4A7C15 * (k + 1)), as a 53-bit double.
+__device__ __forceinline__ double sample_uniform(u64 seed, u64 k) {
+    u64 z = seed + 0x9E3779B97F4A7C15ull * (k + 1ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     z = z ^ (z >> 31);
-    return (float)(z >> 40) * (1.0f / 16777216.0f);
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
 }
 
+// counts[t]: bit 31 = t appeared in the input (prompt), bits 0..30 = times t was
+// generated. Repetition penalty (HF) applies to both, presence/frequency
+// (OpenAI/vLLM) to generated tokens only -- as the CPU sampler does.
 __device__ __forceinline__ float apply_penalties(float logit, u32 count, const DecodeParams& p) {
     if (count == 0u) return logit;
     if (p.repetition_penalty != 1.0f)
         logit = logit > 0.0f ? logit / p.repetition_penalty : logit * p.repetition_penalty;
-    return logit - p.presence_penalty - p.frequency_penalty * (float)count;
+    const u32 generated = count & 0x7fffffffu;
+    if (generated > 0u) logit -= p.presence_penalty + p.frequency_penalty * (float)generated;
+    return logit;
 }
 
-// Block-wide bitonic sort of n (power of two) (value, id) pairs, best first.
-__device__ void bitonic_sort_desc(float* v, u32* id, int n) {
+// Block-wide bitonic sort of n (power of two) (value, id) pairs: best first,
+// or (by_id) ascending token id.
+__device__ void bitonic_sort(float* v, u32* id, int n, bool by_id) {
     for (int k = 2; k <= n; k <<= 1) {
         for (int j = k >> 1; j > 0; j >>= 1) {
             for (int i = threadIdx.x; i < n; i += THREADS) {
                 const int ixj = i ^ j;
                 if (ixj > i) {
                     const bool desc = (i & k) == 0;
-                    const bool swap = desc ? cand_before(v[ixj], id[ixj], v[i], id[i])
-                                           : cand_before(v[i], id[i], v[ixj], id[ixj]);
+                    const bool ixj_first = by_id ? id[ixj] < id[i] : cand_before(v[ixj], id[ixj], v[i], id[i]);
+                    const bool i_first = by_id ? id[i] < id[ixj] : cand_before(v[i], id[i], v[ixj], id[ixj]);
+                    const bool swap = desc ? ixj_first : i_first;
                     if (swap) {
                         const float tv = v[i]; v[i] = v[ixj]; v[ixj] = tv;
                         const u32 ti = id[i]; id[i] = id[ixj]; id[ixj] = ti;
@@ -150,56 +159,79 @@ __device__ bool lm_head_logits(const u16* W, const float* xs, const u32* counts,
     return *smem_flag != 0u;
 }
 
-// Run by the last block only: pick the token and publish it.
-__device__ void sample_token(const DecodeParams& p, u32 pos, u32 n_generated, const float* cand_v, const u32* cand_i,
-                             const float* block_stats, float* smem_v, u32* smem_i, u32* counts, u32* out_tokens,
-                             u32* token_slot) {
+// Run by the last block only: pick the token and publish it. Mirrors the CPU
+// sampler (lucebox_models::sampling::Sampler): greedy = argmax; otherwise
+// logits/T, top-k, softmax, top-p (descending probability, lower id first on
+// ties, the crossing token kept), then a draw walked in ascending id order.
+__device__ void sample_token(const DecodeParams& p, u32 n_generated, const float* cand_v, const u32* cand_i,
+                             const float* block_stats, float* smem_v, u32* smem_i, u32* smem_keep, u32* counts,
+                             u32* out_tokens, u32* token_slot, unsigned long long* draws) {
     for (int i = threadIdx.x; i < SAMPLE_POOL_POW2; i += THREADS) {
         if (i < SAMPLE_POOL) { smem_v[i] = ld_shared_f32(cand_v + i); smem_i[i] = ld_shared_u32(cand_i + i); }
         else { smem_v[i] = NEG_INF; smem_i[i] = 0xffffffffu; }
     }
     __syncthreads();
-    bitonic_sort_desc(smem_v, smem_i, SAMPLE_POOL_POW2);
-    if (threadIdx.x != 0) return;
-    u32 tok = smem_i[0];
-    if (p.temperature > 0.0f) {
-        const float inv_t = 1.0f / p.temperature;
-        const float top = smem_v[0] * inv_t;
-        // Whole-vocabulary normaliser from the per-block statistics.
-        float z = 0.0f;
-        for (int b = 0; b < GRID_BLOCKS; ++b) {
-            const float bm = ld_shared_f32(block_stats + 2 * b);
-            if (bm != NEG_INF) z += ld_shared_f32(block_stats + 2 * b + 1) * expf(bm - top);
-        }
-        int k = SAMPLE_CAND_MAX;
-        while (k > 1 && smem_v[k - 1] == NEG_INF) --k;
-        float zk = z;
-        if (p.top_k > 0u && (int)p.top_k < k) {
-            k = (int)p.top_k;
-            zk = 0.0f;
-            for (int i = 0; i < k; ++i) zk += expf(smem_v[i] * inv_t - top);
-        }
-        int keep = k;
-        if (p.top_p < 1.0f) {
-            float cum = 0.0f;
-            for (int i = 0; i < k; ++i) {
-                cum += expf(smem_v[i] * inv_t - top) / zk;
-                if (cum >= p.top_p) { keep = i + 1; break; }
+    bitonic_sort(smem_v, smem_i, SAMPLE_POOL_POW2, false);
+    const bool greedy = !(p.temperature > 0.0f);
+    const float inv_t = greedy ? 1.0f : 1.0f / p.temperature;
+    const float top = smem_v[0] * inv_t;
+    if (threadIdx.x == 0) {
+        int keep = 1;
+        if (!greedy) {
+            // Whole-vocabulary normaliser from the per-block statistics.
+            float z = 0.0f;
+            for (int b = 0; b < GRID_BLOCKS; ++b) {
+                const float bm = ld_shared_f32(block_stats + 2 * b);
+                if (bm != NEG_INF) z += ld_shared_f32(block_stats + 2 * b + 1) * expf(bm - top);
+            }
+            int k = SAMPLE_CAND_MAX;
+            while (k > 1 && smem_v[k - 1] == NEG_INF) --k;
+            float zk = z;
+            if (p.top_k > 0u && (int)p.top_k < k) {
+                k = (int)p.top_k;
+                zk = 0.0f;
+                for (int i = 0; i < k; ++i) zk += expf(smem_v[i] * inv_t - top);
+            }
+            keep = k;
+            if (p.top_p < 1.0f) {
+                float cum = 0.0f;
+                for (int i = 0; i < k; ++i) {
+                    cum += expf(smem_v[i] * inv_t - top) / zk;
+                    if (cum >= p.top_p) { keep = i + 1; break; }
+                }
             }
         }
-        float mass = 0.0f;
-        for (int i = 0; i < keep; ++i) mass += expf(smem_v[i] * inv_t - top);
-        const float u = sample_uniform(p.seed, pos) * mass;
-        float run = 0.0f;
-        tok = smem_i[keep - 1];
-        for (int i = 0; i < keep; ++i) {
-            run += expf(smem_v[i] * inv_t - top);
-            if (u < run) { tok = smem_i[i]; break; }
+        *smem_keep = (u32)keep;
+    }
+    __syncthreads();
+    const int keep = (int)*smem_keep;
+    u32 tok = smem_i[0];
+    if (keep > 1) {
+        // Walk the kept candidates in ascending id order (the CPU sampler's order).
+        int n = 1;
+        while (n < keep) n <<= 1;
+        for (int i = keep + threadIdx.x; i < n; i += THREADS) { smem_v[i] = NEG_INF; smem_i[i] = 0xffffffffu; }
+        __syncthreads();
+        bitonic_sort(smem_v, smem_i, n, true);
+        if (threadIdx.x == 0) {
+            double mass = 0.0;
+            for (int i = 0; i < keep; ++i) mass += exp((double)(smem_v[i] * inv_t - top));
+            const unsigned long long k = *draws;
+            *draws = k + 1ull;
+            const double u = sample_uniform(p.seed, k) * mass;
+            double run = 0.0;
+            tok = smem_i[keep - 1];
+            for (int i = 0; i < keep; ++i) {
+                run += exp((double)(smem_v[i] * inv_t - top));
+                if (u < run) { tok = smem_i[i]; break; }
+            }
         }
     }
-    out_tokens[n_generated] = tok;
-    counts[tok] += 1u;
-    *token_slot = tok;
-    __threadfence();
+    if (threadIdx.x == 0) {
+        out_tokens[n_generated] = tok;
+        counts[tok] += 1u;
+        *token_slot = tok;
+        __threadfence();
+    }
 }
 "#;

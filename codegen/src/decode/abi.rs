@@ -437,7 +437,7 @@ pub fn buffer_slots(cfg: &Qwen35Config, s: &Schedule) -> Vec<BufferSlot> {
             "token_counts",
             cfg.vocab_size as u64 * 4,
             ZeroPerRequest,
-            "u32 [vocab]: occurrences of each token in this request (penalties)",
+            "u32 [vocab]: bit 31 = seen in the input, bits 0..30 = times generated (penalties)",
         ),
         (
             "prompt_ids",
@@ -566,6 +566,12 @@ pub fn buffer_slots(cfg: &Qwen35Config, s: &Schedule) -> Vec<BufferSlot> {
             s.grid_blocks() as u64 * 2 * f,
             Poison,
             "f32 [grid][2]: softmax max and sum per block",
+        ),
+        (
+            "sampler_draws",
+            8,
+            ZeroPerRequest,
+            "u64: random draws made in this request (SplitMix64 counter)",
         ),
     ];
     spec.into_iter()

@@ -10,7 +10,7 @@ struct Bufs {
     unsigned long long* barrier; u32* counters;
     float* resid; float* qkv; float* z; float* beta; float* g; float* gdn_o;
     float* qg; float* k; float* v; float* part_acc; float* part_ml; float* att_out; float* mlp_h;
-    float* cand_v; u32* cand_i; float* lm_stats;
+    float* cand_v; u32* cand_i; float* lm_stats; unsigned long long* draws;
 };
 
 __device__ __forceinline__ Bufs bind_buffers(void* const* b) {
@@ -26,6 +26,7 @@ __device__ __forceinline__ Bufs bind_buffers(void* const* b) {
     B.k = (float*)b[BUF_ATT_K]; B.v = (float*)b[BUF_ATT_V]; B.part_acc = (float*)b[BUF_ATT_PART_ACC];
     B.part_ml = (float*)b[BUF_ATT_PART_ML]; B.att_out = (float*)b[BUF_ATT_OUT]; B.mlp_h = (float*)b[BUF_MLP_H];
     B.cand_v = (float*)b[BUF_LM_CAND_V]; B.cand_i = (u32*)b[BUF_LM_CAND_I]; B.lm_stats = (float*)b[BUF_LM_BLOCK_STATS];
+    B.draws = (unsigned long long*)b[BUF_SAMPLER_DRAWS];
     return B;
 }
 
@@ -80,9 +81,11 @@ __device__ __forceinline__ auto mlp_up_rows(const void* const* Wt, int wb) {
 constexpr int MLP_UP_ITEMS = INTER / MV_R;
 constexpr int HIDDEN_ITEMS = HIDDEN / MV_R;
 
-// Prefetch the first phase of `layer` (or the LM head after the last layer).
-__device__ void prefetch_layer_entry(const void* const* Wt, int layer) {
+// Prefetch the first phase of `layer` (or the LM head after the last layer,
+// when this step runs it).
+__device__ void prefetch_layer_entry(const void* const* Wt, int layer, bool want_lm) {
     if (layer >= N_LAYERS) {
+        if (!want_lm) return;
         matvec_phase_prefetch<MV_R, HIDDEN, 1>(VOCAB / MV_R, plain_rows<HIDDEN>(WPTR(u16, W_LM_HEAD)));
     } else if (LAYER_IS_ATTN[layer]) {
         matvec_phase_prefetch<MV_R, HIDDEN, KS_ATT_QKV>(ATT_QKV_ITEMS, att_qkv_rows(Wt, LAYER_WBASE[layer]));
@@ -104,7 +107,7 @@ __device__ void layer_input_norm(const Bufs& B, const void* const* Wt, int layer
 }
 
 // MLP: post-attention norm, gate/up (SwiGLU fused), down (+ residual).
-__device__ void mlp_block(const Bufs& B, const void* const* Wt, int layer, int wb, float* xs, float* red) {
+__device__ void mlp_block(const Bufs& B, const void* const* Wt, int layer, int wb, float* xs, float* red, bool want_lm) {
     rms_norm_to_smem(xs, B.resid, WPTR(float, wb + W_LN_POST), HIDDEN, red);
     matvec_phase<2 * MV_R, HIDDEN, KS_MLP_UP, MV_R>(MLP_UP_ITEMS, xs, red, mlp_up_rows(Wt, wb),
         [&](int item, int r, const float (&acc)[2 * MV_R]) {
@@ -118,11 +121,11 @@ __device__ void mlp_block(const Bufs& B, const void* const* Wt, int layer, int w
             const int row = item * MV_R + r;
             B.resid[row] = ld_shared_f32(B.resid + row) + pick(acc, r);
         });
-    if (PREFETCH) prefetch_layer_entry(Wt, layer + 1);
+    if (PREFETCH) prefetch_layer_entry(Wt, layer + 1, want_lm);
     SYNC_MLP_DOWN
 }
 
-__device__ void gdn_layer(const Bufs& B, const void* const* Wt, int layer, u32 token, float* xs, float* red) {
+__device__ void gdn_layer(const Bufs& B, const void* const* Wt, int layer, u32 token, float* xs, float* red, bool want_lm) {
     const int wb = LAYER_WBASE[layer];
     const int slot = LAYER_SLOT[layer];
     // Phase 1: in_proj_qkv|z|b|a; epilogues: conv step + SiLU, z, beta, g.
@@ -163,10 +166,10 @@ __device__ void gdn_layer(const Bufs& B, const void* const* Wt, int layer, u32 t
         });
     if (PREFETCH) matvec_phase_prefetch<2 * MV_R, HIDDEN, KS_MLP_UP>(MLP_UP_ITEMS, mlp_up_rows(Wt, wb));
     SYNC_GDN_OUT
-    mlp_block(B, Wt, layer, wb, xs, red);
+    mlp_block(B, Wt, layer, wb, xs, red, want_lm);
 }
 
-__device__ void attn_layer(const Bufs& B, const void* const* Wt, int layer, u32 token, u32 pos, float* xs, float* red) {
+__device__ void attn_layer(const Bufs& B, const void* const* Wt, int layer, u32 token, u32 pos, float* xs, float* red, bool want_lm) {
     const int wb = LAYER_WBASE[layer];
     const int slot = LAYER_SLOT[layer];
     // Phase 1: q (with gate) / k / v projections.
@@ -197,7 +200,7 @@ __device__ void attn_layer(const Bufs& B, const void* const* Wt, int layer, u32 
         });
     if (PREFETCH) matvec_phase_prefetch<2 * MV_R, HIDDEN, KS_MLP_UP>(MLP_UP_ITEMS, mlp_up_rows(Wt, wb));
     SYNC_ATT_OUT
-    mlp_block(B, Wt, layer, wb, xs, red);
+    mlp_block(B, Wt, layer, wb, xs, red, want_lm);
 }
 "#;
 
@@ -215,7 +218,11 @@ KERNEL_NAME(const void* const* __restrict__ Wt, void* const* __restrict__ Bt, co
     __shared__ float smem_stats[2 * WARPS];
     __shared__ u32 smem_flag;
     float* xs = smem;
-    const Bufs B = bind_buffers(Bt);
+    // The buffer pointers live in shared memory, not in ~60 registers across the token loop.
+    __shared__ Bufs B_shared;
+    if (threadIdx.x == 0) B_shared = bind_buffers(Bt);
+    __syncthreads();
+    const Bufs& B = B_shared;
     u32 err = ERR_NONE, stop = STOP_INPUT_DONE, n_gen = 0, processed = 0;
     if (p.n_input == 0u) { err = ERR_NO_INPUT; stop = STOP_ERROR; }
     for (u32 step = 0; err == ERR_NONE; ++step) {
@@ -226,13 +233,13 @@ KERNEL_NAME(const void* const* __restrict__ Wt, void* const* __restrict__ Bt, co
         const bool is_input = step < p.n_input;
         const u32 token = is_input ? ld_shared_u32(B.prompt_ids + step) : ld_shared_u32(B.next_token);
         if (token >= (u32)VOCAB) { err = ERR_BAD_TOKEN; stop = STOP_ERROR; break; }
-        if (is_input && (p.flags & FLAG_COUNT_INPUT) && blockIdx.x == 0 && threadIdx.x == 0) B.counts[token] += 1u;
+        if (is_input && (p.flags & FLAG_COUNT_INPUT) && blockIdx.x == 0 && threadIdx.x == 0) B.counts[token] |= 0x80000000u;
+        const bool want_token = p.max_new_tokens > 0u && step + 1u >= p.n_input;
         for (int layer = 0; layer < N_LAYERS; ++layer) {
-            if (LAYER_IS_ATTN[layer]) attn_layer(B, Wt, layer, token, pos, xs, red);
-            else gdn_layer(B, Wt, layer, token, xs, red);
+            if (LAYER_IS_ATTN[layer]) attn_layer(B, Wt, layer, token, pos, xs, red, want_token);
+            else gdn_layer(B, Wt, layer, token, xs, red, want_token);
         }
         processed = step + 1;
-        const bool want_token = p.max_new_tokens > 0u && step + 1u >= p.n_input;
         if (!want_token) {
             if (step + 1u >= p.n_input) { stop = STOP_INPUT_DONE; break; }
             continue;
@@ -243,9 +250,9 @@ KERNEL_NAME(const void* const* __restrict__ Wt, void* const* __restrict__ Bt, co
         u32* pool_i = reinterpret_cast<u32*>(pool_v + SAMPLE_POOL_POW2);
         const bool last = lm_head_logits(WPTR(u16, W_LM_HEAD), xs, B.counts, p, B.logits, B.cand_v, B.cand_i,
                                          B.lm_stats, B.counters + CNT_LM_HEAD, pool_v, pool_i, smem_stats, &smem_flag);
-        if (last) sample_token(p, pos, n_gen, B.cand_v, B.cand_i, B.lm_stats, pool_v, pool_i, B.counts,
-                               B.out_tokens, B.next_token);
-        if (PREFETCH) prefetch_layer_entry(Wt, 0);
+        if (last) sample_token(p, n_gen, B.cand_v, B.cand_i, B.lm_stats, pool_v, pool_i, &smem_flag, B.counts,
+                               B.out_tokens, B.next_token, B.draws);
+        if (PREFETCH) prefetch_layer_entry(Wt, 0, false);
         SYNC_LM_HEAD
         const u32 next = ld_shared_u32(B.next_token);
         ++n_gen;

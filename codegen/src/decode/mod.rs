@@ -54,7 +54,7 @@ pub fn ksplit_for(items: u64, sched: &Schedule) -> u32 {
     let warps = sched.warps_per_block();
     let total = sched.total_warps() as u64;
     let mut k = 1;
-    while k * 2 <= warps && warps % (k * 2) == 0 && items * (k as u64 * 2) <= total {
+    while k * 2 <= warps && warps.is_multiple_of(k * 2) && items * (k as u64 * 2) <= total {
         k *= 2;
     }
     // Named barriers 1..=15 identify the teams of a block.
@@ -140,8 +140,8 @@ pub fn layer_program(cfg: &Qwen35Config, s: &Schedule, ty: LayerType) -> Vec<Pha
                 marker: "ATT_CORE",
                 what: "q/k norm + RoPE, KV append, attention over (q-head, chunk), last-arrival merge + gate",
                 split: format!(
-                    "{} kv heads x ceil((pos+1)/{}) chunk items",
-                    cfg.num_key_value_heads, s.decode.attn_kv_chunk
+                    "{} q heads x ceil((pos+1)/{}) chunk items",
+                    cfg.num_attention_heads, s.decode.attn_kv_chunk
                 ),
                 sync_after: SyncPoint::GridBarrier,
             },
@@ -216,7 +216,7 @@ fn check_lowerable(cfg: &Qwen35Config, s: &Schedule) -> Result<(), CodegenError>
     }
     let rot_half = cfg.rotary_dim() / 2;
     let epl = cfg.head_dim / 32;
-    if rot_half % epl != 0 || !(rot_half / epl).is_power_of_two() {
+    if !rot_half.is_multiple_of(epl) || !(rot_half / epl).is_power_of_two() {
         return Err(CodegenError::Config(format!(
             "rotary dim {} does not map onto lane pairs for head_dim {} (need (rot/2)/(head_dim/32) a power of two)",
             cfg.rotary_dim(),
@@ -237,9 +237,19 @@ fn check_lowerable(cfg: &Qwen35Config, s: &Schedule) -> Result<(), CodegenError>
     Ok(())
 }
 
+/// Shared-memory slots of the sampler: the grid's candidate pool, at least
+/// one block's warp candidates (the block merge reuses the space), as a power
+/// of two for the bitonic sort.
+fn sample_pool_pow2(s: &Schedule) -> u32 {
+    let c = s.decode.sample_candidates_per_block;
+    (s.grid_blocks() * c)
+        .max(s.warps_per_block() * c)
+        .next_power_of_two()
+}
+
 /// Dynamic shared memory of the decode kernel (bytes).
 pub fn dynamic_smem_bytes(cfg: &Qwen35Config, s: &Schedule) -> u32 {
-    let pool_pow2 = (s.grid_blocks() * s.decode.sample_candidates_per_block).next_power_of_two();
+    let pool_pow2 = sample_pool_pow2(s);
     let widest = cfg
         .hidden_size
         .max(cfg.intermediate_size)
@@ -337,8 +347,8 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
             ),
             Constant::int(
                 "SAMPLE_POOL_POW2",
-                (s.grid_blocks() * s.decode.sample_candidates_per_block).next_power_of_two(),
-                "",
+                sample_pool_pow2(s),
+                "sort slots (power of two)",
             ),
             Constant::int(
                 "SAMPLE_CAND_MAX",
@@ -363,7 +373,6 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
             Constant::int("VOCAB", i(cfg.vocab_size), ""),
             Constant::int("N_LAYERS", i(cfg.num_hidden_layers), ""),
             Constant::float("RMS_EPS", cfg.rms_norm_eps, ""),
-            Constant::int("GDN_HK", i(cfg.linear_num_key_heads), ""),
             Constant::int("GDN_HV", i(cfg.linear_num_value_heads), ""),
             Constant::int("GDN_DK", i(cfg.linear_key_head_dim), ""),
             Constant::int("GDN_DV", i(cfg.linear_value_head_dim), ""),
@@ -661,9 +670,9 @@ mod tests {
 
     #[test]
     fn ksplit_gives_every_warp_work_on_small_phases() {
-        let s = Schedule::preset("h100").unwrap(); // 132 x 16 = 2112 warps
-        assert_eq!(ksplit_for(512, &s), 4);
+        let s = Schedule::preset("h100").unwrap(); // 132 x 12 = 1584 warps
+        assert_eq!(ksplit_for(512, &s), 2);
         assert_eq!(ksplit_for(4112, &s), 1);
-        assert_eq!(ksplit_for(10, &s), 16);
+        assert_eq!(ksplit_for(10, &s), 4);
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::names::{TensorSpec, Transform, reorder_heads, tensor_specs};
 use super::reader::{GgufFile, MetaValue};
-use crate::config::{Qwen35Config, layer_types_from_interval};
+use crate::config::{LayerType, Qwen35Config, layer_types_from_interval};
 use crate::error::{ModelError, Result};
 use crate::weights::{DType, Tensor, TensorData, WeightSource};
 
@@ -69,9 +69,14 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<Qwen35Config> {
         }
     };
     let opt_int = |k: &str| file.metadata(&key(k)).and_then(MetaValue::as_u64);
+    // f32 metadata is widened through its shortest decimal form, so an eps
+    // written as 1e-6f32 reads back as 1e-6 rather than 9.99999997e-7.
     let float = |k: &str| -> Result<f64> {
         file.metadata(&key(k))
-            .and_then(MetaValue::as_f64)
+            .and_then(|v| match v {
+                MetaValue::F32(x) => format!("{x}").parse::<f64>().ok(),
+                other => other.as_f64(),
+            })
             .ok_or_else(|| cfg_err(path, format!("missing or non-numeric `{}`", key(k))))
     };
 
@@ -87,6 +92,12 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<Qwen35Config> {
             )
         })?;
     let interval = opt_int("full_attention_interval").unwrap_or(4) as usize;
+    // Newer converters also write the per-layer recurrent flags (MTP layers last).
+    let recurrent: Option<Vec<bool>> = match file.metadata(&key("attention.recurrent_layers")) {
+        Some(MetaValue::Array(crate::gguf::MetaArray::Bool(v))) => Some(v.clone()),
+        Some(MetaValue::Array(a)) => a.as_i64s().map(|v| v.iter().map(|&x| x != 0).collect()),
+        _ => None,
+    };
     let head_dim = int("attention.key_length")?;
     let rope_dims = int("rope.dimension_count")?;
     let hv = int("ssm.time_step_rank")?;
@@ -121,7 +132,28 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<Qwen35Config> {
         hidden_size: int("embedding_length")?,
         intermediate_size: int("feed_forward_length")?,
         num_hidden_layers,
-        layer_types: layer_types_from_interval(num_hidden_layers, interval),
+        layer_types: match &recurrent {
+            Some(r) if r.len() >= num_hidden_layers => r[..num_hidden_layers]
+                .iter()
+                .map(|&rec| {
+                    if rec {
+                        LayerType::LinearAttention
+                    } else {
+                        LayerType::FullAttention
+                    }
+                })
+                .collect(),
+            Some(r) => {
+                return Err(cfg_err(
+                    path,
+                    format!(
+                        "attention.recurrent_layers has {} entries for {num_hidden_layers} layers",
+                        r.len()
+                    ),
+                ));
+            }
+            None => layer_types_from_interval(num_hidden_layers, interval),
+        },
         num_attention_heads: int("attention.head_count")?,
         num_key_value_heads: int("attention.head_count_kv")?,
         head_dim,

@@ -7,11 +7,11 @@
 //! State `s` is `[dk][dv]` row-major (HF layout: key index, then value index),
 //! stored in f32 between calls (as the GPU keeps it).
 //!
-//! The arithmetic inside a call is f64: the GDN output is often small next to
-//! the state it is read from (cancellation), and the gated RMSNorm that
-//! follows rescales it to unit size, so f32 rounding here would show up as
-//! ~1e-5 relative errors in the logits (seen on the HF fixtures). An oracle
-//! should not carry that noise.
+//! The arithmetic inside a call is f64 (inputs, outputs and the stored state
+//! are f32): the GDN output is often small next to the state it is read from
+//! (cancellation) and the gated RMSNorm after it rescales it to unit size, so
+//! the oracle should add no rounding of its own there. The two forms then
+//! agree to f32 output rounding (tested below at 1e-6 relative).
 
 /// Chunk length of the chunked form (HF, FLA, llama.cpp).
 pub const CHUNK: usize = 64;
@@ -255,8 +255,8 @@ mod tests {
             let o_chk = chunked(&inp, &mut s_chk, dk, dv);
             let e_out = rel_err(&o_chk, &o_rec);
             let e_state = rel_err(&[s_chk.clone()], &[s_rec.clone()]);
-            assert!(e_out < 1e-5, "T={t_len}: output rel err {e_out}");
-            assert!(e_state < 1e-5, "T={t_len}: state rel err {e_state}");
+            assert!(e_out < 1e-6, "T={t_len}: output rel err {e_out}");
+            assert!(e_state < 1e-6, "T={t_len}: state rel err {e_state}");
         }
     }
 

@@ -126,6 +126,13 @@ impl Linear {
                 let mut w = vec![0f32; self.cols];
                 let mut out = Vec::with_capacity((r1 - r0) * t);
                 for r in r0..r1 {
+                    if self.tensor.dtype == DType::BF16 && t == 1 {
+                        // Decode fast path: convert and multiply in one pass.
+                        let bytes =
+                            &self.tensor.bytes()[r * self.row_bytes..(r + 1) * self.row_bytes];
+                        out.push(dot_bf16(bytes, &xs[0]));
+                        continue;
+                    }
                     self.row_into(r, &mut w)?;
                     for x in xs {
                         out.push(dot(&w, x));
@@ -150,17 +157,36 @@ impl Linear {
 
 /// f64-accumulated dot product, rounded to f32.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f64; 4];
-    let mut ca = a.chunks_exact(4);
-    let mut cb = b.chunks_exact(4);
+    let mut acc = [0f64; 8];
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
     for (x, y) in (&mut ca).zip(&mut cb) {
-        for i in 0..4 {
+        for i in 0..8 {
             acc[i] += x[i] as f64 * y[i] as f64;
         }
     }
-    let mut s = acc[0] + acc[1] + acc[2] + acc[3];
+    let mut s: f64 = acc.iter().sum();
     for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
         s += *x as f64 * *y as f64;
+    }
+    s as f32
+}
+
+/// [`dot`] of a little-endian bf16 row with `x` (same f64 accumulation, so
+/// the result is identical to converting the row first).
+fn dot_bf16(row: &[u8], x: &[f32]) -> f32 {
+    let w = |c: &[u8]| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
+    let mut acc = [0f64; 8];
+    let mut ca = row.chunks_exact(16);
+    let mut cb = x.chunks_exact(8);
+    for (r, y) in (&mut ca).zip(&mut cb) {
+        for i in 0..8 {
+            acc[i] += w(&r[2 * i..2 * i + 2]) as f64 * y[i] as f64;
+        }
+    }
+    let mut s: f64 = acc.iter().sum();
+    for (r, y) in ca.remainder().chunks_exact(2).zip(cb.remainder()) {
+        s += w(r) as f64 * *y as f64;
     }
     s as f32
 }
@@ -202,6 +228,8 @@ mod tests {
                     assert!((y[r] - want).abs() < 1e-5, "row {r}: {} vs {want}", y[r]);
                 }
             }
+            // The one-token bf16 fast path gives bit-identical results.
+            assert_eq!(lin.forward(&xs[1..2]).unwrap()[0], ys[1]);
             let part = lin.forward_rows(&xs, 5..9).unwrap();
             assert_eq!(part[1], ys[1][5..9].to_vec());
         }
