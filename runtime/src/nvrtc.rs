@@ -49,6 +49,12 @@ impl CompileOptions {
             flags.push("--ptxas-options=-v".to_string());
         }
         flags.extend(self.extra_flags.iter().cloned());
+        // Extra flags for debugging on a GPU machine without a rebuild, e.g.
+        // `LUCEBOX_NVRTC_FLAGS=-lineinfo` so compute-sanitizer names source
+        // lines. They are part of the cache key like every other flag.
+        if let Ok(extra) = std::env::var("LUCEBOX_NVRTC_FLAGS") {
+            flags.extend(extra.split_whitespace().map(str::to_string));
+        }
         flags
     }
 }
