@@ -72,13 +72,14 @@ pub struct PrefillGeometry {
 }
 
 /// Warp grid of the mma path: the split of the block tile whose warp tiles
-/// need the fewest fragment loads (rows/16 + cols/8 per warp).
+/// need the fewest 32-bit fragment loads per k step (4 per 16-row A
+/// fragment, 2 per 8-column B fragment).
 fn warp_grid(bm: u32, bn: u32, warps: u32) -> Option<(u32, u32)> {
     (1..=warps)
         .filter(|wm| warps.is_multiple_of(*wm))
         .map(|wm| (wm, warps / wm))
         .filter(|(wm, wn)| (bm / 16).is_multiple_of(*wm) && (bn / 8).is_multiple_of(*wn))
-        .min_by_key(|(wm, wn)| bm / 16 / wm + bn / 8 / wn)
+        .min_by_key(|(wm, wn)| 4 * (bm / 16 / wm) + 2 * (bn / 8 / wn))
 }
 
 pub fn geometry(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillGeometry, CodegenError> {
