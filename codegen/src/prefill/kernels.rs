@@ -322,6 +322,26 @@ constexpr int GDN_CPW = GDN_DVS / GDN_WARPS;  // solve: value columns per warp
 constexpr int GDN_PARTS = 32 / GDN_CPW;       // solve: lanes sharing one column
 constexpr int GDN_SLICES = GDN_DV / GDN_DVS;
 static_assert(GDN_DVS % GDN_WARPS == 0 && 32 % GDN_CPW == 0, "solve layout");
+constexpr int GDN_TQ = GDN_CHUNK / 4;        // 4x4 register tiles: rows t + GDN_TQ*i
+constexpr int GDN_TILES = GDN_TQ * GDN_TQ;    // tiles of a CHUNK x CHUNK matrix
+static_assert(GDN_CHUNK % 4 == 0 && GDN_DK % 4 == 0 && GDN_DVS % 4 == 0, "4x4 register tiles");
+// acc[i][j] = sum_d x[i * x_step + d] * y[GDN_TQ * j * GDN_KS + d] (rows of K spaced GDN_TQ apart).
+__device__ __forceinline__ void gdn_tile_dot(float (&acc)[4][4], const float* x, int x_step, const float* y) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+#pragma unroll 4
+    for (int d = 0; d < GDN_DK; ++d) {
+        float a[4], b[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) { a[i] = x[i * x_step + d]; b[i] = y[GDN_TQ * i * GDN_KS + d]; }
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+}
 constexpr int GDN_SMEM_FLOATS = GDN_CHUNK * GDN_KS + GDN_CHUNK * GDN_CHUNK + GDN_CHUNK * GDN_VS + 4 * GDN_CHUNK;
 
 extern "C" __global__ void __launch_bounds__(GDN_THREADS)
@@ -376,19 +396,18 @@ prefill_gdn_chunked(const float* __restrict__ qkv, const float* __restrict__ b_p
             for (int r = 0; r < GDN_CHUNK; ++r) tail[r] = expf(acc - gam[r]);
         }
         __syncthreads();
-        // 1. A (strictly lower)
-        for (int e = threadIdx.x; e < GDN_CHUNK * GDN_CHUNK; e += GDN_THREADS) {
-            const int r = e / GDN_CHUNK, s = e % GDN_CHUNK;
-            float v = 0.0f;
-            if (s < r) {
-                const float* kr = Ks + r * GDN_KS;
-                const float* ks = Ks + s * GDN_KS;
-                float dot = 0.0f;
-#pragma unroll 8
-                for (int d = 0; d < GDN_DK; ++d) dot = fmaf(kr[d], ks[d], dot);
-                v = bet[r] * dot * expf(gam[r] - gam[s]);
-            }
-            Mx[e] = v;
+        // 1. A (strictly lower). 4x4 register tiles: rows tr + GDN_TQ i, columns tc + GDN_TQ j.
+        for (int it = threadIdx.x; it < GDN_TILES; it += GDN_THREADS) {
+            const int tr = it / GDN_TQ, tc = it % GDN_TQ;
+            float acc[4][4];
+            gdn_tile_dot(acc, Ks + tr * GDN_KS, GDN_TQ * GDN_KS, Ks + tc * GDN_KS);
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    const int r = tr + GDN_TQ * i, c = tc + GDN_TQ * j;
+                    Mx[r * GDN_CHUNK + c] = c < r ? bet[r] * acc[i][j] * expf(gam[r] - gam[c]) : 0.0f;
+                }
         }
         // 2. X = beta (V - exp(gamma) (K S)) for this block's columns
         for (int e = threadIdx.x; e < GDN_CHUNK * GDN_DVS; e += GDN_THREADS) {
@@ -414,21 +433,37 @@ prefill_gdn_chunked(const float* __restrict__ qkv, const float* __restrict__ b_p
             }
         }
         __syncthreads();
-        // 4. P = (Q K^T) D, lower incl. diagonal (q read from global, broadcast within a warp)
-        for (int e = threadIdx.x; e < GDN_CHUNK * GDN_CHUNK; e += GDN_THREADS) {
-            const int r = e / GDN_CHUNK, s = e % GDN_CHUNK;
-            float v = 0.0f;
-            if (s <= r && r < n) {
-                const float* q = qkv + (size_t)(c0 + r) * CONV_DIM + kh * GDN_DK;
-                const float* ks = Ks + s * GDN_KS;
-                float dot = 0.0f;
-#pragma unroll 8
-                for (int d = 0; d < GDN_DK; ++d) dot = fmaf(q[d], ks[d], dot);
-                v = qsc[r] * dot * expf(gam[r] - gam[s]);
+        // 4. P = (Q K^T) D, lower incl. diagonal; q rows from global (L1), same 4x4 tiles as A
+        for (int it = threadIdx.x; it < GDN_TILES; it += GDN_THREADS) {
+            const int tr = it / GDN_TQ, tc = it % GDN_TQ;
+            // rows past the prompt read row c0 (any valid row) and are masked below
+            const float* q0 = qkv + (size_t)(c0 + (tr < n ? tr : 0)) * CONV_DIM + kh * GDN_DK;
+            float acc[4][4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+            const float* qr[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) qr[i] = tr + GDN_TQ * i < n ? q0 + (size_t)GDN_TQ * i * CONV_DIM : q0;
+#pragma unroll 4
+            for (int d = 0; d < GDN_DK; ++d) {
+                float a[4], b[4];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) { a[i] = qr[i][d]; b[i] = Ks[(tc + GDN_TQ * i) * GDN_KS + d]; }
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+#pragma unroll
+                    for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
             }
-            Mx[e] = v;
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    const int r = tr + GDN_TQ * i, c = tc + GDN_TQ * j;
+                    Mx[r * GDN_CHUNK + c] = (c <= r && r < n) ? qsc[r] * acc[i][j] * expf(gam[r] - gam[c]) : 0.0f;
+                }
         }
-        __syncthreads();
         // 5. O = (Q exp(gamma)) S + P V_new
         for (int e = threadIdx.x; e < GDN_CHUNK * GDN_DVS; e += GDN_THREADS) {
             const int r = e / GDN_DVS, col = e % GDN_DVS;
@@ -442,13 +477,31 @@ prefill_gdn_chunked(const float* __restrict__ qkv, const float* __restrict__ b_p
             o[(size_t)(c0 + r) * VALUE_DIM + h * GDN_DV + col0 + col] = acc;
         }
         __syncthreads();  // every read of the incoming S is done
-        // 6. S <- exp(gamma_C) S + (K exp(gamma_C - gamma))^T V_new
+        // 6. S <- exp(gamma_C) S + (K exp(gamma_C - gamma))^T V_new; 4x4 tiles: keys kq + (DK/4)i, columns cq + (DVS/4)j
         const float decay_c = expf(gam[GDN_CHUNK - 1]);
-        for (int e = threadIdx.x; e < GDN_DK * GDN_DVS; e += GDN_THREADS) {
-            const int key = e / GDN_DVS, col = e % GDN_DVS;
-            float acc = decay_c * S[(size_t)key * GDN_DV + col];
-            for (int r = 0; r < n; ++r) acc = fmaf(Ks[r * GDN_KS + key] * tail[r], Vs[r * GDN_VS + col], acc);
-            S[(size_t)key * GDN_DV + col] = acc;
+        for (int it = threadIdx.x; it < (GDN_DK / 4) * (GDN_DVS / 4); it += GDN_THREADS) {
+            const int kq = it / (GDN_DVS / 4), cq = it % (GDN_DVS / 4);
+            float acc[4][4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] = decay_c * S[(size_t)(kq + (GDN_DK / 4) * i) * GDN_DV + cq + (GDN_DVS / 4) * j];
+            for (int r = 0; r < n; ++r) {
+                float a[4], b[4];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    a[i] = Ks[r * GDN_KS + kq + (GDN_DK / 4) * i] * tail[r];
+                    b[i] = Vs[r * GDN_VS + cq + (GDN_DVS / 4) * i];
+                }
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+#pragma unroll
+                    for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) S[(size_t)(kq + (GDN_DK / 4) * i) * GDN_DV + cq + (GDN_DVS / 4) * j] = acc[i][j];
         }
         __syncthreads();  // smem and S are reused by the next chunk
     }
@@ -507,9 +560,23 @@ prefill_qk_norm_rope(const float* __restrict__ qg, const float* __restrict__ k, 
 
 // ---- prefill_attention: causal attention over the cache, online softmax (no score matrix) ----
 // Block (query head, ATT_WARPS consecutive tokens); one warp per token, ATT_EPL dims per lane.
-// The warps of a block read the same kv head's keys, so K/V rows are served from L2 while hot.
+// The warps of a block read the same kv head's keys, so K/V rows are shared through L1.
 // Keys are visited ATT_KEYS_PER_STEP at a time (independent dot products in flight).
+// The cache was written by an earlier launch: plain (L1-cached) loads are coherent here.
 // out: [T][ATT_OUT_DIM] bf16 = softmax(q K^T) V * sigmoid(gate).
+template <int N>
+__device__ __forceinline__ void load_bf16_l1(const u16* p, float* o) {
+    if constexpr (N == 8) {
+        unpack_bf16x8(*reinterpret_cast<const uint4*>(p), o);
+    } else if constexpr (N == 4) {
+        const uint2 v = *reinterpret_cast<const uint2*>(p);
+        o[0] = bf16_lo(v.x); o[1] = bf16_hi(v.x); o[2] = bf16_lo(v.y); o[3] = bf16_hi(v.y);
+    } else {
+        const u32 v = *reinterpret_cast<const unsigned int*>(p);
+        o[0] = bf16_lo(v); o[1] = bf16_hi(v);
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 prefill_attention(const float* __restrict__ q, const float* __restrict__ qg, int T, int start,
                   const u16* __restrict__ k_cache, const u16* __restrict__ v_cache, u16* __restrict__ out) {
@@ -524,23 +591,20 @@ prefill_attention(const float* __restrict__ q, const float* __restrict__ qg, int
     const u16* kc = k_cache + (size_t)kvh * MAX_CTX * ATT_HD + d0;
     const u16* vc = v_cache + (size_t)kvh * MAX_CTX * ATT_HD + d0;
     const int n_keys = start + t + 1;  // causal: keys 0..start+t
+    // Keys past n_keys (the last step) re-read key n_keys-1 and get weight 0 (score -inf).
     for (int p0 = 0; p0 < n_keys; p0 += ATT_KEYS_PER_STEP) {
-        float s[ATT_KEYS_PER_STEP];
-#pragma unroll
-        for (int j = 0; j < ATT_KEYS_PER_STEP; ++j) {
-            s[j] = 0.0f;
-            if (p0 + j < n_keys) {
-                float kf[ATT_EPL];
-                load_bf16_vec<ATT_EPL>(kc + (size_t)(p0 + j) * ATT_HD, kf);
-#pragma unroll
-                for (int e = 0; e < ATT_EPL; ++e) s[j] = fmaf(qv[e], kf[e], s[j]);
-            }
-        }
+        float sc[ATT_KEYS_PER_STEP];
         float m_new = m;
 #pragma unroll
         for (int j = 0; j < ATT_KEYS_PER_STEP; ++j) {
-            s[j] = p0 + j < n_keys ? warp_sum(s[j]) : NEG_INF;
-            m_new = fmaxf(m_new, s[j]);
+            float kf[ATT_EPL];
+            load_bf16_l1<ATT_EPL>(kc + (size_t)min(p0 + j, n_keys - 1) * ATT_HD, kf);
+            float dot = 0.0f;
+#pragma unroll
+            for (int e = 0; e < ATT_EPL; ++e) dot = fmaf(qv[e], kf[e], dot);
+            sc[j] = warp_sum(dot);
+            if (p0 + j >= n_keys) sc[j] = NEG_INF;
+            m_new = fmaxf(m_new, sc[j]);
         }
         const float corr = expf(m - m_new);
         l *= corr;
@@ -548,14 +612,12 @@ prefill_attention(const float* __restrict__ q, const float* __restrict__ qg, int
         for (int e = 0; e < ATT_EPL; ++e) acc[e] *= corr;
 #pragma unroll
         for (int j = 0; j < ATT_KEYS_PER_STEP; ++j) {
-            if (p0 + j < n_keys) {
-                const float pw = expf(s[j] - m_new);
-                float vf[ATT_EPL];
-                load_bf16_vec<ATT_EPL>(vc + (size_t)(p0 + j) * ATT_HD, vf);
-                l += pw;
+            const float pw = expf(sc[j] - m_new);
+            float vf[ATT_EPL];
+            load_bf16_l1<ATT_EPL>(vc + (size_t)min(p0 + j, n_keys - 1) * ATT_HD, vf);
+            l += pw;
 #pragma unroll
-                for (int e = 0; e < ATT_EPL; ++e) acc[e] = fmaf(pw, vf[e], acc[e]);
-            }
+            for (int e = 0; e < ATT_EPL; ++e) acc[e] = fmaf(pw, vf[e], acc[e]);
         }
         m = m_new;
     }
