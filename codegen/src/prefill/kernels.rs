@@ -324,7 +324,8 @@ constexpr int GDN_SLICES = GDN_DV / GDN_DVS;
 static_assert(GDN_DVS % GDN_WARPS == 0 && 32 % GDN_CPW == 0, "solve layout");
 constexpr int GDN_TQ = GDN_CHUNK / 4;        // 4x4 register tiles: rows t + GDN_TQ*i
 constexpr int GDN_TILES = GDN_TQ * GDN_TQ;    // tiles of a CHUNK x CHUNK matrix
-static_assert(GDN_CHUNK % 4 == 0 && GDN_DK % 4 == 0 && GDN_DVS % 4 == 0, "4x4 register tiles");
+constexpr int GDN_XC = GDN_DVS / 2;           // 4x2 tiles of CHUNK x DVS: columns t + GDN_XC*j
+static_assert(GDN_CHUNK % 4 == 0 && GDN_DK % 4 == 0 && GDN_DVS % 4 == 0, "register tiles");
 // acc[i][j] = sum_d x[i * x_step + d] * y[GDN_TQ * j * GDN_KS + d] (rows of K spaced GDN_TQ apart).
 __device__ __forceinline__ void gdn_tile_dot(float (&acc)[4][4], const float* x, int x_step, const float* y) {
 #pragma unroll
@@ -409,15 +410,33 @@ prefill_gdn_chunked(const float* __restrict__ qkv, const float* __restrict__ b_p
                     Mx[r * GDN_CHUNK + c] = c < r ? bet[r] * acc[i][j] * expf(gam[r] - gam[c]) : 0.0f;
                 }
         }
-        // 2. X = beta (V - exp(gamma) (K S)) for this block's columns
-        for (int e = threadIdx.x; e < GDN_CHUNK * GDN_DVS; e += GDN_THREADS) {
-            const int r = e / GDN_DVS, col = e % GDN_DVS;
-            const float* kr = Ks + r * GDN_KS;
-            float ks = 0.0f;
-#pragma unroll 8
-            for (int key = 0; key < GDN_DK; ++key) ks = fmaf(kr[key], S[(size_t)key * GDN_DV + col], ks);
-            const float v = r < n ? qkv[(size_t)(c0 + r) * CONV_DIM + 2 * KEY_DIM + h * GDN_DV + col0 + col] : 0.0f;
-            Vs[r * GDN_VS + col] = bet[r] * (v - expf(gam[r]) * ks);
+        // 2. X = beta (V - exp(gamma) (K S)) for this block's columns; 4x2 tiles: rows tr + GDN_TQ i,
+        //    columns tc + GDN_XC j (S read from global: L1-resident, written only by this block)
+        for (int it = threadIdx.x; it < GDN_TQ * GDN_XC; it += GDN_THREADS) {
+            const int tr = it / GDN_XC, tc = it % GDN_XC;
+            float acc[4][2];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) { acc[i][0] = 0.0f; acc[i][1] = 0.0f; }
+#pragma unroll 4
+            for (int key = 0; key < GDN_DK; ++key) {
+                float a[4], b[2];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) a[i] = Ks[(tr + GDN_TQ * i) * GDN_KS + key];
+#pragma unroll
+                for (int j = 0; j < 2; ++j) b[j] = S[(size_t)key * GDN_DV + tc + GDN_XC * j];
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+#pragma unroll
+                    for (int j = 0; j < 2; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 2; ++j) {
+                    const int r = tr + GDN_TQ * i, col = tc + GDN_XC * j;
+                    const float v = r < n ? qkv[(size_t)(c0 + r) * CONV_DIM + 2 * KEY_DIM + h * GDN_DV + col0 + col] : 0.0f;
+                    Vs[r * GDN_VS + col] = bet[r] * (v - expf(gam[r]) * acc[i][j]);
+                }
         }
         __syncthreads();
         // 3. V_new = (I + A)^-1 X: forward substitution, GDN_PARTS lanes per column (warp-local)
@@ -464,17 +483,57 @@ prefill_gdn_chunked(const float* __restrict__ qkv, const float* __restrict__ b_p
                     Mx[r * GDN_CHUNK + c] = (c <= r && r < n) ? qsc[r] * acc[i][j] * expf(gam[r] - gam[c]) : 0.0f;
                 }
         }
-        // 5. O = (Q exp(gamma)) S + P V_new
-        for (int e = threadIdx.x; e < GDN_CHUNK * GDN_DVS; e += GDN_THREADS) {
-            const int r = e / GDN_DVS, col = e % GDN_DVS;
-            if (r >= n) continue;
-            const float* q = qkv + (size_t)(c0 + r) * CONV_DIM + kh * GDN_DK;
-            float qs = 0.0f;
-#pragma unroll 8
-            for (int key = 0; key < GDN_DK; ++key) qs = fmaf(q[key], S[(size_t)key * GDN_DV + col], qs);
-            float acc = qsc[r] * expf(gam[r]) * qs;
-            for (int s = 0; s <= r; ++s) acc = fmaf(Mx[r * GDN_CHUNK + s], Vs[s * GDN_VS + col], acc);
-            o[(size_t)(c0 + r) * VALUE_DIM + h * GDN_DV + col0 + col] = acc;
+        // 5. O = (Q exp(gamma)) S + P V_new; same 4x2 tiles as X
+        for (int it = threadIdx.x; it < GDN_TQ * GDN_XC; it += GDN_THREADS) {
+            const int tr = it / GDN_XC, tc = it % GDN_XC;
+            const float* qr[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int r = tr + GDN_TQ * i;
+                qr[i] = qkv + (size_t)(c0 + (r < n ? r : 0)) * CONV_DIM + kh * GDN_DK;
+            }
+            float acc[4][2];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) { acc[i][0] = 0.0f; acc[i][1] = 0.0f; }
+#pragma unroll 4
+            for (int key = 0; key < GDN_DK; ++key) {
+                float a[4], b[2];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) a[i] = qr[i][key];
+#pragma unroll
+                for (int j = 0; j < 2; ++j) b[j] = S[(size_t)key * GDN_DV + tc + GDN_XC * j];
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+#pragma unroll
+                    for (int j = 0; j < 2; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int r = tr + GDN_TQ * i;
+                const float sc = qsc[r] * expf(gam[r]);
+                acc[i][0] *= sc;
+                acc[i][1] *= sc;
+            }
+            // P is zero above the diagonal and past n: no masks in the intra-chunk sum.
+            const int s_end = min(n, tr + GDN_TQ * 3 + 1);
+            for (int s2 = 0; s2 < s_end; ++s2) {
+                float a[4], b[2];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) a[i] = Mx[(tr + GDN_TQ * i) * GDN_CHUNK + s2];
+#pragma unroll
+                for (int j = 0; j < 2; ++j) b[j] = Vs[s2 * GDN_VS + tc + GDN_XC * j];
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+#pragma unroll
+                    for (int j = 0; j < 2; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int r = tr + GDN_TQ * i;
+                if (r >= n) continue;
+#pragma unroll
+                for (int j = 0; j < 2; ++j) o[(size_t)(c0 + r) * VALUE_DIM + h * GDN_DV + col0 + tc + GDN_XC * j] = acc[i][j];
+            }
         }
         __syncthreads();  // every read of the incoming S is done
         // 6. S <- exp(gamma_C) S + (K exp(gamma_C - gamma))^T V_new; 4x4 tiles: keys kq + (DK/4)i, columns cq + (DVS/4)j
