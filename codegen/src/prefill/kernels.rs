@@ -124,6 +124,21 @@ __device__ __forceinline__ void gemm_epilogue(const float* Cs, int M, int N, int
 pub const GEMM_MMA: &str = r#"// ---- GEMM math: mma.sync m16n8k16 bf16 -> f32 ----
 constexpr int GEMM_MI = GEMM_WTM / 16;
 constexpr int GEMM_NI = GEMM_WTN / 8;
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+    u32 s;
+    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(s) : "l"(p));
+    return s;
+}
+// ldmatrix: each 8-lane group gives the row addresses of one 8x8 bf16 matrix; lane l receives
+// row l/4, columns 2(l%4), 2(l%4)+1 of every matrix -- exactly the mma.sync fragment layout.
+__device__ __forceinline__ void ldmatrix_x4(u32* r, const u16* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldmatrix_x2(u32* r, const u16* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
+                 : "=r"(r[0]), "=r"(r[1]) : "r"(smem_addr(p)));
+}
 __device__ __forceinline__ void mma_bf16_16816(float* d, const u32* a, const u32* b) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
@@ -166,20 +181,16 @@ prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __
 #pragma unroll
         for (int kk = 0; kk < GEMM_BK; kk += 16) {
             u32 a[GEMM_MI][4], b[GEMM_NI][2];
+            // A 16x16 fragment = four 8x8 matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15): lane l
+            // addresses row l & 15, k offset (l >> 4) * 8 -> registers a0..a3 in mma order.
 #pragma unroll
-            for (int i = 0; i < GEMM_MI; ++i) {
-                const u16* p = As + (wm * GEMM_WTM + i * 16 + g) * GEMM_SK + kk + c2;
-                a[i][0] = *reinterpret_cast<const u32*>(p);
-                a[i][1] = *reinterpret_cast<const u32*>(p + 8 * GEMM_SK);
-                a[i][2] = *reinterpret_cast<const u32*>(p + 8);
-                a[i][3] = *reinterpret_cast<const u32*>(p + 8 * GEMM_SK + 8);
-            }
+            for (int i = 0; i < GEMM_MI; ++i)
+                ldmatrix_x4(a[i], As + (wm * GEMM_WTM + i * 16 + (lane & 15)) * GEMM_SK + kk + (lane >> 4) * 8);
+            // B 16x8 fragment (W rows = n, contiguous k) = two 8x8 matrices (k 0-7 | 8-15):
+            // lanes 0-15 address row n = lane & 7, k offset ((lane >> 3) & 1) * 8.
 #pragma unroll
-            for (int j = 0; j < GEMM_NI; ++j) {
-                const u16* p = Bs + (wn * GEMM_WTN + j * 8 + g) * GEMM_SK + kk + c2;
-                b[j][0] = *reinterpret_cast<const u32*>(p);
-                b[j][1] = *reinterpret_cast<const u32*>(p + 8);
-            }
+            for (int j = 0; j < GEMM_NI; ++j)
+                ldmatrix_x2(b[j], Bs + (wn * GEMM_WTN + j * 8 + (lane & 7)) * GEMM_SK + kk + ((lane >> 3) & 1) * 8);
 #pragma unroll
             for (int i = 0; i < GEMM_MI; ++i)
 #pragma unroll
