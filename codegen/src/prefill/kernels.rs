@@ -355,6 +355,7 @@ __device__ __forceinline__ void gdn_tile_dot(float (&acc)[4][4], const float* x,
     }
 }
 constexpr int GDN_SMEM_FLOATS = GDN_CHUNK * GDN_KS + GDN_CHUNK * GDN_CHUNK + GDN_CHUNK * GDN_VS + 4 * GDN_CHUNK;
+static_assert(GDN_SMEM_FLOATS * 4 == GDN_SMEM_BYTES, "the launch plan's dynamic smem size");
 
 extern "C" __global__ void __launch_bounds__(GDN_THREADS)
 prefill_gdn_chunked(const float* __restrict__ qkv, const float* __restrict__ b_proj, const float* __restrict__ a_proj,

@@ -213,6 +213,11 @@ pub fn generate_prefill(
             Constant::int("GDN_CHUNK", p.gdn_chunk, "chunk of the delta rule"),
             Constant::int("GDN_DVS", GDN_DVS, "value columns per GDN block"),
             Constant::int("GDN_THREADS", GDN_THREADS, ""),
+            Constant::int(
+                "GDN_SMEM_BYTES",
+                g.gdn_smem_bytes,
+                "dynamic smem (opt-in above 48 KiB)",
+            ),
             Constant::int("ATT_THREADS", g.attn_threads, ""),
             Constant::int("ATT_WARPS", g.attn_threads / 32, "tokens per block"),
             Constant::int("ATT_KEYS_PER_STEP", ATT_KEYS_PER_STEP, ""),
