@@ -28,10 +28,16 @@ fn sm86_writes_kernels_with_82_sms_and_schedule_json() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let mut cu = 0;
+    let mut names = Vec::new();
     for e in std::fs::read_dir(dir.path()).expect("read out dir") {
         let p = e.expect("entry").path();
         if p.extension().is_some_and(|x| x == "cu") {
             cu += 1;
+            names.push(
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
             let src = std::fs::read_to_string(&p).expect("read .cu");
             assert!(src.contains("// SMs               : 82"), "{}", p.display());
             assert!(
@@ -46,7 +52,15 @@ fn sm86_writes_kernels_with_82_sms_and_schedule_json() {
             );
         }
     }
-    assert_eq!(cu, 2, "decode + tree");
+    assert_eq!(cu, 3, "decode + prefill + tree: {names:?}");
+    for kind in ["decode", "prefill", "tree"] {
+        assert!(
+            names
+                .iter()
+                .any(|n| n.contains(&format!("_{kind}_rtx3090"))),
+            "no {kind} file in {names:?}"
+        );
+    }
     let json = std::fs::read_to_string(dir.path().join("schedule.json")).expect("schedule.json");
     let v: serde_json::Value = serde_json::from_str(&json).expect("json");
     assert_eq!(v["sm_count"], 82);
@@ -115,7 +129,7 @@ fn list_shows_presets() {
 }
 
 #[test]
-fn model_config_27b_and_prefill_error() {
+fn model_config_27b_and_prefill() {
     let o = run_gen(&[
         "--preset",
         "h100",
@@ -127,8 +141,11 @@ fn model_config_27b_and_prefill_error() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("hidden 5120"));
     let o = run_gen(&["--preset", "h100", "--kernel", "prefill"]);
-    assert!(!o.status.success());
-    assert!(text(&o).contains("not generated yet"));
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("Qwen3.5 prefill kernels"));
+    assert!(out.contains("mma.sync.aligned.m16n8k16"));
+    assert!(out.contains("prefill_gdn_chunked"));
     let o = run_gen(&[
         "--preset",
         "h100",

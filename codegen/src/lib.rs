@@ -7,8 +7,10 @@
 //!   `constexpr` constants.
 //! * [`decode`]: the decode megakernel (a token = an ordered list of phases
 //!   with sync points) and its ABI with the runtime.
-//! * [`tree`]: DDTree-verify kernels; [`prefill`]: not generated yet (the
-//!   decode kernel absorbs prompts token by token meanwhile).
+//! * [`prefill`]: prompt processing (tensor-core GEMM, conv, chunked gated
+//!   delta rule, causal flash-style attention) and its launch plan
+//!   ([`prefill::PrefillPlan`]).
+//! * [`tree`]: DDTree-verify kernels.
 //!
 //! Output is deterministic: the same inputs give byte-identical source.
 
@@ -39,8 +41,8 @@ pub enum KernelKind {
 
 impl KernelKind {
     pub const ALL: [KernelKind; 3] = [KernelKind::Decode, KernelKind::Prefill, KernelKind::Tree];
-    /// The kinds this version generates (prefill is not generated yet).
-    pub const GENERATED: [KernelKind; 2] = [KernelKind::Decode, KernelKind::Tree];
+    /// The kinds this version generates (all of them).
+    pub const GENERATED: [KernelKind; 3] = Self::ALL;
 }
 
 impl fmt::Display for KernelKind {
@@ -111,8 +113,7 @@ pub fn generate(
     }
 }
 
-/// Generate every kind this version generates ([`KernelKind::GENERATED`]:
-/// decode and tree; prefill is not generated yet).
+/// Generate every kind ([`KernelKind::GENERATED`]: decode, prefill, tree).
 pub fn generate_all(
     cfg: &Qwen35Config,
     sched: &Schedule,

@@ -3,7 +3,7 @@
 //! shared memory and spills per kernel. Without NVRTC the test is skipped
 //! with a visible message, except under CI=true where that is a failure.
 
-use lucebox_codegen::{GeneratedKernel, generate_all};
+use lucebox_codegen::{GeneratedKernel, KernelKind, generate_all};
 use lucebox_models::config::Qwen35Config;
 use lucebox_runtime::nvrtc::{CompileOptions, compile_to_cubin, nvrtc_available};
 use lucebox_schedules::{Schedule, list_presets};
@@ -63,6 +63,10 @@ fn every_kernel_of_every_preset_compiles() {
         eprintln!("SKIPPED: {msg}");
         return;
     }
+    // LUCEBOX_NVRTC_KIND=prefill (decode, tree) narrows the check to one kind.
+    let only: Option<KernelKind> = std::env::var("LUCEBOX_NVRTC_KIND")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let mut jobs: Vec<GeneratedKernel> = Vec::new();
     let cfg = Qwen35Config::qwen35_0_8b();
     for (preset, _, _) in list_presets() {
@@ -71,6 +75,11 @@ fn every_kernel_of_every_preset_compiles() {
     }
     let s = Schedule::preset("h100").expect("preset");
     jobs.extend(generate_all(&Qwen35Config::qwen35_27b(), &s).expect("generate 27b"));
+    if let Some(kind) = only {
+        jobs.retain(|k| k.kind == kind);
+    }
+    let kinds_seen: std::collections::BTreeSet<String> =
+        jobs.iter().map(|k| k.kind.to_string()).collect();
     // Compile in parallel (NVRTC is thread-safe per program).
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -101,9 +110,10 @@ fn every_kernel_of_every_preset_compiles() {
         }
     }
     eprintln!(
-        "NVRTC compiled {} of {} generated kernels",
+        "NVRTC compiled {} of {} generated kernels ({})",
         results.len() - failures.len(),
-        results.len()
+        results.len(),
+        kinds_seen.into_iter().collect::<Vec<_>>().join(", ")
     );
     assert!(
         failures.is_empty(),

@@ -62,11 +62,31 @@ fn generation_is_deterministic() {
 }
 
 #[test]
-fn prefill_reports_not_generated() {
+fn prefill_follows_the_arch() {
     let cfg = Qwen35Config::qwen35_0_8b();
-    let s = Schedule::preset("h100").expect("preset");
-    let e = generate(&cfg, &s, KernelKind::Prefill)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("not generated yet"), "{e}");
+    let h100 = generate(
+        &cfg,
+        &Schedule::preset("h100").expect("preset"),
+        KernelKind::Prefill,
+    )
+    .expect("generate");
+    assert!(
+        h100.source
+            .contains("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32")
+    );
+    assert!(h100.source.contains("cp.async.cg.shared.global"));
+    assert!(!h100.source.contains("#include"));
+    let turing = generate(
+        &cfg,
+        &Schedule::preset("rtx2080ti").expect("preset"),
+        KernelKind::Prefill,
+    )
+    .expect("generate");
+    assert!(!turing.source.contains("mma.sync.aligned"));
+    assert!(!turing.source.contains("cp.async.cg"));
+    assert!(turing.source.contains("FMA fallback"));
+    assert_eq!(h100.entry_points, turing.entry_points);
+    for ep in &h100.entry_points {
+        assert!(h100.source.contains(&format!("{ep}(")), "{ep}");
+    }
 }

@@ -14,7 +14,7 @@ use lucebox_schedules::{Schedule, list_presets};
 enum KernelChoice {
     /// The decode megakernel (whole tokens in one persistent launch).
     Decode,
-    /// Prompt kernels (not generated yet: an error).
+    /// Prompt kernels (GEMM, conv, chunked delta rule, attention).
     Prefill,
     /// DDTree verify kernels: tree conv, tree gated delta rule, tree attention.
     Tree,
@@ -115,10 +115,7 @@ fn main() -> Result<()> {
         KernelChoice::Decode => vec![KernelKind::Decode],
         KernelChoice::Prefill => vec![KernelKind::Prefill],
         KernelChoice::Tree => vec![KernelKind::Tree],
-        KernelChoice::All => {
-            eprintln!("note: prefill kernels are not generated yet; writing decode and tree");
-            KernelKind::GENERATED.to_vec()
-        }
+        KernelChoice::All => KernelKind::GENERATED.to_vec(),
     };
     let kernels = kinds
         .iter()

@@ -1,0 +1,704 @@
+//! CUDA text of the prefill kernels. Model and schedule numbers enter only
+//! through the constants printed by [`super::generate_prefill`]; the few
+//! arch-dependent pieces (cp.async or plain copies, mma.sync or FMA) are
+//! chosen in Rust so each file holds only code its arch can run.
+
+/// Embedding gather and the zero-centred RMSNorm over T rows.
+pub const ROWWISE: &str = r#"// ---- prefill_embed: resid[t][i] = embed_tokens[tokens[t]][i] (bf16 -> f32) ----
+extern "C" __global__ void __launch_bounds__(ROW_THREADS)
+prefill_embed(const u32* __restrict__ tokens, int T, const u16* __restrict__ table, float* __restrict__ resid) {
+    const long long idx = (long long)blockIdx.x * ROW_THREADS + threadIdx.x;
+    if (idx >= (long long)T * HIDDEN) return;
+    const int t = (int)(idx / HIDDEN), i = (int)(idx % HIDDEN);
+    resid[idx] = bf16_to_f32(table[(size_t)tokens[t] * HIDDEN + i]);
+}
+
+// ---- prefill_rms_norm: out[t] = bf16(x[t] / sqrt(mean(x[t]^2) + eps) * (1 + w)), one block per row ----
+extern "C" __global__ void __launch_bounds__(ROW_THREADS)
+prefill_rms_norm(const float* __restrict__ x, const float* __restrict__ w, int T, u16* __restrict__ out) {
+    __shared__ float red[ROW_THREADS / 32];
+    const int t = blockIdx.x;
+    if (t >= T) return;
+    const float* row = x + (size_t)t * HIDDEN;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < HIDDEN; i += ROW_THREADS) ss = fmaf(row[i], row[i], ss);
+    ss = warp_sum(ss);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    float tot = (int)(threadIdx.x & 31) < ROW_THREADS / 32 ? red[threadIdx.x & 31] : 0.0f;
+    tot = warp_sum(tot);
+    const float inv = rsqrtf(tot / (float)HIDDEN + RMS_EPS);
+    for (int i = threadIdx.x; i < HIDDEN; i += ROW_THREADS)
+        out[(size_t)t * HIDDEN + i] = f32_to_bf16(row[i] * inv * (1.0f + w[i]));
+}
+"#;
+
+/// Async 16-byte global->shared copies with cp.async (sm_80+).
+pub const COPY_CP_ASYNC: &str = r#"// ---- 16-byte global->shared copies: cp.async (zero-fill when !valid) ----
+__device__ __forceinline__ void copy16(void* smem, const void* gmem, bool valid) {
+    u32 s;
+    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(s) : "l"(smem));
+    const int bytes = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(s), "l"(gmem), "r"(bytes));
+}
+__device__ __forceinline__ void copy_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+// Wait until at most N committed groups are still in flight.
+template <int N> __device__ __forceinline__ void copy_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
+"#;
+
+/// Plain synchronous copies for archs without cp.async.
+pub const COPY_PLAIN: &str = r#"// ---- 16-byte global->shared copies: plain loads (no cp.async on this arch) ----
+__device__ __forceinline__ void copy16(void* smem, const void* gmem, bool valid) {
+    uint4 v;
+    if (valid) { v = *reinterpret_cast<const uint4*>(gmem); } else { v.x = 0u; v.y = 0u; v.z = 0u; v.w = 0u; }
+    *reinterpret_cast<uint4*>(smem) = v;
+}
+__device__ __forceinline__ void copy_commit() {}
+template <int N> __device__ __forceinline__ void copy_wait() {}
+"#;
+
+/// GEMM pieces shared by both math paths: smem layout, tile loader, epilogue.
+pub const GEMM_COMMON: &str = r#"// ---- prefill_gemm: Y[M, N] = X[M, K] . W[N, K]^T, bf16 in, f32 accumulate ----
+// Block tile GEMM_BM x GEMM_BN, K in steps of GEMM_BK through a GEMM_STAGES-deep smem ring.
+// Rows of a stage are padded to GEMM_SK halves: 16-byte aligned for the copies and
+// conflict-free for the 32-bit fragment loads. K must be a multiple of GEMM_BK; M and N
+// are bounds-checked (rows past M/N are zero-filled and never stored).
+constexpr int GEMM_SK = GEMM_BK + 8;
+constexpr int GEMM_A_TILE = GEMM_BM * GEMM_SK;
+constexpr int GEMM_B_TILE = GEMM_BN * GEMM_SK;
+constexpr int GEMM_STAGE = GEMM_A_TILE + GEMM_B_TILE;
+constexpr int GEMM_CS = GEMM_BN + 4;  // f32 staging row of the epilogue
+constexpr int GEMM_RING_BYTES = GEMM_STAGES * GEMM_STAGE * 2;
+constexpr int GEMM_C_BYTES = GEMM_BM * GEMM_CS * 4;
+constexpr int GEMM_SMEM_BYTES = GEMM_RING_BYTES > GEMM_C_BYTES ? GEMM_RING_BYTES : GEMM_C_BYTES;
+static_assert(GEMM_SMEM_BYTES <= 48 * 1024, "prefill_gemm uses static shared memory");
+static_assert(GEMM_BK % 16 == 0 && GEMM_BN % 16 == 0 && GEMM_BM % 16 == 0, "mma tiles");
+
+// Epilogues (the `epilogue` argument).
+constexpr int EPI_STORE_F32 = 0;     // Yf = acc
+constexpr int EPI_ADD_F32 = 1;       // Yf += acc (residual add, in place)
+constexpr int EPI_STORE_BF16 = 2;    // Yb = bf16(acc)
+constexpr int EPI_SWIGLU_BF16 = 3;   // Yb = bf16(silu(X.W^T) * (X.W2^T)); W = gate, W2 = up
+
+// One stage: X rows [m0, m0+BM) and weight rows of this block, columns [k0, k0+BK).
+// SwiGLU blocks cover BN/2 output columns: stage rows [0, BN/2) from W (gate), the rest from W2 (up).
+__device__ __forceinline__ void gemm_load_stage(u16* st, const u16* __restrict__ X, const u16* __restrict__ W,
+                                                const u16* __restrict__ W2, int M, int N, int K, int m0, int n0,
+                                                int k0, bool swiglu) {
+    constexpr int CPR = GEMM_BK / 8;  // 16-byte chunks per row
+    for (int i = threadIdx.x; i < (GEMM_BM + GEMM_BN) * CPR; i += GEMM_THREADS) {
+        const int row = i / CPR, ch = (i % CPR) * 8;
+        if (row < GEMM_BM) {
+            const int m = m0 + row;
+            const bool ok = m < M;
+            copy16(st + row * GEMM_SK + ch, X + (size_t)(ok ? m : 0) * K + k0 + ch, ok);
+        } else {
+            const int r = row - GEMM_BM;
+            const u16* src = W;
+            int n = n0 + r;
+            if (swiglu && r >= GEMM_BN / 2) { src = W2; n = n0 + r - GEMM_BN / 2; }
+            const bool ok = n < N;
+            copy16(st + GEMM_A_TILE + r * GEMM_SK + ch, src + (size_t)(ok ? n : 0) * K + k0 + ch, ok);
+        }
+    }
+}
+
+__device__ __forceinline__ void gemm_epilogue(const float* Cs, int M, int N, int m0, int n0, int epilogue,
+                                              float* __restrict__ Yf, u16* __restrict__ Yb) {
+    const bool swiglu = epilogue == EPI_SWIGLU_BF16;
+    const int cols = swiglu ? GEMM_BN / 2 : GEMM_BN;
+    for (int i = threadIdx.x; i < GEMM_BM * cols; i += GEMM_THREADS) {
+        const int r = i / cols, c = i % cols, m = m0 + r, n = n0 + c;
+        if (m >= M || n >= N) continue;
+        const float v = Cs[r * GEMM_CS + c];
+        const size_t o = (size_t)m * N + n;
+        if (epilogue == EPI_STORE_F32) Yf[o] = v;
+        else if (epilogue == EPI_ADD_F32) Yf[o] += v;
+        else if (epilogue == EPI_STORE_BF16) Yb[o] = f32_to_bf16(v);
+        else Yb[o] = f32_to_bf16(silu_f(v) * Cs[r * GEMM_CS + c + GEMM_BN / 2]);
+    }
+}
+"#;
+
+/// Tensor-core math: each warp owns a (GEMM_WTM x GEMM_WTN) tile of mma.sync m16n8k16.
+pub const GEMM_MMA: &str = r#"// ---- GEMM math: mma.sync m16n8k16 bf16 -> f32 ----
+constexpr int GEMM_MI = GEMM_WTM / 16;
+constexpr int GEMM_NI = GEMM_WTN / 8;
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+    u32 s;
+    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(s) : "l"(p));
+    return s;
+}
+// ldmatrix: each 8-lane group gives the row addresses of one 8x8 bf16 matrix; lane l receives
+// row l/4, columns 2(l%4), 2(l%4)+1 of every matrix -- exactly the mma.sync fragment layout.
+__device__ __forceinline__ void ldmatrix_x4(u32* r, const u16* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldmatrix_x2(u32* r, const u16* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
+                 : "=r"(r[0]), "=r"(r[1]) : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void mma_bf16_16816(float* d, const u32* a, const u32* b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
+prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __restrict__ W2, int M, int N, int K,
+             int epilogue, float* __restrict__ Yf, u16* __restrict__ Yb) {
+    __shared__ __align__(16) unsigned char smem[GEMM_SMEM_BYTES];
+    u16* ring = reinterpret_cast<u16*>(smem);
+    const bool swiglu = epilogue == EPI_SWIGLU_BF16;
+    const int m0 = blockIdx.y * GEMM_BM;
+    const int n0 = blockIdx.x * (swiglu ? GEMM_BN / 2 : GEMM_BN);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int wm = warp / GEMM_WARPS_N, wn = warp % GEMM_WARPS_N;
+    const int g = lane >> 2, c2 = (lane & 3) * 2;  // mma fragment row / column pair
+    float acc[GEMM_MI][GEMM_NI][4];
+#pragma unroll
+    for (int i = 0; i < GEMM_MI; ++i)
+#pragma unroll
+        for (int j = 0; j < GEMM_NI; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+
+    const int KT = K / GEMM_BK;
+#pragma unroll
+    for (int s = 0; s < GEMM_STAGES - 1; ++s) {
+        if (s < KT) gemm_load_stage(ring + s * GEMM_STAGE, X, W, W2, M, N, K, m0, n0, s * GEMM_BK, swiglu);
+        copy_commit();
+    }
+    for (int kt = 0; kt < KT; ++kt) {
+        copy_wait<GEMM_STAGES - 2>();
+        __syncthreads();  // stage kt landed for every thread; stage kt-1 is free to refill
+        const int nk = kt + GEMM_STAGES - 1;
+        if (nk < KT) gemm_load_stage(ring + (nk % GEMM_STAGES) * GEMM_STAGE, X, W, W2, M, N, K, m0, n0, nk * GEMM_BK, swiglu);
+        copy_commit();
+        const u16* As = ring + (kt % GEMM_STAGES) * GEMM_STAGE;
+        const u16* Bs = As + GEMM_A_TILE;
+#pragma unroll
+        for (int kk = 0; kk < GEMM_BK; kk += 16) {
+            u32 a[GEMM_MI][4], b[GEMM_NI][2];
+            // A 16x16 fragment = four 8x8 matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15): lane l
+            // addresses row l & 15, k offset (l >> 4) * 8 -> registers a0..a3 in mma order.
+#pragma unroll
+            for (int i = 0; i < GEMM_MI; ++i)
+                ldmatrix_x4(a[i], As + (wm * GEMM_WTM + i * 16 + (lane & 15)) * GEMM_SK + kk + (lane >> 4) * 8);
+            // B 16x8 fragment (W rows = n, contiguous k) = two 8x8 matrices (k 0-7 | 8-15):
+            // lanes 0-15 address row n = lane & 7, k offset ((lane >> 3) & 1) * 8.
+#pragma unroll
+            for (int j = 0; j < GEMM_NI; ++j)
+                ldmatrix_x2(b[j], Bs + (wn * GEMM_WTN + j * 8 + (lane & 7)) * GEMM_SK + kk + ((lane >> 3) & 1) * 8);
+#pragma unroll
+            for (int i = 0; i < GEMM_MI; ++i)
+#pragma unroll
+                for (int j = 0; j < GEMM_NI; ++j) mma_bf16_16816(acc[i][j], a[i], b[j]);
+        }
+    }
+    copy_wait<0>();
+    __syncthreads();  // the ring is reused as the f32 staging tile
+    float* Cs = reinterpret_cast<float*>(smem);
+#pragma unroll
+    for (int i = 0; i < GEMM_MI; ++i)
+#pragma unroll
+        for (int j = 0; j < GEMM_NI; ++j) {
+            const int r = wm * GEMM_WTM + i * 16 + g, c = wn * GEMM_WTN + j * 8 + c2;
+            Cs[r * GEMM_CS + c] = acc[i][j][0];
+            Cs[r * GEMM_CS + c + 1] = acc[i][j][1];
+            Cs[(r + 8) * GEMM_CS + c] = acc[i][j][2];
+            Cs[(r + 8) * GEMM_CS + c + 1] = acc[i][j][3];
+        }
+    __syncthreads();
+    gemm_epilogue(Cs, M, N, m0, n0, epilogue, Yf, Yb);
+}
+"#;
+
+/// FMA math for archs without bf16 mma.sync: each thread owns GEMM_BM*GEMM_BN/GEMM_THREADS outputs.
+pub const GEMM_FMA: &str = r#"// ---- GEMM math: FMA fallback (no bf16 tensor cores on this arch) ----
+constexpr int GEMM_OPT = GEMM_BM * GEMM_BN / GEMM_THREADS;  // outputs per thread
+static_assert(GEMM_BM * GEMM_BN % GEMM_THREADS == 0, "outputs per thread");
+
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
+prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __restrict__ W2, int M, int N, int K,
+             int epilogue, float* __restrict__ Yf, u16* __restrict__ Yb) {
+    __shared__ __align__(16) unsigned char smem[GEMM_SMEM_BYTES];
+    u16* ring = reinterpret_cast<u16*>(smem);
+    const bool swiglu = epilogue == EPI_SWIGLU_BF16;
+    const int m0 = blockIdx.y * GEMM_BM;
+    const int n0 = blockIdx.x * (swiglu ? GEMM_BN / 2 : GEMM_BN);
+    float acc[GEMM_OPT];
+#pragma unroll
+    for (int o = 0; o < GEMM_OPT; ++o) acc[o] = 0.0f;
+    const int KT = K / GEMM_BK;
+#pragma unroll
+    for (int s = 0; s < GEMM_STAGES - 1; ++s) {
+        if (s < KT) gemm_load_stage(ring + s * GEMM_STAGE, X, W, W2, M, N, K, m0, n0, s * GEMM_BK, swiglu);
+        copy_commit();
+    }
+    for (int kt = 0; kt < KT; ++kt) {
+        copy_wait<GEMM_STAGES - 2>();
+        __syncthreads();
+        const int nk = kt + GEMM_STAGES - 1;
+        if (nk < KT) gemm_load_stage(ring + (nk % GEMM_STAGES) * GEMM_STAGE, X, W, W2, M, N, K, m0, n0, nk * GEMM_BK, swiglu);
+        copy_commit();
+        const u16* As = ring + (kt % GEMM_STAGES) * GEMM_STAGE;
+        const u16* Bs = As + GEMM_A_TILE;
+#pragma unroll 4
+        for (int kk = 0; kk < GEMM_BK; kk += 2) {
+#pragma unroll
+            for (int o = 0; o < GEMM_OPT; ++o) {
+                const int e = o * GEMM_THREADS + threadIdx.x, r = e / GEMM_BN, c = e % GEMM_BN;
+                const u32 a = *reinterpret_cast<const u32*>(As + r * GEMM_SK + kk);
+                const u32 b = *reinterpret_cast<const u32*>(Bs + c * GEMM_SK + kk);
+                acc[o] = fmaf(__uint_as_float(a << 16), __uint_as_float(b << 16), acc[o]);
+                acc[o] = fmaf(__uint_as_float(a & 0xffff0000u), __uint_as_float(b & 0xffff0000u), acc[o]);
+            }
+        }
+    }
+    copy_wait<0>();
+    __syncthreads();
+    float* Cs = reinterpret_cast<float*>(smem);
+#pragma unroll
+    for (int o = 0; o < GEMM_OPT; ++o) {
+        const int e = o * GEMM_THREADS + threadIdx.x;
+        Cs[(e / GEMM_BN) * GEMM_CS + e % GEMM_BN] = acc[o];
+    }
+    __syncthreads();
+    gemm_epilogue(Cs, M, N, m0, n0, epilogue, Yf, Yb);
+}
+"#;
+
+/// Causal conv over the prompt, chunked gated delta rule, gated RMSNorm.
+pub const GDN: &str = r#"// ---- prefill_causal_conv: y[t][c] = silu(sum_j w[c][j] * x_{t-CONV_K+1+j}[c]) ----
+// x: [T][CONV_DIM] pre-conv in_proj_qkv outputs (f32); inputs before the prompt come from
+// conv_state [CONV_DIM][CONV_K-1] (oldest first). One thread per (channel, CONV_SEG tokens);
+// the state itself is advanced afterwards by prefill_conv_state (it is read here).
+extern "C" __global__ void __launch_bounds__(ROW_THREADS)
+prefill_causal_conv(const float* __restrict__ x, int T, const float* __restrict__ w,
+                    const float* __restrict__ conv_state, float* __restrict__ y) {
+    const int c = blockIdx.x * ROW_THREADS + threadIdx.x;
+    const int t0 = blockIdx.y * CONV_SEG;
+    if (c >= CONV_DIM || t0 >= T) return;
+    float wc[CONV_K], win[CONV_K];
+#pragma unroll
+    for (int j = 0; j < CONV_K; ++j) wc[j] = w[(size_t)c * CONV_K + j];
+    // win[j] holds x_{t-CONV_K+1+j}; fill the CONV_K-1 inputs before t0.
+#pragma unroll
+    for (int j = 0; j < CONV_K - 1; ++j) {
+        const int p = t0 - (CONV_K - 1) + j;
+        win[j + 1] = p >= 0 ? x[(size_t)p * CONV_DIM + c] : conv_state[(size_t)c * (CONV_K - 1) + (CONV_K - 1 + p)];
+    }
+    const int t1 = min(T, t0 + CONV_SEG);
+    for (int t = t0; t < t1; ++t) {
+#pragma unroll
+        for (int j = 0; j < CONV_K - 1; ++j) win[j] = win[j + 1];
+        win[CONV_K - 1] = x[(size_t)t * CONV_DIM + c];
+        float acc = 0.0f;
+#pragma unroll
+        for (int j = 0; j < CONV_K; ++j) acc = fmaf(wc[j], win[j], acc);
+        y[(size_t)t * CONV_DIM + c] = silu_f(acc);
+    }
+}
+
+// ---- prefill_conv_state: conv_state <- the last CONV_K-1 pre-conv inputs (after the conv ran) ----
+extern "C" __global__ void __launch_bounds__(ROW_THREADS)
+prefill_conv_state(const float* __restrict__ x, int T, float* __restrict__ conv_state) {
+    const int c = blockIdx.x * ROW_THREADS + threadIdx.x;
+    if (c >= CONV_DIM) return;
+    float* st = conv_state + (size_t)c * (CONV_K - 1);
+    // Ascending i reads index i + T >= i, so the in-place shift is safe when T < CONV_K-1.
+#pragma unroll
+    for (int i = 0; i < CONV_K - 1; ++i) {
+        const int p = T - (CONV_K - 1) + i;
+        st[i] = p >= 0 ? x[(size_t)p * CONV_DIM + c] : st[CONV_K - 1 + p];
+    }
+}
+
+// ---- prefill_gdn_chunked: chunked gated delta rule (chunk GDN_CHUNK, WY/UT form) ----
+// qkv: [T][CONV_DIM] post-conv [q | k | v]; b_proj, a_proj: [T][GDN_HV] in_proj_b/a outputs;
+// state: this layer's f32 [GDN_HV][GDN_DK][GDN_DV] (S[h, key, value]), updated in place;
+// o: [T][VALUE_DIM] (before the gated norm). One block per (v-head, GDN_DVS value columns).
+// Per chunk, with gamma = cumsum(g), D_rs = exp(gamma_r - gamma_s):
+//   A_rs = beta_r (k_r.k_s) D_rs (s < r);  X = beta (V - exp(gamma) (K S))
+//   V_new = (I + A)^-1 X   (= U - W S of the WY form, solved by forward substitution)
+//   O = (Q exp(gamma)) S + ((Q K^T) D L_incl) V_new
+//   S <- exp(gamma_C) S + (K exp(gamma_C - gamma))^T V_new
+// Padded rows (past T) have k = q = 0, beta = g = 0: no-ops.
+constexpr int GDN_KS = GDN_DK + 1;        // K row stride (conflict-free column reads)
+constexpr int GDN_VS = GDN_DVS + 4;       // V row stride (conflict-free solve)
+constexpr int GDN_WARPS = GDN_THREADS / 32;
+constexpr int GDN_CPW = GDN_DVS / GDN_WARPS;  // solve: value columns per warp
+constexpr int GDN_PARTS = 32 / GDN_CPW;       // solve: lanes sharing one column
+constexpr int GDN_SLICES = GDN_DV / GDN_DVS;
+static_assert(GDN_DVS % GDN_WARPS == 0 && 32 % GDN_CPW == 0, "solve layout");
+constexpr int GDN_TQ = GDN_CHUNK / 4;        // 4x4 register tiles: rows t + GDN_TQ*i
+constexpr int GDN_TILES = GDN_TQ * GDN_TQ;    // tiles of a CHUNK x CHUNK matrix
+constexpr int GDN_XC = GDN_DVS / 2;           // 4x2 tiles of CHUNK x DVS: columns t + GDN_XC*j
+static_assert(GDN_CHUNK % 4 == 0 && GDN_DK % 4 == 0 && GDN_DVS % 4 == 0, "register tiles");
+// acc[i][j] = sum_d x[i * x_step + d] * y[GDN_TQ * j * GDN_KS + d] (rows of K spaced GDN_TQ apart).
+__device__ __forceinline__ void gdn_tile_dot(float (&acc)[4][4], const float* x, int x_step, const float* y) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+#pragma unroll 4
+    for (int d = 0; d < GDN_DK; ++d) {
+        float a[4], b[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) { a[i] = x[i * x_step + d]; b[i] = y[GDN_TQ * i * GDN_KS + d]; }
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+}
+constexpr int GDN_SMEM_FLOATS = GDN_CHUNK * GDN_KS + GDN_CHUNK * GDN_CHUNK + GDN_CHUNK * GDN_VS + 4 * GDN_CHUNK;
+static_assert(GDN_SMEM_FLOATS * 4 == GDN_SMEM_BYTES, "the launch plan's dynamic smem size");
+
+extern "C" __global__ void __launch_bounds__(GDN_THREADS)
+prefill_gdn_chunked(const float* __restrict__ qkv, const float* __restrict__ b_proj, const float* __restrict__ a_proj,
+                    const float* __restrict__ a_log, const float* __restrict__ dt_bias, int T,
+                    float* __restrict__ state, float* __restrict__ o) {
+    extern __shared__ float4 gdn_smem4[];
+    float* Ks = reinterpret_cast<float*>(gdn_smem4);  // [CHUNK][GDN_KS] L2-normed k
+    float* Mx = Ks + GDN_CHUNK * GDN_KS;              // [CHUNK][CHUNK]: A, then P
+    float* Vs = Mx + GDN_CHUNK * GDN_CHUNK;           // [CHUNK][GDN_VS]: X, then V_new
+    float* gam = Vs + GDN_CHUNK * GDN_VS;             // cumulative log-decay
+    float* bet = gam + GDN_CHUNK;                     // beta
+    float* qsc = bet + GDN_CHUNK;                     // q scale: rsqrt(|q|^2 + eps) * dk^-1/2
+    float* tail = qsc + GDN_CHUNK;                    // exp(gamma_C - gamma_r)
+    const int h = blockIdx.x / GDN_SLICES, col0 = (blockIdx.x % GDN_SLICES) * GDN_DVS;
+    const int kh = h / GDN_V_PER_K;  // v-head h uses k-head h / (Hv/Hk)
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float* S = state + (size_t)h * GDN_DK * GDN_DV + col0;  // S[key * GDN_DV + col]
+    const float neg_a = -expf(a_log[h]), dtb = dt_bias[h];
+
+    for (int c0 = 0; c0 < T; c0 += GDN_CHUNK) {
+        const int n = min(GDN_CHUNK, T - c0);
+        // 0. normalise k into smem; q's scale, beta and g per row (one warp per row)
+        for (int r = warp; r < GDN_CHUNK; r += GDN_WARPS) {
+            float* kr = Ks + r * GDN_KS;
+            if (r < n) {
+                const float* row = qkv + (size_t)(c0 + r) * CONV_DIM;
+                float sk = 0.0f, sq = 0.0f;
+                for (int d = lane; d < GDN_DK; d += 32) {
+                    const float kv = row[KEY_DIM + kh * GDN_DK + d], qv = row[kh * GDN_DK + d];
+                    kr[d] = kv;
+                    sk = fmaf(kv, kv, sk);
+                    sq = fmaf(qv, qv, sq);
+                }
+                const float inv_k = rsqrtf(warp_sum(sk) + 1e-6f);
+                sq = warp_sum(sq);
+                for (int d = lane; d < GDN_DK; d += 32) kr[d] *= inv_k;
+                if (lane == 0) {
+                    qsc[r] = rsqrtf(sq + 1e-6f) * GDN_Q_SCALE;
+                    bet[r] = sigmoid_f(b_proj[(size_t)(c0 + r) * GDN_HV + h]);
+                    gam[r] = neg_a * softplus_f(a_proj[(size_t)(c0 + r) * GDN_HV + h] + dtb);
+                }
+            } else {
+                for (int d = lane; d < GDN_DK; d += 32) kr[d] = 0.0f;
+                if (lane == 0) { qsc[r] = 0.0f; bet[r] = 0.0f; gam[r] = 0.0f; }
+            }
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            float acc = 0.0f;
+            for (int r = 0; r < GDN_CHUNK; ++r) { acc += gam[r]; gam[r] = acc; }
+            for (int r = 0; r < GDN_CHUNK; ++r) tail[r] = expf(acc - gam[r]);
+        }
+        __syncthreads();
+        // 1. A (strictly lower). 4x4 register tiles: rows tr + GDN_TQ i, columns tc + GDN_TQ j.
+        for (int it = threadIdx.x; it < GDN_TILES; it += GDN_THREADS) {
+            const int tr = it / GDN_TQ, tc = it % GDN_TQ;
+            float acc[4][4];
+            gdn_tile_dot(acc, Ks + tr * GDN_KS, GDN_TQ * GDN_KS, Ks + tc * GDN_KS);
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    const int r = tr + GDN_TQ * i, c = tc + GDN_TQ * j;
+                    Mx[r * GDN_CHUNK + c] = c < r ? bet[r] * acc[i][j] * expf(gam[r] - gam[c]) : 0.0f;
+                }
+        }
+        // 2. X = beta (V - exp(gamma) (K S)) for this block's columns; 4x2 tiles: rows tr + GDN_TQ i,
+        //    columns tc + GDN_XC j (S read from global: L1-resident, written only by this block)
+        for (int it = threadIdx.x; it < GDN_TQ * GDN_XC; it += GDN_THREADS) {
+            const int tr = it / GDN_XC, tc = it % GDN_XC;
+            float acc[4][2];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) { acc[i][0] = 0.0f; acc[i][1] = 0.0f; }
+#pragma unroll 4
+            for (int key = 0; key < GDN_DK; ++key) {
+                float a[4], b[2];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) a[i] = Ks[(tr + GDN_TQ * i) * GDN_KS + key];
+#pragma unroll
+                for (int j = 0; j < 2; ++j) b[j] = S[(size_t)key * GDN_DV + tc + GDN_XC * j];
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+#pragma unroll
+                    for (int j = 0; j < 2; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 2; ++j) {
+                    const int r = tr + GDN_TQ * i, col = tc + GDN_XC * j;
+                    const float v = r < n ? qkv[(size_t)(c0 + r) * CONV_DIM + 2 * KEY_DIM + h * GDN_DV + col0 + col] : 0.0f;
+                    Vs[r * GDN_VS + col] = bet[r] * (v - expf(gam[r]) * acc[i][j]);
+                }
+        }
+        __syncthreads();
+        // 3. V_new = (I + A)^-1 X: forward substitution, GDN_PARTS lanes per column (warp-local)
+        {
+            const int col = warp * GDN_CPW + lane % GDN_CPW, part = lane / GDN_CPW;
+            for (int r = 1; r < n; ++r) {
+                float sum = 0.0f;
+                for (int s = part; s < r; s += GDN_PARTS) sum = fmaf(Mx[r * GDN_CHUNK + s], Vs[s * GDN_VS + col], sum);
+#pragma unroll
+                for (int off = GDN_CPW; off < 32; off <<= 1) sum += __shfl_xor_sync(FULL_MASK, sum, off);
+                if (part == 0) Vs[r * GDN_VS + col] -= sum;
+                __syncwarp();
+            }
+        }
+        __syncthreads();
+        // 4. P = (Q K^T) D, lower incl. diagonal; q rows from global (L1), same 4x4 tiles as A
+        for (int it = threadIdx.x; it < GDN_TILES; it += GDN_THREADS) {
+            const int tr = it / GDN_TQ, tc = it % GDN_TQ;
+            // rows past the prompt read row c0 (any valid row) and are masked below
+            const float* q0 = qkv + (size_t)(c0 + (tr < n ? tr : 0)) * CONV_DIM + kh * GDN_DK;
+            float acc[4][4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+            const float* qr[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) qr[i] = tr + GDN_TQ * i < n ? q0 + (size_t)GDN_TQ * i * CONV_DIM : q0;
+#pragma unroll 4
+            for (int d = 0; d < GDN_DK; ++d) {
+                float a[4], b[4];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) { a[i] = qr[i][d]; b[i] = Ks[(tc + GDN_TQ * i) * GDN_KS + d]; }
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+#pragma unroll
+                    for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    const int r = tr + GDN_TQ * i, c = tc + GDN_TQ * j;
+                    Mx[r * GDN_CHUNK + c] = (c <= r && r < n) ? qsc[r] * acc[i][j] * expf(gam[r] - gam[c]) : 0.0f;
+                }
+        }
+        // 5. O = (Q exp(gamma)) S + P V_new; same 4x2 tiles as X
+        for (int it = threadIdx.x; it < GDN_TQ * GDN_XC; it += GDN_THREADS) {
+            const int tr = it / GDN_XC, tc = it % GDN_XC;
+            const float* qr[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int r = tr + GDN_TQ * i;
+                qr[i] = qkv + (size_t)(c0 + (r < n ? r : 0)) * CONV_DIM + kh * GDN_DK;
+            }
+            float acc[4][2];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) { acc[i][0] = 0.0f; acc[i][1] = 0.0f; }
+#pragma unroll 4
+            for (int key = 0; key < GDN_DK; ++key) {
+                float a[4], b[2];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) a[i] = qr[i][key];
+#pragma unroll
+                for (int j = 0; j < 2; ++j) b[j] = S[(size_t)key * GDN_DV + tc + GDN_XC * j];
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+#pragma unroll
+                    for (int j = 0; j < 2; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int r = tr + GDN_TQ * i;
+                const float sc = qsc[r] * expf(gam[r]);
+                acc[i][0] *= sc;
+                acc[i][1] *= sc;
+            }
+            // P is zero above the diagonal and past n: no masks in the intra-chunk sum.
+            const int s_end = min(n, tr + GDN_TQ * 3 + 1);
+            for (int s2 = 0; s2 < s_end; ++s2) {
+                float a[4], b[2];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) a[i] = Mx[(tr + GDN_TQ * i) * GDN_CHUNK + s2];
+#pragma unroll
+                for (int j = 0; j < 2; ++j) b[j] = Vs[s2 * GDN_VS + tc + GDN_XC * j];
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+#pragma unroll
+                    for (int j = 0; j < 2; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int r = tr + GDN_TQ * i;
+                if (r >= n) continue;
+#pragma unroll
+                for (int j = 0; j < 2; ++j) o[(size_t)(c0 + r) * VALUE_DIM + h * GDN_DV + col0 + tc + GDN_XC * j] = acc[i][j];
+            }
+        }
+        __syncthreads();  // every read of the incoming S is done
+        // 6. S <- exp(gamma_C) S + (K exp(gamma_C - gamma))^T V_new; 4x4 tiles: keys kq + (DK/4)i, columns cq + (DVS/4)j
+        const float decay_c = expf(gam[GDN_CHUNK - 1]);
+        for (int it = threadIdx.x; it < (GDN_DK / 4) * (GDN_DVS / 4); it += GDN_THREADS) {
+            const int kq = it / (GDN_DVS / 4), cq = it % (GDN_DVS / 4);
+            float acc[4][4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] = decay_c * S[(size_t)(kq + (GDN_DK / 4) * i) * GDN_DV + cq + (GDN_DVS / 4) * j];
+            for (int r = 0; r < n; ++r) {
+                float a[4], b[4];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    a[i] = Ks[r * GDN_KS + kq + (GDN_DK / 4) * i] * tail[r];
+                    b[i] = Vs[r * GDN_VS + cq + (GDN_DVS / 4) * i];
+                }
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+#pragma unroll
+                    for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) S[(size_t)(kq + (GDN_DK / 4) * i) * GDN_DV + cq + (GDN_DVS / 4) * j] = acc[i][j];
+        }
+        __syncthreads();  // smem and S are reused by the next chunk
+    }
+}
+
+// ---- prefill_gated_rms_norm: out = bf16(w * norm(o) * silu(z)) per (token, v-head); NOT zero-centred ----
+extern "C" __global__ void __launch_bounds__(ROW_THREADS)
+prefill_gated_rms_norm(const float* __restrict__ o, const float* __restrict__ z, const float* __restrict__ w, int T,
+                       u16* __restrict__ out) {
+    const int gw = blockIdx.x * (ROW_THREADS / 32) + (threadIdx.x >> 5);
+    if (gw >= T * GDN_HV) return;
+    const int lane = threadIdx.x & 31;
+    const size_t base = (size_t)(gw / GDN_HV) * VALUE_DIM + (size_t)(gw % GDN_HV) * GDN_DV;
+    float ss = 0.0f;
+    for (int d = lane; d < GDN_DV; d += 32) ss = fmaf(o[base + d], o[base + d], ss);
+    const float inv = rsqrtf(warp_sum(ss) / (float)GDN_DV + RMS_EPS);
+    for (int d = lane; d < GDN_DV; d += 32) out[base + d] = f32_to_bf16(w[d] * (o[base + d] * inv) * silu_f(z[base + d]));
+}
+"#;
+
+/// q/k norm + RoPE + KV append, then causal flash-style attention.
+pub const ATTENTION: &str = r#"// ---- prefill_qk_norm_rope: one warp per (token, head) over ATT_H query + ATT_HKV kv heads ----
+// qg: [T][ATT_QG_DIM] (per head [query | gate]); k, v: [T][ATT_KV_DIM] projections (f32).
+// q_out: [T][ATT_H][ATT_HD] f32 (normed, roped, scaled by ATT_HD^-1/2). K (normed, roped) and V
+// go to this layer's caches [ATT_HKV][MAX_CTX][ATT_HD] bf16 at slot start + t, position start + t.
+extern "C" __global__ void __launch_bounds__(ROW_THREADS)
+prefill_qk_norm_rope(const float* __restrict__ qg, const float* __restrict__ k, const float* __restrict__ v, int T,
+                     int start, const float* __restrict__ q_norm_w, const float* __restrict__ k_norm_w,
+                     float* __restrict__ q_out, u16* __restrict__ k_cache, u16* __restrict__ v_cache) {
+    const int gw = blockIdx.x * (ROW_THREADS / 32) + (threadIdx.x >> 5);
+    if (gw >= T * (ATT_H + ATT_HKV)) return;
+    const int t = gw / (ATT_H + ATT_HKV), head = gw % (ATT_H + ATT_HKV);
+    const int lane = threadIdx.x & 31, d0 = lane * ATT_EPL;
+    const int slot = start + t;
+    if (slot >= MAX_CTX) return;
+    float x[ATT_EPL];
+    if (head < ATT_H) {
+#pragma unroll
+        for (int e = 0; e < ATT_EPL; ++e) x[e] = qg[(size_t)t * ATT_QG_DIM + head * 2 * ATT_HD + d0 + e];
+        head_rms_norm(x, q_norm_w);
+        rope_partial(x, (u32)slot);
+#pragma unroll
+        for (int e = 0; e < ATT_EPL; ++e) q_out[((size_t)t * ATT_H + head) * ATT_HD + d0 + e] = x[e] * ATT_SCALE;
+    } else {
+        const int kvh = head - ATT_H;
+#pragma unroll
+        for (int e = 0; e < ATT_EPL; ++e) x[e] = k[(size_t)t * ATT_KV_DIM + kvh * ATT_HD + d0 + e];
+        head_rms_norm(x, k_norm_w);
+        rope_partial(x, (u32)slot);
+        store_bf16_vec<ATT_EPL>(k_cache + ((size_t)kvh * MAX_CTX + slot) * ATT_HD + d0, x);
+#pragma unroll
+        for (int e = 0; e < ATT_EPL; ++e) x[e] = v[(size_t)t * ATT_KV_DIM + kvh * ATT_HD + d0 + e];
+        store_bf16_vec<ATT_EPL>(v_cache + ((size_t)kvh * MAX_CTX + slot) * ATT_HD + d0, x);
+    }
+}
+
+// ---- prefill_attention: causal attention over the cache, online softmax (no score matrix) ----
+// Block (query head, ATT_WARPS consecutive tokens); one warp per token, ATT_EPL dims per lane.
+// The warps of a block read the same kv head's keys, so K/V rows are shared through L1.
+// Keys are visited ATT_KEYS_PER_STEP at a time (independent dot products in flight).
+// The cache was written by an earlier launch: plain (L1-cached) loads are coherent here.
+// out: [T][ATT_OUT_DIM] bf16 = softmax(q K^T) V * sigmoid(gate).
+template <int N>
+__device__ __forceinline__ void load_bf16_l1(const u16* p, float* o) {
+    if constexpr (N == 8) {
+        unpack_bf16x8(*reinterpret_cast<const uint4*>(p), o);
+    } else if constexpr (N == 4) {
+        const uint2 v = *reinterpret_cast<const uint2*>(p);
+        o[0] = bf16_lo(v.x); o[1] = bf16_hi(v.x); o[2] = bf16_lo(v.y); o[3] = bf16_hi(v.y);
+    } else {
+        const u32 v = *reinterpret_cast<const unsigned int*>(p);
+        o[0] = bf16_lo(v); o[1] = bf16_hi(v);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(ATT_THREADS)
+prefill_attention(const float* __restrict__ q, const float* __restrict__ qg, int T, int start,
+                  const u16* __restrict__ k_cache, const u16* __restrict__ v_cache, u16* __restrict__ out) {
+    const int hq = blockIdx.x, kvh = hq / ATT_G;
+    const int t = blockIdx.y * ATT_WARPS + (threadIdx.x >> 5);
+    if (t >= T || start + t >= MAX_CTX) return;
+    const int lane = threadIdx.x & 31, d0 = lane * ATT_EPL;
+    float qv[ATT_EPL], acc[ATT_EPL];
+#pragma unroll
+    for (int e = 0; e < ATT_EPL; ++e) { qv[e] = q[((size_t)t * ATT_H + hq) * ATT_HD + d0 + e]; acc[e] = 0.0f; }
+    float m = NEG_INF, l = 0.0f;
+    const u16* kc = k_cache + (size_t)kvh * MAX_CTX * ATT_HD + d0;
+    const u16* vc = v_cache + (size_t)kvh * MAX_CTX * ATT_HD + d0;
+    const int n_keys = start + t + 1;  // causal: keys 0..start+t
+    // Keys past n_keys (the last step) re-read key n_keys-1 and get weight 0 (score -inf).
+    for (int p0 = 0; p0 < n_keys; p0 += ATT_KEYS_PER_STEP) {
+        float sc[ATT_KEYS_PER_STEP];
+        float m_new = m;
+#pragma unroll
+        for (int j = 0; j < ATT_KEYS_PER_STEP; ++j) {
+            float kf[ATT_EPL];
+            load_bf16_l1<ATT_EPL>(kc + (size_t)min(p0 + j, n_keys - 1) * ATT_HD, kf);
+            float dot = 0.0f;
+#pragma unroll
+            for (int e = 0; e < ATT_EPL; ++e) dot = fmaf(qv[e], kf[e], dot);
+            sc[j] = warp_sum(dot);
+            if (p0 + j >= n_keys) sc[j] = NEG_INF;
+            m_new = fmaxf(m_new, sc[j]);
+        }
+        const float corr = expf(m - m_new);
+        l *= corr;
+#pragma unroll
+        for (int e = 0; e < ATT_EPL; ++e) acc[e] *= corr;
+#pragma unroll
+        for (int j = 0; j < ATT_KEYS_PER_STEP; ++j) {
+            const float pw = expf(sc[j] - m_new);
+            float vf[ATT_EPL];
+            load_bf16_l1<ATT_EPL>(vc + (size_t)min(p0 + j, n_keys - 1) * ATT_HD, vf);
+            l += pw;
+#pragma unroll
+            for (int e = 0; e < ATT_EPL; ++e) acc[e] = fmaf(pw, vf[e], acc[e]);
+        }
+        m = m_new;
+    }
+    const float inv = 1.0f / l;
+    float o[ATT_EPL];
+#pragma unroll
+    for (int e = 0; e < ATT_EPL; ++e) {
+        const float gate = qg[(size_t)t * ATT_QG_DIM + hq * 2 * ATT_HD + ATT_HD + d0 + e];
+        o[e] = acc[e] * inv * sigmoid_f(gate);
+    }
+    store_bf16_vec<ATT_EPL>(out + (size_t)t * ATT_OUT_DIM + hq * ATT_HD + d0, o);
+}
+"#;

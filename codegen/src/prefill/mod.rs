@@ -1,0 +1,296 @@
+//! Prefill kernels (prompt processing, spec §2 and §3): a T-token prompt at
+//! positions `start..start+T` runs layer by layer through a few kernels and
+//! leaves the KV cache, GDN recurrent state and conv state in the decode
+//! ABI's layouts (see [`crate::decode::abi`]), so the decode megakernel
+//! continues from them.
+//!
+//! * `prefill_embed`, `prefill_rms_norm`: embedding gather; zero-centred
+//!   RMSNorm over T rows (bf16 out, the GEMM input).
+//! * `prefill_gemm`: `Y = X Wᵀ`, bf16 in, f32 accumulate; `mma.sync`
+//!   m16n8k16 with a `cp.async` smem ring on sm_80+, FMA with plain copies on
+//!   sm_75; epilogues store f32 / bf16, add into the residual, or SwiGLU a
+//!   (gate, up) pair.
+//! * `prefill_causal_conv` + `prefill_conv_state`: depthwise conv over the
+//!   prompt continuing the cached inputs, then the new conv state.
+//! * `prefill_gdn_chunked` + `prefill_gated_rms_norm`: chunked gated delta
+//!   rule (chunk 64, WY form) from the cached state, then the gated norm.
+//! * `prefill_qk_norm_rope` + `prefill_attention`: q/k norm, partial RoPE,
+//!   KV append, causal online-softmax attention with GQA and the output gate.
+//!
+//! [`PrefillPlan`] lists the launches in order for the runtime.
+
+mod kernels;
+pub mod plan;
+
+use std::fmt::Write;
+
+use lucebox_models::config::Qwen35Config;
+use lucebox_schedules::Schedule;
+
+use crate::blocks;
+use crate::cuda::{Constant, HeaderInfo, header, write_constants};
+use crate::{CodegenError, GeneratedKernel, KernelKind};
+
+pub use plan::{Grid, Launch, PrefillPlan, prefill_plan};
+
+pub const ENTRY_POINTS: [&str; 9] = [
+    "prefill_embed",
+    "prefill_rms_norm",
+    "prefill_gemm",
+    "prefill_causal_conv",
+    "prefill_conv_state",
+    "prefill_gdn_chunked",
+    "prefill_gated_rms_norm",
+    "prefill_qk_norm_rope",
+    "prefill_attention",
+];
+
+/// Threads of the row-wise kernels (embed, norms, conv, qk norm).
+pub const ROW_THREADS: u32 = 256;
+/// Tokens per thread of the conv kernel (one thread per channel and segment).
+pub const CONV_SEG: u32 = 64;
+/// Value columns per block of the chunked gated delta rule.
+pub const GDN_DVS: u32 = 32;
+pub const GDN_THREADS: u32 = 256;
+/// Keys scored together per step of the attention loop.
+pub const ATT_KEYS_PER_STEP: u32 = 4;
+
+/// Derived launch geometry of the prefill kernels for one (config, schedule).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrefillGeometry {
+    pub gemm_bm: u32,
+    pub gemm_bn: u32,
+    pub gemm_bk: u32,
+    /// Ring depth actually generated (at least 2: one stage loads while one computes).
+    pub gemm_stages: u32,
+    pub gemm_threads: u32,
+    pub gemm_warps_m: u32,
+    pub gemm_warps_n: u32,
+    pub gemm_smem_bytes: u32,
+    pub gdn_smem_bytes: u32,
+    pub attn_threads: u32,
+}
+
+/// Warp grid of the mma path: the split of the block tile whose warp tiles
+/// need the fewest 32-bit fragment loads per k step (4 per 16-row A
+/// fragment, 2 per 8-column B fragment).
+fn warp_grid(bm: u32, bn: u32, warps: u32) -> Option<(u32, u32)> {
+    (1..=warps)
+        .filter(|wm| warps.is_multiple_of(*wm))
+        .map(|wm| (wm, warps / wm))
+        .filter(|(wm, wn)| (bm / 16).is_multiple_of(*wm) && (bn / 8).is_multiple_of(*wn))
+        .min_by_key(|(wm, wn)| 4 * (bm / 16 / wm) + 2 * (bn / 8 / wn))
+}
+
+pub fn geometry(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillGeometry, CodegenError> {
+    let p = &sched.prefill;
+    let stages = p.gemm_stages.max(2);
+    let warps = p.gemm_threads / 32;
+    let (wm, wn) = warp_grid(p.gemm_tile_m, p.gemm_tile_n, warps).ok_or_else(|| {
+        CodegenError::Config(format!(
+            "prefill GEMM: {warps} warps cannot tile a {}x{} block with 16x8 mma tiles",
+            p.gemm_tile_m, p.gemm_tile_n
+        ))
+    })?;
+    let sk = p.gemm_tile_k + 8;
+    let ring = stages * (p.gemm_tile_m + p.gemm_tile_n) * sk * 2;
+    let staging = p.gemm_tile_m * (p.gemm_tile_n + 4) * 4;
+    let gemm_smem = ring.max(staging);
+    if gemm_smem > 48 * 1024 {
+        return Err(CodegenError::Config(format!(
+            "prefill GEMM needs {gemm_smem} B of static shared memory (limit 49152): lower prefill.gemm_stages or tiles"
+        )));
+    }
+    if !p.use_tensor_cores && !(p.gemm_tile_m * p.gemm_tile_n).is_multiple_of(p.gemm_threads) {
+        return Err(CodegenError::Config(
+            "prefill GEMM (FMA): tile_m * tile_n must be a multiple of gemm_threads".into(),
+        ));
+    }
+    let chunk = p.gdn_chunk;
+    let dk = cfg.linear_key_head_dim as u32;
+    let dv = cfg.linear_value_head_dim as u32;
+    if !dv.is_multiple_of(GDN_DVS) || !dk.is_multiple_of(32) {
+        return Err(CodegenError::Config(format!(
+            "prefill GDN: dv {dv} must be a multiple of {GDN_DVS} and dk {dk} of 32"
+        )));
+    }
+    let gdn_floats = chunk * (dk + 1) + chunk * chunk + chunk * (GDN_DVS + 4) + 4 * chunk;
+    let gdn_smem = gdn_floats * 4;
+    if gdn_smem > sched.limits.shared_mem_per_block_optin {
+        return Err(CodegenError::Config(format!(
+            "prefill GDN needs {gdn_smem} B of shared memory, above the {} B opt-in limit",
+            sched.limits.shared_mem_per_block_optin
+        )));
+    }
+    if !cfg.head_dim.is_multiple_of(32) || ![2, 4, 8].contains(&(cfg.head_dim / 32)) {
+        return Err(CodegenError::Config(format!(
+            "prefill attention: head_dim {} must be 64, 128 or 256",
+            cfg.head_dim
+        )));
+    }
+    Ok(PrefillGeometry {
+        gemm_bm: p.gemm_tile_m,
+        gemm_bn: p.gemm_tile_n,
+        gemm_bk: p.gemm_tile_k,
+        gemm_stages: stages,
+        gemm_threads: p.gemm_threads,
+        gemm_warps_m: wm,
+        gemm_warps_n: wn,
+        gemm_smem_bytes: gemm_smem,
+        gdn_smem_bytes: gdn_smem,
+        attn_threads: p.attn_threads,
+    })
+}
+
+pub fn generate_prefill(
+    cfg: &Qwen35Config,
+    sched: &Schedule,
+) -> Result<GeneratedKernel, CodegenError> {
+    cfg.validate()
+        .map_err(|e| CodegenError::Config(e.to_string()))?;
+    sched.validate(Some(&crate::model_dims(cfg)))?;
+    let g = geometry(cfg, sched)?;
+    let p = &sched.prefill;
+    let notes = vec![
+        format!(
+            "GEMM              : {}x{}x{} tiles, {} stages, {} threads ({}x{} warps), {}, {} ({} B smem)",
+            g.gemm_bm,
+            g.gemm_bn,
+            g.gemm_bk,
+            g.gemm_stages,
+            g.gemm_threads,
+            g.gemm_warps_m,
+            g.gemm_warps_n,
+            if p.use_tensor_cores {
+                "mma.sync m16n8k16 bf16"
+            } else {
+                "FMA"
+            },
+            if p.use_cp_async {
+                "cp.async ring"
+            } else {
+                "plain copies"
+            },
+            g.gemm_smem_bytes
+        ),
+        format!(
+            "gated delta rule  : chunk {}, {} value columns per block, {} threads, {} B dynamic smem",
+            p.gdn_chunk, GDN_DVS, GDN_THREADS, g.gdn_smem_bytes
+        ),
+        format!(
+            "attention         : {} threads (one warp per token), {} keys per step, online softmax",
+            g.attn_threads, ATT_KEYS_PER_STEP
+        ),
+        format!("kernels: {}", ENTRY_POINTS.join(", ")),
+    ];
+    let mut src = header(&HeaderInfo {
+        title: "Qwen3.5 prefill kernels",
+        cfg,
+        sched,
+        grid: "per launch, sized by the prompt length T (see PrefillPlan)".into(),
+        threads: g.gemm_threads,
+        sync_points_per_token: None,
+        notes: &notes,
+    })?;
+    src.push_str(blocks::prelude::PRELUDE);
+    src.push('\n');
+    let i = |v: usize| v as i64;
+    let epl = cfg.head_dim / 32;
+    write_constants(
+        &mut src,
+        "schedule",
+        &[
+            Constant::int("GEMM_BM", g.gemm_bm, "GEMM block tile rows (tokens)"),
+            Constant::int("GEMM_BN", g.gemm_bn, "GEMM block tile columns (outputs)"),
+            Constant::int("GEMM_BK", g.gemm_bk, "GEMM k step"),
+            Constant::int("GEMM_STAGES", g.gemm_stages, "smem ring depth"),
+            Constant::int("GEMM_THREADS", g.gemm_threads, ""),
+            Constant::int("GEMM_WARPS_N", g.gemm_warps_n, "warp grid columns"),
+            Constant::int("GEMM_WTM", g.gemm_bm / g.gemm_warps_m, "warp tile rows"),
+            Constant::int("GEMM_WTN", g.gemm_bn / g.gemm_warps_n, "warp tile columns"),
+            Constant::int("ROW_THREADS", ROW_THREADS, "row-wise kernels"),
+            Constant::int("CONV_SEG", CONV_SEG, "tokens per conv thread"),
+            Constant::int("GDN_CHUNK", p.gdn_chunk, "chunk of the delta rule"),
+            Constant::int("GDN_DVS", GDN_DVS, "value columns per GDN block"),
+            Constant::int("GDN_THREADS", GDN_THREADS, ""),
+            Constant::int(
+                "GDN_SMEM_BYTES",
+                g.gdn_smem_bytes,
+                "dynamic smem (opt-in above 48 KiB)",
+            ),
+            Constant::int("ATT_THREADS", g.attn_threads, ""),
+            Constant::int("ATT_WARPS", g.attn_threads / 32, "tokens per block"),
+            Constant::int("ATT_KEYS_PER_STEP", ATT_KEYS_PER_STEP, ""),
+            Constant::int("MAX_CTX", sched.max_context, "KV cache positions"),
+        ],
+    )?;
+    write_constants(
+        &mut src,
+        "model",
+        &[
+            Constant::int("HIDDEN", i(cfg.hidden_size), ""),
+            Constant::float("RMS_EPS", cfg.rms_norm_eps, ""),
+            Constant::int("GDN_HV", i(cfg.linear_num_value_heads), ""),
+            Constant::int("GDN_DK", i(cfg.linear_key_head_dim), ""),
+            Constant::int("GDN_DV", i(cfg.linear_value_head_dim), ""),
+            Constant::int("GDN_V_PER_K", i(cfg.v_heads_per_k_head()), ""),
+            Constant::float(
+                "GDN_Q_SCALE",
+                1.0 / (cfg.linear_key_head_dim as f64).sqrt(),
+                "",
+            ),
+            Constant::int("KEY_DIM", i(cfg.linear_key_dim()), ""),
+            Constant::int("VALUE_DIM", i(cfg.linear_value_dim()), ""),
+            Constant::int("CONV_DIM", i(cfg.conv_dim()), ""),
+            Constant::int("CONV_K", i(cfg.linear_conv_kernel_dim), ""),
+            Constant::int("ATT_H", i(cfg.num_attention_heads), ""),
+            Constant::int("ATT_HKV", i(cfg.num_key_value_heads), ""),
+            Constant::int("ATT_G", i(cfg.gqa_group()), ""),
+            Constant::int("ATT_HD", i(cfg.head_dim), ""),
+            Constant::int("ATT_EPL", i(epl), "head dims per lane"),
+            Constant::int("ATT_QG_DIM", i(cfg.q_proj_out()), ""),
+            Constant::int("ATT_KV_DIM", i(cfg.kv_dim()), ""),
+            Constant::int("ATT_OUT_DIM", i(cfg.attn_out_dim()), ""),
+            Constant::float("ATT_SCALE", 1.0 / (cfg.head_dim as f64).sqrt(), ""),
+            Constant::int("ROT_DIM", i(cfg.rotary_dim()), ""),
+            Constant::int("ROPE_LANE_OFS", i(cfg.rotary_dim() / 2 / epl), ""),
+            Constant::float("ROPE_THETA", cfg.rope_theta, ""),
+        ],
+    )?;
+    src.push_str(blocks::rope::ROPE);
+    src.push('\n');
+    src.push_str(blocks::decode_attention::HEAD_HELPERS);
+    src.push('\n');
+    src.push_str(kernels::ROWWISE);
+    src.push('\n');
+    src.push_str(if p.use_cp_async {
+        kernels::COPY_CP_ASYNC
+    } else {
+        kernels::COPY_PLAIN
+    });
+    src.push('\n');
+    src.push_str(kernels::GEMM_COMMON);
+    src.push('\n');
+    src.push_str(if p.use_tensor_cores {
+        kernels::GEMM_MMA
+    } else {
+        kernels::GEMM_FMA
+    });
+    src.push('\n');
+    src.push_str(kernels::GDN);
+    src.push('\n');
+    src.push_str(kernels::ATTENTION);
+    writeln!(src)?;
+    Ok(GeneratedKernel {
+        kind: KernelKind::Prefill,
+        file_name: format!(
+            "{}_prefill_{}.cu",
+            crate::decode::sanitize(&cfg.name),
+            sched.preset
+        ),
+        source: src,
+        entry_points: ENTRY_POINTS.iter().map(|s| s.to_string()).collect(),
+        arch: sched.arch,
+        sync_points_per_token: None,
+    })
+}

@@ -1,0 +1,587 @@
+//! The prefill launch sequence: which kernel runs when, on what grid, over
+//! which weights and buffers. The runtime walks [`PrefillPlan::launches`] in
+//! order; every argument is typed ([`Arg`]) and grids are functions of the
+//! prompt length ([`Grid::dims`]).
+
+use lucebox_models::config::{LayerType, Qwen35Config};
+use lucebox_schedules::Schedule;
+
+use super::{CONV_SEG, GDN_DVS, GDN_THREADS, ROW_THREADS, geometry};
+use crate::CodegenError;
+
+/// A launch grid as a function of the prompt length T.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grid {
+    /// GEMM: `[ceil(n / cols_per_block), ceil(T / rows_per_block), 1]`.
+    GemmTiles {
+        n: u32,
+        cols_per_block: u32,
+        rows_per_block: u32,
+    },
+    /// One block per token: `[T, 1, 1]`.
+    PerToken,
+    /// `ceil(T * items_per_token / items_per_block)` blocks.
+    PerTokenItems {
+        items_per_token: u32,
+        items_per_block: u32,
+    },
+    /// Conv: `[ceil(channels / threads), ceil(T / tokens_per_thread), 1]`.
+    ChannelSegments {
+        channels: u32,
+        threads: u32,
+        tokens_per_thread: u32,
+    },
+    /// Independent of T.
+    Fixed(u32),
+    /// Attention: `[heads, ceil(T / tokens_per_block), 1]`.
+    HeadsByTokens { heads: u32, tokens_per_block: u32 },
+}
+
+impl Grid {
+    pub fn dims(&self, t: u32) -> [u32; 3] {
+        match *self {
+            Grid::GemmTiles {
+                n,
+                cols_per_block,
+                rows_per_block,
+            } => [n.div_ceil(cols_per_block), t.div_ceil(rows_per_block), 1],
+            Grid::PerToken => [t, 1, 1],
+            Grid::PerTokenItems {
+                items_per_token,
+                items_per_block,
+            } => [
+                (t as u64 * items_per_token as u64).div_ceil(items_per_block as u64) as u32,
+                1,
+                1,
+            ],
+            Grid::ChannelSegments {
+                channels,
+                threads,
+                tokens_per_thread,
+            } => [channels.div_ceil(threads), t.div_ceil(tokens_per_thread), 1],
+            Grid::Fixed(n) => [n, 1, 1],
+            Grid::HeadsByTokens {
+                heads,
+                tokens_per_block,
+            } => [heads, t.div_ceil(tokens_per_block), 1],
+        }
+    }
+}
+
+/// One kernel argument, in the kernel's parameter order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arg {
+    /// A weight by canonical name (`layers.3.self_attn.q_proj.weight`), in the
+    /// decode ABI's dtype (bf16 matrices, f32 vectors).
+    Weight(String),
+    /// A per-prompt scratch buffer ([`PrefillPlan::scratch`]).
+    Scratch(&'static str),
+    /// A slice of a decode-ABI state buffer (`k_cache`, `v_cache`,
+    /// `gdn_state`, `conv_state`) for the layer's slot of that type.
+    State { buffer: &'static str, slot: usize },
+    /// The prompt's token ids (u32 [T]).
+    Tokens,
+    /// T (int).
+    PromptLen,
+    /// Position of the first prompt token (int).
+    StartPos,
+    /// A literal int (GEMM dims, epilogue selector).
+    Int(i32),
+    /// A null pointer (unused operand).
+    Null,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Launch {
+    pub kernel: &'static str,
+    pub grid: Grid,
+    pub block: u32,
+    /// Dynamic shared memory; above 48 KiB the runtime must raise the
+    /// kernel's `MAX_DYNAMIC_SHARED_SIZE_BYTES` attribute first.
+    pub dynamic_smem: u32,
+    /// Decoder layer, or None for the embedding / final norm.
+    pub layer: Option<usize>,
+    pub args: Vec<Arg>,
+}
+
+/// A scratch buffer, sized per prompt token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScratchBuffer {
+    pub name: &'static str,
+    pub bytes_per_token: u64,
+    pub what: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrefillPlan {
+    pub scratch: Vec<ScratchBuffer>,
+    pub launches: Vec<Launch>,
+}
+
+/// GEMM epilogue selectors (`EPI_*` in the generated file).
+pub const EPI_STORE_F32: i32 = 0;
+pub const EPI_ADD_F32: i32 = 1;
+pub const EPI_STORE_BF16: i32 = 2;
+pub const EPI_SWIGLU_BF16: i32 = 3;
+
+/// The ordered launches that prefill a prompt for (cfg, sched).
+pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan, CodegenError> {
+    let g = geometry(cfg, sched)?;
+    let u = |v: usize| v as u32;
+    let (d, inter) = (u(cfg.hidden_size), u(cfg.intermediate_size));
+    let scratch = vec![
+        ScratchBuffer {
+            name: "resid",
+            bytes_per_token: d as u64 * 4,
+            what: "f32 [T][hidden] residual stream",
+        },
+        ScratchBuffer {
+            name: "xnorm",
+            bytes_per_token: d as u64 * 2,
+            what: "bf16 [T][hidden] normed GEMM input",
+        },
+        ScratchBuffer {
+            name: "proj_a",
+            bytes_per_token: cfg.q_proj_out().max(cfg.conv_dim()) as u64 * 4,
+            what: "f32: q_proj (attention) or in_proj_qkv (GDN) output",
+        },
+        ScratchBuffer {
+            name: "proj_b",
+            bytes_per_token: cfg.kv_dim().max(cfg.linear_value_dim()) as u64 * 4,
+            what: "f32: k_proj or in_proj_z output",
+        },
+        ScratchBuffer {
+            name: "proj_c",
+            bytes_per_token: cfg.kv_dim().max(cfg.linear_num_value_heads) as u64 * 4,
+            what: "f32: v_proj or in_proj_b output",
+        },
+        ScratchBuffer {
+            name: "proj_d",
+            bytes_per_token: cfg.linear_num_value_heads as u64 * 4,
+            what: "f32: in_proj_a output",
+        },
+        ScratchBuffer {
+            name: "mixed",
+            bytes_per_token: cfg.attn_out_dim().max(cfg.conv_dim()) as u64 * 4,
+            what: "f32: roped q (attention) or conv output (GDN)",
+        },
+        ScratchBuffer {
+            name: "gdn_o",
+            bytes_per_token: cfg.linear_value_dim() as u64 * 4,
+            what: "f32 [T][value_dim] delta-rule output",
+        },
+        ScratchBuffer {
+            name: "mixer_out",
+            bytes_per_token: cfg.attn_out_dim().max(cfg.linear_value_dim()) as u64 * 2,
+            what: "bf16: gated attention / gated-norm output (o_proj, out_proj input)",
+        },
+        ScratchBuffer {
+            name: "mlp_act",
+            bytes_per_token: inter as u64 * 2,
+            what: "bf16 [T][intermediate] silu(gate) * up",
+        },
+    ];
+    let gemm = |layer: usize,
+                w: String,
+                w2: Option<String>,
+                x: &'static str,
+                n: u32,
+                k: u32,
+                epi: i32,
+                yf: Option<&'static str>,
+                yb: Option<&'static str>| {
+        let swiglu = epi == EPI_SWIGLU_BF16;
+        Launch {
+            kernel: "prefill_gemm",
+            grid: Grid::GemmTiles {
+                n,
+                cols_per_block: if swiglu { g.gemm_bn / 2 } else { g.gemm_bn },
+                rows_per_block: g.gemm_bm,
+            },
+            block: g.gemm_threads,
+            dynamic_smem: 0,
+            layer: Some(layer),
+            args: vec![
+                Arg::Scratch(x),
+                Arg::Weight(w),
+                w2.map(Arg::Weight).unwrap_or(Arg::Null),
+                Arg::PromptLen,
+                Arg::Int(n as i32),
+                Arg::Int(k as i32),
+                Arg::Int(epi),
+                yf.map(Arg::Scratch).unwrap_or(Arg::Null),
+                yb.map(Arg::Scratch).unwrap_or(Arg::Null),
+            ],
+        }
+    };
+    let rms = |layer: Option<usize>, w: String| Launch {
+        kernel: "prefill_rms_norm",
+        grid: Grid::PerToken,
+        block: ROW_THREADS,
+        dynamic_smem: 0,
+        layer,
+        args: vec![
+            Arg::Scratch("resid"),
+            Arg::Weight(w),
+            Arg::PromptLen,
+            Arg::Scratch("xnorm"),
+        ],
+    };
+    let mut l = vec![Launch {
+        kernel: "prefill_embed",
+        grid: Grid::PerTokenItems {
+            items_per_token: d,
+            items_per_block: ROW_THREADS,
+        },
+        block: ROW_THREADS,
+        dynamic_smem: 0,
+        layer: None,
+        args: vec![
+            Arg::Tokens,
+            Arg::PromptLen,
+            Arg::Weight("embed_tokens.weight".into()),
+            Arg::Scratch("resid"),
+        ],
+    }];
+    for (i, ty) in cfg.layer_types.iter().enumerate() {
+        let w = |n: &str| format!("layers.{i}.{n}");
+        let slot = cfg.slot_of_layer(i);
+        l.push(rms(Some(i), w("input_layernorm.weight")));
+        match ty {
+            LayerType::FullAttention => {
+                let (qg, kv, ao) = (u(cfg.q_proj_out()), u(cfg.kv_dim()), u(cfg.attn_out_dim()));
+                l.push(gemm(
+                    i,
+                    w("self_attn.q_proj.weight"),
+                    None,
+                    "xnorm",
+                    qg,
+                    d,
+                    EPI_STORE_F32,
+                    Some("proj_a"),
+                    None,
+                ));
+                l.push(gemm(
+                    i,
+                    w("self_attn.k_proj.weight"),
+                    None,
+                    "xnorm",
+                    kv,
+                    d,
+                    EPI_STORE_F32,
+                    Some("proj_b"),
+                    None,
+                ));
+                l.push(gemm(
+                    i,
+                    w("self_attn.v_proj.weight"),
+                    None,
+                    "xnorm",
+                    kv,
+                    d,
+                    EPI_STORE_F32,
+                    Some("proj_c"),
+                    None,
+                ));
+                l.push(Launch {
+                    kernel: "prefill_qk_norm_rope",
+                    grid: Grid::PerTokenItems {
+                        items_per_token: u(cfg.num_attention_heads + cfg.num_key_value_heads),
+                        items_per_block: ROW_THREADS / 32,
+                    },
+                    block: ROW_THREADS,
+                    dynamic_smem: 0,
+                    layer: Some(i),
+                    args: vec![
+                        Arg::Scratch("proj_a"),
+                        Arg::Scratch("proj_b"),
+                        Arg::Scratch("proj_c"),
+                        Arg::PromptLen,
+                        Arg::StartPos,
+                        Arg::Weight(w("self_attn.q_norm.weight")),
+                        Arg::Weight(w("self_attn.k_norm.weight")),
+                        Arg::Scratch("mixed"),
+                        Arg::State {
+                            buffer: "k_cache",
+                            slot,
+                        },
+                        Arg::State {
+                            buffer: "v_cache",
+                            slot,
+                        },
+                    ],
+                });
+                l.push(Launch {
+                    kernel: "prefill_attention",
+                    grid: Grid::HeadsByTokens {
+                        heads: u(cfg.num_attention_heads),
+                        tokens_per_block: g.attn_threads / 32,
+                    },
+                    block: g.attn_threads,
+                    dynamic_smem: 0,
+                    layer: Some(i),
+                    args: vec![
+                        Arg::Scratch("mixed"),
+                        Arg::Scratch("proj_a"),
+                        Arg::PromptLen,
+                        Arg::StartPos,
+                        Arg::State {
+                            buffer: "k_cache",
+                            slot,
+                        },
+                        Arg::State {
+                            buffer: "v_cache",
+                            slot,
+                        },
+                        Arg::Scratch("mixer_out"),
+                    ],
+                });
+                l.push(gemm(
+                    i,
+                    w("self_attn.o_proj.weight"),
+                    None,
+                    "mixer_out",
+                    d,
+                    ao,
+                    EPI_ADD_F32,
+                    Some("resid"),
+                    None,
+                ));
+            }
+            LayerType::LinearAttention => {
+                let (cd, vd, hv) = (
+                    u(cfg.conv_dim()),
+                    u(cfg.linear_value_dim()),
+                    u(cfg.linear_num_value_heads),
+                );
+                l.push(gemm(
+                    i,
+                    w("linear_attn.in_proj_qkv.weight"),
+                    None,
+                    "xnorm",
+                    cd,
+                    d,
+                    EPI_STORE_F32,
+                    Some("proj_a"),
+                    None,
+                ));
+                l.push(gemm(
+                    i,
+                    w("linear_attn.in_proj_z.weight"),
+                    None,
+                    "xnorm",
+                    vd,
+                    d,
+                    EPI_STORE_F32,
+                    Some("proj_b"),
+                    None,
+                ));
+                l.push(gemm(
+                    i,
+                    w("linear_attn.in_proj_b.weight"),
+                    None,
+                    "xnorm",
+                    hv,
+                    d,
+                    EPI_STORE_F32,
+                    Some("proj_c"),
+                    None,
+                ));
+                l.push(gemm(
+                    i,
+                    w("linear_attn.in_proj_a.weight"),
+                    None,
+                    "xnorm",
+                    hv,
+                    d,
+                    EPI_STORE_F32,
+                    Some("proj_d"),
+                    None,
+                ));
+                l.push(Launch {
+                    kernel: "prefill_causal_conv",
+                    grid: Grid::ChannelSegments {
+                        channels: cd,
+                        threads: ROW_THREADS,
+                        tokens_per_thread: CONV_SEG,
+                    },
+                    block: ROW_THREADS,
+                    dynamic_smem: 0,
+                    layer: Some(i),
+                    args: vec![
+                        Arg::Scratch("proj_a"),
+                        Arg::PromptLen,
+                        Arg::Weight(w("linear_attn.conv1d.weight")),
+                        Arg::State {
+                            buffer: "conv_state",
+                            slot,
+                        },
+                        Arg::Scratch("mixed"),
+                    ],
+                });
+                l.push(Launch {
+                    kernel: "prefill_conv_state",
+                    grid: Grid::Fixed(cd.div_ceil(ROW_THREADS)),
+                    block: ROW_THREADS,
+                    dynamic_smem: 0,
+                    layer: Some(i),
+                    args: vec![
+                        Arg::Scratch("proj_a"),
+                        Arg::PromptLen,
+                        Arg::State {
+                            buffer: "conv_state",
+                            slot,
+                        },
+                    ],
+                });
+                l.push(Launch {
+                    kernel: "prefill_gdn_chunked",
+                    grid: Grid::Fixed(hv * (u(cfg.linear_value_head_dim) / GDN_DVS)),
+                    block: GDN_THREADS,
+                    dynamic_smem: g.gdn_smem_bytes,
+                    layer: Some(i),
+                    args: vec![
+                        Arg::Scratch("mixed"),
+                        Arg::Scratch("proj_c"),
+                        Arg::Scratch("proj_d"),
+                        Arg::Weight(w("linear_attn.A_log")),
+                        Arg::Weight(w("linear_attn.dt_bias")),
+                        Arg::PromptLen,
+                        Arg::State {
+                            buffer: "gdn_state",
+                            slot,
+                        },
+                        Arg::Scratch("gdn_o"),
+                    ],
+                });
+                l.push(Launch {
+                    kernel: "prefill_gated_rms_norm",
+                    grid: Grid::PerTokenItems {
+                        items_per_token: hv,
+                        items_per_block: ROW_THREADS / 32,
+                    },
+                    block: ROW_THREADS,
+                    dynamic_smem: 0,
+                    layer: Some(i),
+                    args: vec![
+                        Arg::Scratch("gdn_o"),
+                        Arg::Scratch("proj_b"),
+                        Arg::Weight(w("linear_attn.norm.weight")),
+                        Arg::PromptLen,
+                        Arg::Scratch("mixer_out"),
+                    ],
+                });
+                l.push(gemm(
+                    i,
+                    w("linear_attn.out_proj.weight"),
+                    None,
+                    "mixer_out",
+                    d,
+                    vd,
+                    EPI_ADD_F32,
+                    Some("resid"),
+                    None,
+                ));
+            }
+        }
+        l.push(rms(Some(i), w("post_attention_layernorm.weight")));
+        l.push(gemm(
+            i,
+            w("mlp.gate_proj.weight"),
+            Some(w("mlp.up_proj.weight")),
+            "xnorm",
+            inter,
+            d,
+            EPI_SWIGLU_BF16,
+            None,
+            Some("mlp_act"),
+        ));
+        l.push(gemm(
+            i,
+            w("mlp.down_proj.weight"),
+            None,
+            "mlp_act",
+            d,
+            inter,
+            EPI_ADD_F32,
+            Some("resid"),
+            None,
+        ));
+    }
+    // Final norm of every row; the LM head (decode's) reads the last row.
+    l.push(rms(None, "norm.weight".into()));
+    Ok(PrefillPlan {
+        scratch,
+        launches: l,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_covers_every_layer_and_names_real_weights() {
+        let cfg = Qwen35Config::qwen35_0_8b();
+        let s = Schedule::preset("h100").expect("preset");
+        let plan = prefill_plan(&cfg, &s).expect("plan");
+        let (slots, _) = crate::decode::abi::weight_slots(&cfg);
+        for launch in &plan.launches {
+            for a in &launch.args {
+                if let Arg::Weight(name) = a {
+                    assert!(
+                        slots.iter().any(|w| &w.canonical_name == name),
+                        "unknown weight {name}"
+                    );
+                }
+                if let Arg::Scratch(n) = a {
+                    assert!(
+                        plan.scratch.iter().any(|b| b.name == *n),
+                        "unknown scratch {n}"
+                    );
+                }
+            }
+            assert!(
+                super::super::ENTRY_POINTS.contains(&launch.kernel),
+                "{}",
+                launch.kernel
+            );
+        }
+        // embed + per layer (2 norms + 2 MLP GEMMs + mixer) + final norm
+        let gdn = cfg.num_linear_attention_layers();
+        let full = cfg.num_full_attention_layers();
+        assert_eq!(plan.launches.len(), 2 + gdn * (4 + 9) + full * (4 + 6));
+        // every GEMM's K is a multiple of the k tile (the kernel requires it)
+        for launch in plan.launches.iter().filter(|l| l.kernel == "prefill_gemm") {
+            let Arg::Int(k) = launch.args[5] else {
+                panic!("k")
+            };
+            assert_eq!(k as u32 % s.prefill.gemm_tile_k, 0);
+        }
+    }
+
+    #[test]
+    fn grids_scale_with_prompt_length() {
+        let g = Grid::GemmTiles {
+            n: 4096,
+            cols_per_block: 64,
+            rows_per_block: 64,
+        };
+        assert_eq!(g.dims(520), [64, 9, 1]);
+        assert_eq!(g.dims(1), [64, 1, 1]);
+        let c = Grid::ChannelSegments {
+            channels: 6144,
+            threads: 256,
+            tokens_per_thread: 64,
+        };
+        assert_eq!(c.dims(65), [24, 2, 1]);
+        assert_eq!(
+            Grid::PerTokenItems {
+                items_per_token: 10,
+                items_per_block: 8
+            }
+            .dims(3),
+            [4, 1, 1]
+        );
+    }
+}
