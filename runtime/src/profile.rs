@@ -73,7 +73,8 @@ pub fn aggregate(
     skip: usize,
 ) -> Result<PhaseProfile> {
     let n = program.len();
-    if n == 0 || times.len() % (n + 1) != 0 || waits.len() != times.len() / (n + 1) * n * 2 {
+    if n == 0 || !times.len().is_multiple_of(n + 1) || waits.len() != times.len() / (n + 1) * n * 2
+    {
         return Err(RuntimeError::InvalidArgument(format!(
             "profile buffers of {} and {} words do not match {n} phases",
             times.len(),
