@@ -5,7 +5,8 @@
 #      64 greedy tokens);
 #   2. GPU logits vs HF transformers on that same 0.8B checkpoint;
 #   3. compute-sanitizer memcheck and racecheck on a short run;
-#   4. a decode timing (`lucebox run`, 128 tokens after a 520-token prompt).
+#   4. a decode timing (`lucebox run`, 128 tokens after a 520-token prompt);
+#   5. the per-phase decode breakdown (`lucebox profile`, profiling build).
 # usage: scripts/gpu-decode-check.sh path/to/lucebox   (logs under $OUT or ./gpu-decode-logs)
 set -uo pipefail
 BIN=$(realpath "${1:-target/release/lucebox}")
@@ -39,6 +40,8 @@ if command -v compute-sanitizer >/dev/null; then
 fi
 prompt=$(python3 -c "import random; r=random.Random(7); print(','.join(str(r.randrange(1000, 200000)) for _ in range(520)))")
 stage decode-timing 200 "$BIN" run --model "$CKPT" --ids "$prompt" --max-tokens 128 --ignore-eos --backend gpu --output json
+stage decode-profile 200 "$BIN" profile --model "$CKPT" --pp 32 --steps 128 --skip 8
+stage decode-profile-json 200 bash -c "'$BIN' profile --model '$CKPT' --pp 32 --steps 128 --skip 8 --json > '$LOG/decode-profile.json'"
 echo
 grep -hE "^(PASS|FAIL)|HF transformers vs|ERROR SUMMARY|tok/s" "$LOG"/*.log | sed 's/^/  /'
 exit $status

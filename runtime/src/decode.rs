@@ -569,6 +569,56 @@ impl GpuEngine {
         })
     }
 
+    /// Per-phase breakdown of greedy decode: one launch absorbs `prompt`
+    /// then generates `steps` tokens; the first `skip` generated steps are
+    /// left out of the statistics. Needs an engine built with
+    /// `decode.profile_phases` on (the kernel records the stamps).
+    pub fn profile_decode(
+        &mut self,
+        prompt: &[u32],
+        steps: u32,
+        skip: usize,
+    ) -> Result<crate::profile::PhaseProfile> {
+        if !self.schedule.decode.profile_phases {
+            return Err(RuntimeError::InvalidArgument(
+                "profile_decode needs an engine built with decode.profile_phases".into(),
+            ));
+        }
+        let max = lucebox_codegen::decode::abi::PROFILE_MAX_STEPS as usize;
+        if prompt.is_empty() || prompt.len() + steps as usize > max || steps as usize <= skip {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "profiling records {max} launch steps: need 1 <= prompt ({}) and prompt + steps ({}) <= {max}, steps > skip ({skip})",
+                prompt.len(),
+                prompt.len() + steps as usize
+            )));
+        }
+        self.reset()?;
+        let greedy = SamplingParams::greedy();
+        let p = self.params(
+            &greedy,
+            0,
+            prompt.len() as u32,
+            steps,
+            FLAG_COUNT_INPUT,
+            &[],
+        );
+        let (st, _) = self.launch(&p, prompt, &mut |_| ControlFlow::Continue(()))?;
+        if st.generated.len() != steps as usize {
+            return Err(RuntimeError::CheckFailed(format!(
+                "profiled launch generated {} of {steps} tokens",
+                st.generated.len()
+            )));
+        }
+        let words = |e: &mut Self, name: &str| -> Result<Vec<u64>> {
+            let raw = e.device_mut(name)?.download()?;
+            Ok(bytemuck::pod_collect_to_vec::<u8, u64>(&raw))
+        };
+        let times = words(self, "phase_times")?;
+        let waits = words(self, "phase_waits")?;
+        let program = lucebox_codegen::decode::token_program(&self.cfg, &self.schedule);
+        crate::profile::aggregate(&program, &times, &waits, self.abi.grid_blocks, skip)
+    }
+
     fn run_request(
         &mut self,
         req: &GenerationRequest,

@@ -1,5 +1,6 @@
 //! The generated decode megakernel compiles with NVRTC to a CUBIN for every
-//! chip preset the GPU checks target, and ptxas reports no spills. Needs
+//! chip preset the GPU checks target (plain and with `decode.profile_phases`),
+//! and ptxas reports no spills. Needs
 //! libnvrtc, not a GPU (SKIP without it).
 
 use lucebox_codegen::decode::{decode_abi, generate_decode};
@@ -14,8 +15,21 @@ fn decode_megakernel_compiles_for_gpu_presets() {
         return;
     }
     let cfg = Qwen35Config::qwen35_0_8b();
-    for preset in ["h100", "rtx3090"] {
-        let sched = Schedule::preset(preset).expect("preset");
+    for (preset, profile) in [
+        ("h100", false),
+        ("rtx3090", false),
+        ("h100", true),
+        ("rtx3090", true),
+    ] {
+        let mut sched = Schedule::preset(preset).expect("preset");
+        // The opt-in profiling build (phase stamps + barrier waits) must
+        // also fit without spills.
+        sched.decode.profile_phases = profile;
+        let preset = if profile {
+            format!("{preset}+profile")
+        } else {
+            preset.to_string()
+        };
         let abi = decode_abi(&cfg, &sched);
         let k = generate_decode(&cfg, &sched).unwrap_or_else(|e| panic!("{preset}: codegen: {e}"));
         let t0 = std::time::Instant::now();

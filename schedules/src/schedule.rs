@@ -93,6 +93,12 @@ pub struct DecodeSplit {
     pub sample_candidates_max: u32,
     /// Register cap per thread passed to `__launch_bounds__` (0 = derived).
     pub max_regs_per_thread: u32,
+    /// Opt-in profiling: after every sync point block 0 records a
+    /// `%globaltimer` stamp and every block its barrier wait (ABI buffers
+    /// `phase_times`, `phase_waits`). Off in every preset; when off the
+    /// generated kernel is unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub profile_phases: bool,
 }
 
 /// Tiles of the prefill kernels.
@@ -353,6 +359,7 @@ impl Schedule {
                 sample_candidates_per_block: 8,
                 sample_candidates_max: 256,
                 max_regs_per_thread: 0,
+                profile_phases: false,
             },
             prefill: PrefillTiles {
                 gemm_tile_m: 64,

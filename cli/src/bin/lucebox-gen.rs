@@ -58,6 +58,9 @@ struct Args {
     /// List the presets with their arch and SM count, then exit.
     #[arg(long)]
     list: bool,
+    /// Generate the profiling build of the decode kernel (decode.profile_phases).
+    #[arg(long)]
+    profile_phases: bool,
 }
 
 fn load_config(spec: &str) -> Result<Qwen35Config> {
@@ -107,6 +110,7 @@ fn main() -> Result<()> {
         }
         sched = sched.with_sm_count(n);
     }
+    sched.decode.profile_phases |= args.profile_phases;
     let cfg = load_config(&args.model_config)?;
     sched
         .validate(Some(&lucebox_codegen::model_dims(&cfg)))

@@ -22,6 +22,8 @@ enum Command {
     Logits(cmd::logits::Args),
     /// Benchmark prefill and decode (tok/s, energy).
     Bench(cmd::bench::Args),
+    /// Per-phase timing breakdown of decode (profiling build of the megakernel).
+    Profile(cmd::profile::Args),
     /// OpenAI- and Anthropic-compatible HTTP server.
     Serve(cmd::serve::Args),
     /// Write a random-weight checkpoint at real shapes.
@@ -45,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::Run(a) => cmd::run::run(a),
         Command::Logits(a) => cmd::logits::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Profile(a) => cmd::profile::run(a),
         Command::Serve(a) => cmd::serve::run(a),
         Command::Synth(a) => cmd::synth::run(a),
         Command::Doctor(a) => cmd::doctor::run(a),

@@ -399,6 +399,11 @@ pub fn decode_sizes(_cfg: &Qwen35Config, s: &Schedule) -> DecodeSizes {
     }
 }
 
+/// Launch steps (tokens absorbed or generated, counted from the launch's
+/// first input) whose phase times are recorded when `decode.profile_phases`
+/// is on; later steps run unrecorded.
+pub const PROFILE_MAX_STEPS: u32 = 512;
+
 /// Buffer table, in index order.
 pub fn buffer_slots(cfg: &Qwen35Config, s: &Schedule) -> Vec<BufferSlot> {
     use BufferInit::*;
@@ -574,6 +579,23 @@ pub fn buffer_slots(cfg: &Qwen35Config, s: &Schedule) -> Vec<BufferSlot> {
             "u64: random draws made in this request (SplitMix64 counter)",
         ),
     ];
+    let mut spec = spec;
+    if s.decode.profile_phases {
+        let phases = super::sync_points_per_token(cfg, s) as u64;
+        let steps = PROFILE_MAX_STEPS as u64;
+        spec.push((
+            "phase_times",
+            steps * (phases + 1) * 8,
+            ZeroPerRequest,
+            "u64 [PROFILE_MAX_STEPS][N_PHASES+1]: %globaltimer ns (block 0) at each step's start, then after each phase's barrier; 0 = not run",
+        ));
+        spec.push((
+            "phase_waits",
+            steps * phases * 2 * 8,
+            ZeroPerRequest,
+            "u64 [PROFILE_MAX_STEPS][N_PHASES][2]: max and sum over blocks of the ns spent waiting in the phase's barrier",
+        ));
+    }
     spec.into_iter()
         .enumerate()
         .map(|(index, (name, bytes, init, doc))| BufferSlot {

@@ -221,11 +221,13 @@ KERNEL_NAME(const void* const* __restrict__ Wt, void* const* __restrict__ Bt, co
     // The buffer pointers live in shared memory, not in ~60 registers across the token loop.
     __shared__ Bufs B_shared;
     if (threadIdx.x == 0) B_shared = bind_buffers(Bt);
+    PROFILE_BIND
     __syncthreads();
     const Bufs& B = B_shared;
     u32 err = ERR_NONE, stop = STOP_INPUT_DONE, n_gen = 0, processed = 0;
     if (p.n_input == 0u) { err = ERR_NO_INPUT; stop = STOP_ERROR; }
     for (u32 step = 0; err == ERR_NONE; ++step) {
+        PROFILE_STEP_START
         // Every decision below reads values all blocks agree on, so all
         // blocks take the same path through every grid barrier.
         const u32 pos = p.start_pos + step;

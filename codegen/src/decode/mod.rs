@@ -46,6 +46,9 @@ pub struct Phase {
     /// Work items and how they are split (for the header).
     pub split: String,
     pub sync_after: SyncPoint,
+    /// Weights the phase streams (layer-relative canonical names for layer
+    /// phases, global names for the LM head).
+    pub weights: Vec<&'static str>,
 }
 
 /// Warps of a team sharing one matvec work item: the largest power of two
@@ -107,6 +110,16 @@ pub fn layer_program(cfg: &Qwen35Config, s: &Schedule, ty: LayerType) -> Vec<Pha
                     sp.ks_gdn_in,
                 ),
                 sync_after: SyncPoint::GridBarrier,
+                weights: vec![
+                    "input_layernorm.weight",
+                    "linear_attn.in_proj_qkv.weight",
+                    "linear_attn.in_proj_z.weight",
+                    "linear_attn.in_proj_b.weight",
+                    "linear_attn.in_proj_a.weight",
+                    "linear_attn.conv1d.weight",
+                    "linear_attn.dt_bias",
+                    "linear_attn.A_log",
+                ],
             },
             Phase {
                 marker: "GDN_REC",
@@ -118,12 +131,14 @@ pub fn layer_program(cfg: &Qwen35Config, s: &Schedule, ty: LayerType) -> Vec<Pha
                     s.decode.gdn_value_cols_per_warp
                 ),
                 sync_after: SyncPoint::GridBarrier,
+                weights: vec![],
             },
             Phase {
                 marker: "GDN_OUT",
                 what: "gated RMSNorm (per block) + out_proj + residual",
                 split: mv(cfg.hidden_size as u64, sp.ks_gdn_out),
                 sync_after: SyncPoint::GridBarrier,
+                weights: vec!["linear_attn.norm.weight", "linear_attn.out_proj.weight"],
             },
         ],
         LayerType::FullAttention => vec![
@@ -135,6 +150,12 @@ pub fn layer_program(cfg: &Qwen35Config, s: &Schedule, ty: LayerType) -> Vec<Pha
                     sp.ks_att_qkv,
                 ),
                 sync_after: SyncPoint::GridBarrier,
+                weights: vec![
+                    "input_layernorm.weight",
+                    "self_attn.q_proj.weight",
+                    "self_attn.k_proj.weight",
+                    "self_attn.v_proj.weight",
+                ],
             },
             Phase {
                 marker: "ATT_CORE",
@@ -144,12 +165,14 @@ pub fn layer_program(cfg: &Qwen35Config, s: &Schedule, ty: LayerType) -> Vec<Pha
                     cfg.num_attention_heads, s.decode.attn_kv_chunk
                 ),
                 sync_after: SyncPoint::GridBarrier,
+                weights: vec!["self_attn.q_norm.weight", "self_attn.k_norm.weight"],
             },
             Phase {
                 marker: "ATT_OUT",
                 what: "o_proj + residual",
                 split: mv(cfg.hidden_size as u64, sp.ks_att_o),
                 sync_after: SyncPoint::GridBarrier,
+                weights: vec!["self_attn.o_proj.weight"],
             },
         ],
     };
@@ -158,12 +181,18 @@ pub fn layer_program(cfg: &Qwen35Config, s: &Schedule, ty: LayerType) -> Vec<Pha
         what: "norm + gate/up, SwiGLU",
         split: mv(cfg.intermediate_size as u64, sp.ks_mlp_up),
         sync_after: SyncPoint::GridBarrier,
+        weights: vec![
+            "post_attention_layernorm.weight",
+            "mlp.gate_proj.weight",
+            "mlp.up_proj.weight",
+        ],
     });
     v.push(Phase {
         marker: "MLP_DOWN",
         what: "down_proj + residual",
         split: mv(cfg.hidden_size as u64, sp.ks_mlp_down),
         sync_after: SyncPoint::GridBarrier,
+        weights: vec!["mlp.down_proj.weight"],
     });
     v
 }
@@ -179,6 +208,14 @@ pub fn lm_head_phase(cfg: &Qwen35Config, s: &Schedule) -> Phase {
             s.decode.matvec_rows_per_warp
         ),
         sync_after: SyncPoint::GridBarrier,
+        weights: vec![
+            "norm.weight",
+            if cfg.tie_word_embeddings {
+                "embed_tokens.weight"
+            } else {
+                "lm_head.weight"
+            },
+        ],
     }
 }
 
@@ -188,6 +225,143 @@ pub fn sync_points_per_token(cfg: &Qwen35Config, s: &Schedule) -> u32 {
     cfg.num_linear_attention_layers() as u32 * per(LayerType::LinearAttention)
         + cfg.num_full_attention_layers() as u32 * per(LayerType::FullAttention)
         + 1
+}
+
+/// One phase instance of the token program, in execution order.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PhaseInfo {
+    /// `L<layer>.<kind>` or `LM_HEAD`.
+    pub name: String,
+    /// Decoder layer, `None` for the LM head.
+    pub layer: Option<usize>,
+    /// The phase's marker (`GDN_IN`, `MLP_UP`, ..., `LM_HEAD`).
+    pub kind: String,
+    /// Indices into `DecodeAbi::weights` of the weights the phase streams.
+    pub weight_slots: Vec<usize>,
+    /// Bytes of those weights (one pass over each).
+    pub weight_bytes: u64,
+    /// Recurrent state read and written per token (GDN state; the KV cache
+    /// grows with the position and is not counted).
+    pub state_bytes: u64,
+}
+
+/// The phases one generated token runs, in order: the same description the
+/// kernel's sync points come from (phase `i` of a step ends at sync point
+/// `i`; profiling slot `i + 1` of `phase_times`).
+pub fn token_program(cfg: &Qwen35Config, s: &Schedule) -> Vec<PhaseInfo> {
+    let abi_weights = abi::weight_slots(cfg).0;
+    let slot_of = |name: &str| abi_weights.iter().find(|w| w.canonical_name == name);
+    let gdn_state = cfg.linear_num_value_heads as u64
+        * cfg.linear_key_head_dim as u64
+        * cfg.linear_value_head_dim as u64
+        * 4
+        * 2;
+    let info = |name: String, layer: Option<usize>, p: &Phase| {
+        let slots: Vec<&WeightSlot> = p
+            .weights
+            .iter()
+            .filter_map(|w| match layer {
+                Some(l) => slot_of(&format!("layers.{l}.{w}")),
+                None => slot_of(w),
+            })
+            .collect();
+        PhaseInfo {
+            name,
+            layer,
+            kind: p.marker.to_string(),
+            weight_slots: slots.iter().map(|w| w.index).collect(),
+            weight_bytes: slots.iter().map(|w| w.bytes()).sum(),
+            state_bytes: if p.marker == "GDN_REC" { gdn_state } else { 0 },
+        }
+    };
+    let mut out = Vec::new();
+    for (l, ty) in cfg.layer_types.iter().enumerate() {
+        for p in layer_program(cfg, s, *ty) {
+            out.push(info(format!("L{l}.{}", p.marker), Some(l), &p));
+        }
+    }
+    let lm = lm_head_phase(cfg, s);
+    out.push(info(lm.marker.to_string(), None, &lm));
+    out
+}
+
+/// Profiling helpers (only emitted with `decode.profile_phases`): block 0
+/// stamps `%globaltimer` after every barrier, every block records its wait.
+const PROFILE: &str = r#"// ---- profiling (decode.profile_phases): phase end stamps and barrier waits ----
+// Only thread 0 of each block touches these.
+__shared__ unsigned long long* prof_times;
+__shared__ unsigned long long* prof_waits;
+__shared__ u32 prof_step;
+
+__device__ __forceinline__ unsigned long long globaltimer_ns() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t) :: "memory");
+    return t;
+}
+
+__device__ __forceinline__ void profile_step_start(u32 step) {
+    if (threadIdx.x == 0) {
+        prof_step = step;
+        if (blockIdx.x == 0 && step < PROFILE_MAX_STEPS) prof_times[(size_t)step * (N_PHASES + 1)] = globaltimer_ns();
+    }
+}
+
+// grid_barrier that also records, for phase `phase` of the current step, the
+// block's wait (arrival to release: max and sum over blocks) and block 0's
+// release time.
+__device__ __forceinline__ void profiled_grid_barrier(unsigned long long* counter, int phase) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        const unsigned long long t0 = globaltimer_ns();
+        __threadfence();
+        const unsigned long long old = atomicAdd(counter, 1ull);
+        const unsigned long long target = (old / GRID_BLOCKS + 1ull) * GRID_BLOCKS;
+        while (ld_acquire_u64(counter) < target) { }
+        __threadfence();
+        const unsigned long long t1 = globaltimer_ns();
+        const u32 step = prof_step;
+        if (step < PROFILE_MAX_STEPS) {
+            unsigned long long* w = prof_waits + ((size_t)step * N_PHASES + phase) * 2;
+            atomicMax(w, t1 - t0);
+            atomicAdd(w + 1, t1 - t0);
+            if (blockIdx.x == 0) prof_times[(size_t)step * (N_PHASES + 1) + phase + 1] = t1;
+        }
+    }
+    __syncthreads();
+}
+"#;
+
+fn profile_constants(cfg: &Qwen35Config, s: &Schedule) -> Result<String, CodegenError> {
+    let mut out = String::new();
+    write_constants(
+        &mut out,
+        "profiling",
+        &[
+            Constant::int(
+                "PROFILE_MAX_STEPS",
+                abi::PROFILE_MAX_STEPS,
+                "launch steps recorded",
+            ),
+            Constant::int(
+                "N_PHASES",
+                sync_points_per_token(cfg, s),
+                "phases (sync points) per token",
+            ),
+        ],
+    )?;
+    let mut first = Vec::new();
+    let mut n = 0usize;
+    for ty in &cfg.layer_types {
+        first.push(n.to_string());
+        n += layer_program(cfg, s, *ty).len();
+    }
+    writeln!(
+        out,
+        "__constant__ int LAYER_PHASE0[N_LAYERS]  = {{{}}};  // profiling slot of each layer's first phase",
+        first.join(", ")
+    )?;
+    writeln!(out)?;
+    Ok(out)
 }
 
 fn check_lowerable(cfg: &Qwen35Config, s: &Schedule) -> Result<(), CodegenError> {
@@ -585,6 +759,12 @@ pub fn generate_decode(
         ),
         "token program:".to_string(),
     ];
+    if sched.decode.profile_phases {
+        notes.insert(
+            2,
+            "PROFILING BUILD: block 0 stamps %globaltimer after every barrier into `phase_times`, every block its wait into `phase_waits`".to_string(),
+        );
+    }
     for (title, prog) in [("GDN layer", &gdn), ("attention layer", &att)] {
         notes.push(format!("  {title}:"));
         for p in prog.iter() {
@@ -627,14 +807,40 @@ pub fn generate_decode(
         src.push_str(part);
         src.push('\n');
     }
+    let profile = sched.decode.profile_phases;
+    if profile {
+        src.push_str(&profile_constants(cfg, sched)?);
+        src.push_str(PROFILE);
+        src.push('\n');
+    }
     let mut body = kernel_body::LAYERS.to_string() + "\n" + kernel_body::ENTRY;
-    for p in gdn.iter().chain(att.iter()).chain(std::iter::once(&lm)) {
+    let layer_phases = gdn
+        .iter()
+        .enumerate()
+        .chain(att.iter().enumerate())
+        .map(|(k, p)| (p, format!("LAYER_PHASE0[layer] + {k}")));
+    for (p, slot) in layer_phases.chain(std::iter::once((&lm, "N_PHASES - 1".to_string()))) {
         let SyncPoint::GridBarrier = p.sync_after;
+        let call = if profile {
+            format!("profiled_grid_barrier(B.barrier, {slot})")
+        } else {
+            "grid_barrier(B.barrier)".to_string()
+        };
         body = body.replace(
             &format!("SYNC_{}\n", p.marker),
-            &format!("grid_barrier(B.barrier);  // sync: {} done\n", p.what),
+            &format!("{call};  // sync: {} done\n", p.what),
         );
     }
+    let (bind, step) = if profile {
+        (
+            "    if (threadIdx.x == 0) { prof_times = (unsigned long long*)Bt[BUF_PHASE_TIMES]; prof_waits = (unsigned long long*)Bt[BUF_PHASE_WAITS]; }\n",
+            "        profile_step_start(step);\n",
+        )
+    } else {
+        ("", "")
+    };
+    body = body.replace("    PROFILE_BIND\n", bind);
+    body = body.replace("        PROFILE_STEP_START\n", step);
     body = body.replace("KERNEL_NAME", KERNEL_NAME);
     src.push_str(&body);
     Ok(GeneratedKernel {
@@ -666,6 +872,68 @@ mod tests {
         assert!(k.source.contains("sync points/token : 121 grid barriers"));
         assert!(!k.source.contains("SYNC_"), "unreplaced sync marker");
         assert!(!k.source.contains("#include"));
+    }
+
+    #[test]
+    fn token_program_matches_sync_points_and_covers_every_weight_once() {
+        let c = Qwen35Config::qwen35_0_8b();
+        let s = Schedule::preset("h100").unwrap();
+        let prog = token_program(&c, &s);
+        assert_eq!(prog.len() as u32, sync_points_per_token(&c, &s));
+        assert_eq!(prog[0].name, "L0.GDN_IN");
+        assert_eq!(prog.last().map(|p| p.kind.as_str()), Some("LM_HEAD"));
+        let abi = decode_abi(&c, &s);
+        let mut seen = vec![0; abi.weights.len()];
+        for p in &prog {
+            for &i in &p.weight_slots {
+                seen[i] += 1;
+            }
+        }
+        // Tied embeddings: the LM head streams the embedding, so every slot
+        // is read by exactly one phase.
+        assert!(c.tie_word_embeddings);
+        assert!(seen.iter().all(|&n| n == 1), "{seen:?}");
+        let total: u64 = prog.iter().map(|p| p.weight_bytes).sum();
+        assert_eq!(total, abi.weights.iter().map(|w| w.bytes()).sum::<u64>());
+        assert!(
+            prog.iter()
+                .any(|p| p.kind == "GDN_REC" && p.state_bytes > 0)
+        );
+        // The MLP phases sit at the same index in both layer programs (the
+        // profiled barrier inside the shared mlp_block relies on it).
+        let gdn = layer_program(&c, &s, LayerType::LinearAttention);
+        let att = layer_program(&c, &s, LayerType::FullAttention);
+        for m in ["MLP_UP", "MLP_DOWN"] {
+            let pos = |p: &[Phase]| p.iter().position(|x| x.marker == m);
+            assert_eq!(pos(&gdn), pos(&att), "{m}");
+        }
+    }
+
+    #[test]
+    fn profiling_is_opt_in_and_instruments_every_barrier() {
+        let c = Qwen35Config::qwen35_0_8b();
+        let mut s = Schedule::preset("h100").unwrap();
+        let plain = generate_decode(&c, &s).unwrap().source;
+        assert!(!plain.contains("prof_") && !plain.contains("PROFILE"));
+        assert_eq!(decode_abi(&c, &s).buffers.len() + 2, {
+            s.decode.profile_phases = true;
+            decode_abi(&c, &s).buffers.len()
+        });
+        let k = generate_decode(&c, &s).unwrap().source;
+        assert!(!k.contains("PROFILE_BIND") && !k.contains("PROFILE_STEP_START"));
+        assert!(!k.contains("SYNC_"));
+        // Every barrier call site is the profiled one (8 in the layer
+        // programs + 1 after the LM head), none plain.
+        assert_eq!(k.matches("profiled_grid_barrier(B.barrier,").count(), 9);
+        assert!(!k.contains(" grid_barrier(B.barrier)"));
+        assert!(k.contains("profile_step_start(step);"));
+        assert!(k.contains("BUF_PHASE_TIMES") && k.contains("BUF_PHASE_WAITS"));
+        assert!(k.contains("%%globaltimer"));
+        assert!(k.contains("LAYER_PHASE0[N_LAYERS]  = {0, 5, 10,"));
+        // The schedule round-trips without the field when it is off.
+        s.decode.profile_phases = false;
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(!json.contains("profile_phases"));
     }
 
     #[test]
