@@ -31,8 +31,9 @@ for base in nvidia.__path__:
 sys.exit("libnvrtc.so.13 not found in the nvidia-cuda-nvrtc wheel")
 PY
 )
-if [ -x "$root/scripts/fetch-test-data.sh" ]; then
-  "$root/scripts/fetch-test-data.sh" "$cache/test-data"
+if [ -f "$root/scripts/fetch-test-data.sh" ]; then
+  # stdout is eval'd by the caller: progress goes to stderr.
+  bash "$root/scripts/fetch-test-data.sh" "$cache/test-data" >&2
 fi
 echo "export LD_LIBRARY_PATH=$nvrtc_dir\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 echo "export LUCEBOX_CUDA_LIB_DIR=$nvrtc_dir"

@@ -1,5 +1,5 @@
-// Grid-barrier kernels (GRID_BLOCKS is defined in front of this text).
-typedef unsigned int u32;
+// Grid-barrier kernels (GRID_BLOCKS, u32 and the codegen's SYNC block are put
+// in front of this text by `kernels::barrier_source`).
 
 // `rounds` bare barriers: the cost per barrier.
 extern "C" __global__ void barrier_only(unsigned long long* counter, u32 rounds) {
