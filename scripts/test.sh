@@ -12,7 +12,7 @@ echo "== setup done in $(( $(date +%s) - t0 ))s"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --locked --bins
-cargo test --workspace --locked -- --nocapture 2>&1 | tee .cache/cargo-test.log
+cargo test --workspace --locked --no-fail-fast -- --nocapture 2>&1 | tee .cache/cargo-test.log
 grep -E "^test result:" .cache/cargo-test.log | awk '{p+=$4; f+=$6} END {print "cargo test totals:", p, "passed,", f, "failed"}'
 
 if [ -d tests/python ]; then

@@ -164,17 +164,19 @@ fn wrong_shape_names_the_tensor_and_both_shapes() {
     let err = validate_all(loaded.weights.as_ref(), false)
         .unwrap_err()
         .to_string();
+    // in_proj_qkv is [conv_dim, hidden]; the broken copy swapped the two.
+    let (rows, cols) = (loaded.config.conv_dim(), loaded.config.hidden_size);
     assert!(
         err.contains("layers.0.linear_attn.in_proj_qkv.weight")
-            && err.contains("expected [160, 64]")
-            && err.contains("[64, 160]"),
+            && err.contains(&format!("expected [{rows}, {cols}]"))
+            && err.contains(&format!("[{cols}, {rows}]")),
         "{err}"
     );
     let err = ReferenceModel::load(loaded.weights.as_ref())
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("in_proj_qkv") && err.contains("[64, 160]"),
+        err.contains("in_proj_qkv") && err.contains(&format!("[{cols}, {rows}]")),
         "{err}"
     );
 
