@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::{CacheOutcome, KernelCache};
 use crate::device::Gpu;
+use crate::energy::{EnergyMeter, EnergyReading};
 use crate::error::{Result, RuntimeError};
 use crate::launch::{Kernel, KernelArgs, LaunchConfig};
 use crate::memory::{DeviceBuffer, MappedHostBuffer};
@@ -617,6 +618,25 @@ impl GpuEngine {
         let waits = words(self, "phase_waits")?;
         let program = lucebox_codegen::decode::token_program(&self.cfg, &self.schedule);
         crate::profile::aggregate(&program, &times, &waits, self.abi.grid_blocks, skip)
+    }
+
+    /// Energy of one long greedy decode launch of `new_tokens` tokens after a
+    /// one-token prompt (long enough for NVML's counter: aim for >= 1 s).
+    /// Returns the reading and joules per token.
+    pub fn measure_decode_energy(&mut self, new_tokens: u32) -> Result<(EnergyReading, f64)> {
+        let meter = EnergyMeter::new(self.gpu.info())?;
+        let new_tokens = new_tokens
+            .min(self.abi.max_context.saturating_sub(2))
+            .max(1);
+        let greedy = SamplingParams::greedy();
+        self.reset()?;
+        let p = self.params(&greedy, 0, 1, new_tokens, FLAG_COUNT_INPUT, &[]);
+        let (launched, reading) =
+            meter.measure(|| self.launch(&p, &[0], &mut |_| ControlFlow::Continue(())));
+        let (st, _) = launched?;
+        let reading = reading?;
+        let n = st.generated.len().max(1) as f64;
+        Ok((reading, reading.joules / n))
     }
 
     fn run_request(
