@@ -47,7 +47,7 @@ pub struct DoctorReport {
     pub bandwidth: Option<Result<Bandwidth, String>>,
     pub compile: Option<Result<CompileTimes, String>>,
     /// Cold vs warm start of the Qwen3.5-0.8B decode megakernel for this
-    /// device's schedule (feature `decode`).
+    /// device's schedule.
     pub decode_compile: Option<Result<CompileTimes, String>>,
 }
 
