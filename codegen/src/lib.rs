@@ -18,6 +18,7 @@ pub mod blocks;
 pub mod cuda;
 pub mod decode;
 pub mod error;
+pub mod model_constants;
 pub mod prefill;
 pub mod tree;
 

@@ -225,8 +225,6 @@ pub fn generate_tree(
     })?;
     src.push_str(blocks::prelude::PRELUDE);
     src.push('\n');
-    let i = |v: usize| v as i64;
-    let epl = cfg.head_dim / 32;
     write_constants(
         &mut src,
         "schedule",
@@ -249,34 +247,7 @@ pub fn generate_tree(
     write_constants(
         &mut src,
         "model",
-        &[
-            Constant::float("RMS_EPS", cfg.rms_norm_eps, ""),
-            Constant::int("GDN_HV", i(cfg.linear_num_value_heads), ""),
-            Constant::int("GDN_DK", i(cfg.linear_key_head_dim), ""),
-            Constant::int("GDN_DV", i(cfg.linear_value_head_dim), ""),
-            Constant::int("GDN_V_PER_K", i(cfg.v_heads_per_k_head()), ""),
-            Constant::float(
-                "GDN_Q_SCALE",
-                1.0 / (cfg.linear_key_head_dim as f64).sqrt(),
-                "",
-            ),
-            Constant::int("KEY_DIM", i(cfg.linear_key_dim()), ""),
-            Constant::int("VALUE_DIM", i(cfg.linear_value_dim()), ""),
-            Constant::int("CONV_DIM", i(cfg.conv_dim()), ""),
-            Constant::int("CONV_K", i(cfg.linear_conv_kernel_dim), ""),
-            Constant::int("ATT_H", i(cfg.num_attention_heads), ""),
-            Constant::int("ATT_HKV", i(cfg.num_key_value_heads), ""),
-            Constant::int("ATT_G", i(cfg.gqa_group()), ""),
-            Constant::int("ATT_HD", i(cfg.head_dim), ""),
-            Constant::int("ATT_EPL", i(epl), ""),
-            Constant::int("ATT_QG_DIM", i(cfg.q_proj_out()), ""),
-            Constant::int("ATT_KV_DIM", i(cfg.kv_dim()), ""),
-            Constant::int("ATT_OUT_DIM", i(cfg.attn_out_dim()), ""),
-            Constant::float("ATT_SCALE", 1.0 / (cfg.head_dim as f64).sqrt(), ""),
-            Constant::int("ROT_DIM", i(cfg.rotary_dim()), ""),
-            Constant::int("ROPE_LANE_OFS", i(cfg.rotary_dim() / 2 / epl), ""),
-            Constant::float("ROPE_THETA", cfg.rope_theta, ""),
-        ],
+        &crate::model_constants::head_constants(cfg, ""),
     )?;
     src.push_str(blocks::rope::ROPE);
     src.push('\n');

@@ -162,37 +162,8 @@ pub fn timed_reps(
         .collect()
 }
 
-/// Median, min and max of repeated measurements.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Spread {
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-    pub runs: usize,
-}
-
-impl Spread {
-    /// `None` for no samples or a NaN among them.
-    pub fn of(samples: &[f64]) -> Option<Self> {
-        if samples.is_empty() || samples.iter().any(|s| s.is_nan()) {
-            return None;
-        }
-        let mut s = samples.to_vec();
-        s.sort_by(f64::total_cmp);
-        let n = s.len();
-        let median = if n % 2 == 1 {
-            s[n / 2]
-        } else {
-            0.5 * (s[n / 2 - 1] + s[n / 2])
-        };
-        Some(Self {
-            median,
-            min: s[0],
-            max: s[n - 1],
-            runs: n,
-        })
-    }
-}
+/// Median, min and max of repeated measurements (the runtime's statistics).
+pub use lucebox_runtime::timing::Stats as Spread;
 
 /// One phase (prefill or decode) over the timed repetitions.
 #[derive(Debug, Clone, PartialEq, Serialize)]
