@@ -4,35 +4,12 @@
 //! reorder with Hv = 3·Hk) end to end through the oracle.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use lucebox_models::config::{Qwen35Config, layer_types_from_interval};
+mod common;
+
+use common::tiny;
 use lucebox_models::load;
 use lucebox_models::reference::ReferenceModel;
 use lucebox_models::synth::{SynthFormat, SynthOptions, SynthQuant, synth};
-
-fn tiny() -> Qwen35Config {
-    Qwen35Config {
-        name: "tiny".into(),
-        vocab_size: 512,
-        hidden_size: 256,
-        intermediate_size: 512,
-        num_hidden_layers: 4,
-        layer_types: layer_types_from_interval(4, 4),
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        head_dim: 64,
-        rope_theta: 10_000_000.0,
-        partial_rotary_factor: 0.25,
-        linear_num_key_heads: 2,
-        linear_num_value_heads: 6,
-        linear_key_head_dim: 32,
-        linear_value_head_dim: 32,
-        linear_conv_kernel_dim: 4,
-        rms_norm_eps: 1e-6,
-        tie_word_embeddings: false,
-        max_position_embeddings: 4096,
-        eos_token_ids: vec![],
-    }
-}
 
 fn logits(path: &std::path::Path, tokens: &[u32]) -> Vec<Vec<f32>> {
     let loaded = load::open(path.to_str().unwrap()).unwrap();
@@ -45,7 +22,7 @@ fn logits(path: &std::path::Path, tokens: &[u32]) -> Vec<Vec<f32>> {
 #[test]
 fn gguf_and_safetensors_of_the_same_weights_agree_through_the_reference() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = tiny();
+    let cfg = tiny(false);
     let write = |format, quant, name: &str| {
         let p = dir.path().join(name);
         let opts = SynthOptions {

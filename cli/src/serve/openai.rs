@@ -347,57 +347,85 @@ async fn send_done(tx: &SseSender) {
 }
 
 async fn stream_chat(
-    mut rx: mpsc::UnboundedReceiver<GenEvent>,
+    rx: mpsc::UnboundedReceiver<GenEvent>,
     tx: SseSender,
     id: String,
     created: u64,
     model: String,
     include_usage: bool,
 ) {
-    let chunk = |delta: Value, finish: Option<&str>| {
-        let mut c = json!({
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": system_fingerprint(),
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
-        if include_usage {
+    let head = StreamHead {
+        object: "chat.completion.chunk",
+        id,
+        created,
+        model,
+        include_usage,
+    };
+    let first = json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null});
+    if !send_data(&tx, &head.chunk(first)).await {
+        return;
+    }
+    stream_choices(rx, tx, head, |text, finish| {
+        let delta = text.map_or_else(|| json!({}), |t| json!({"content": t}));
+        json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
+    })
+    .await;
+}
+
+/// What every chunk of one streamed OpenAI response repeats.
+struct StreamHead {
+    object: &'static str,
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+}
+
+impl StreamHead {
+    fn chunk(&self, choice: Value) -> Value {
+        let mut c = self.base(json!([choice]));
+        if self.include_usage {
             c["usage"] = Value::Null;
         }
         c
-    };
-    if !send_data(
-        &tx,
-        &chunk(json!({"role": "assistant", "content": ""}), None),
-    )
-    .await
-    {
-        return;
     }
+    fn base(&self, choices: Value) -> Value {
+        json!({
+            "id": self.id,
+            "object": self.object,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": system_fingerprint(),
+            "choices": choices,
+        })
+    }
+}
+
+/// Forwards generation events as SSE chunks: `choice(text, finish)` builds
+/// the one element of `choices` (text `None` on the finishing chunk), then
+/// the usage chunk when asked for and `[DONE]`.
+async fn stream_choices(
+    mut rx: mpsc::UnboundedReceiver<GenEvent>,
+    tx: SseSender,
+    head: StreamHead,
+    choice: impl Fn(Option<&str>, Option<&str>) -> Value,
+) {
     while let Some(event) = rx.recv().await {
         match event {
             GenEvent::Delta(text) => {
-                if !send_data(&tx, &chunk(json!({"content": text}), None)).await {
+                if !send_data(&tx, &head.chunk(choice(Some(&text), None))).await {
                     return;
                 }
             }
             GenEvent::Finished(finish) => {
-                if !send_data(&tx, &chunk(json!({}), Some(finish_reason(&finish.reason)))).await {
+                let last = choice(None, Some(finish_reason(&finish.reason)));
+                if !send_data(&tx, &head.chunk(last)).await {
                     return;
                 }
-                if include_usage {
-                    let last = json!({
-                        "id": id,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": model,
-                        "system_fingerprint": system_fingerprint(),
-                        "choices": [],
-                        "usage": usage(&finish),
-                    });
-                    if !send_data(&tx, &last).await {
+                if head.include_usage {
+                    let mut usage_chunk = head.base(json!([]));
+                    usage_chunk["usage"] = usage(&finish);
+                    if !send_data(&tx, &usage_chunk).await {
                         return;
                     }
                 }
@@ -529,64 +557,22 @@ async fn completions_inner(
 }
 
 async fn stream_completion(
-    mut rx: mpsc::UnboundedReceiver<GenEvent>,
+    rx: mpsc::UnboundedReceiver<GenEvent>,
     tx: SseSender,
     id: String,
     created: u64,
     model: String,
     include_usage: bool,
 ) {
-    let chunk = |text: &str, finish: Option<&str>| {
-        let mut c = json!({
-            "id": id,
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-            "system_fingerprint": system_fingerprint(),
-            "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}],
-        });
-        if include_usage {
-            c["usage"] = Value::Null;
-        }
-        c
+    let head = StreamHead {
+        object: "text_completion",
+        id,
+        created,
+        model,
+        include_usage,
     };
-    while let Some(event) = rx.recv().await {
-        match event {
-            GenEvent::Delta(text) => {
-                if !send_data(&tx, &chunk(&text, None)).await {
-                    return;
-                }
-            }
-            GenEvent::Finished(finish) => {
-                if !send_data(&tx, &chunk("", Some(finish_reason(&finish.reason)))).await {
-                    return;
-                }
-                if include_usage {
-                    let last = json!({
-                        "id": id,
-                        "object": "text_completion",
-                        "created": created,
-                        "model": model,
-                        "system_fingerprint": system_fingerprint(),
-                        "choices": [],
-                        "usage": usage(&finish),
-                    });
-                    if !send_data(&tx, &last).await {
-                        return;
-                    }
-                }
-                send_done(&tx).await;
-                return;
-            }
-            GenEvent::Failed(msg) => {
-                let err = ApiError::internal(format!("generation failed: {msg}"));
-                let _ = send_data(&tx, &err.body()).await;
-                send_done(&tx).await;
-                return;
-            }
-        }
-    }
-    let err = ApiError::internal("the generation worker stopped before finishing the request");
-    let _ = send_data(&tx, &err.body()).await;
-    send_done(&tx).await;
+    stream_choices(rx, tx, head, |text, finish| {
+        json!({"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish})
+    })
+    .await;
 }
