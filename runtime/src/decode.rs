@@ -13,9 +13,9 @@ use std::ops::ControlFlow;
 use std::time::Instant;
 
 use lucebox_codegen::decode::abi::{
-    ERR_CONTEXT_FULL, ERR_NONE, FLAG_COUNT_INPUT, FLAG_WRITE_LOGITS, MAX_EOS_IDS, STATUS_ERROR,
-    STATUS_LAST_TOKEN, STATUS_N_GENERATED, STATUS_NEXT_POS, STATUS_STOP_REASON, STATUS_WORDS,
-    STOP_EOS,
+    ERR_CONTEXT_FULL, ERR_NONE, FLAG_COUNT_INPUT, FLAG_RESID_READY, FLAG_WRITE_LOGITS, MAX_EOS_IDS,
+    STATUS_ERROR, STATUS_LAST_TOKEN, STATUS_N_GENERATED, STATUS_NEXT_POS, STATUS_STOP_REASON,
+    STATUS_WORDS, STOP_EOS,
 };
 use lucebox_codegen::decode::{
     BufferInit, DecodeAbi, DecodeParams, WeightDType, decode_abi, generate_decode,
@@ -35,6 +35,7 @@ use crate::error::{Result, RuntimeError};
 use crate::launch::{Kernel, KernelArgs, LaunchConfig};
 use crate::memory::{DeviceBuffer, MappedHostBuffer};
 use crate::nvrtc::{CompileOptions, KernelResources};
+use crate::prefill::{DecodeBindings, Prefill, PrefillBuildInfo, PrefillStage};
 use crate::timing::{GpuTimer, Stats};
 
 /// Marks a not-yet-written `out_tokens` entry.
@@ -77,6 +78,19 @@ pub struct DecodeBuildInfo {
     pub grid_blocks: u32,
     pub threads_per_block: u32,
     pub dynamic_smem_bytes: u32,
+    /// The prefill kernels, or why prompts run token by token instead.
+    pub prefill: std::result::Result<PrefillBuildInfo, String>,
+}
+
+/// Prefill speed: prompt kernels plus the first sampled token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrefillTiming {
+    pub prompt_tokens: usize,
+    pub warmup_runs: usize,
+    /// Milliseconds per prompt, GPU clock: the prefill launches, the
+    /// hand-off and the decode launch that samples the first token.
+    pub ms: Stats,
+    pub tok_per_s: Stats,
 }
 
 /// Tokens per second of the decode loop.
@@ -107,6 +121,10 @@ pub struct GpuEngine {
     buffer_table_ptr: u64,
     /// Tokens per launch after the first; smaller means finer cancellation.
     chunk_tokens: u32,
+    prefill: Option<Prefill>,
+    /// Prompts go through the prefill kernels (when built); off = token by
+    /// token through the megakernel.
+    use_prefill: bool,
 }
 
 impl std::fmt::Debug for GpuEngine {
@@ -242,6 +260,30 @@ impl GpuEngine {
         let buffer_table = gpu.upload(&btable)?;
         gpu.synchronize()?;
 
+        let weight_ptrs: std::collections::HashMap<String, u64> = abi
+            .weights
+            .iter()
+            .map(|w| (w.canonical_name.clone(), table[w.index]))
+            .collect();
+        let buffer_ptrs: std::collections::HashMap<String, (u64, u64)> = abi
+            .buffers
+            .iter()
+            .map(|b| (b.name.clone(), (btable[b.index], b.bytes)))
+            .collect();
+        let prefill = Prefill::new(
+            &gpu,
+            &cfg,
+            &schedule,
+            cache,
+            &DecodeBindings {
+                weights: &weight_ptrs,
+                buffers: &buffer_ptrs,
+            },
+        );
+        if let Err(e) = &prefill {
+            tracing::warn!("prefill kernels unavailable, prompts run token by token: {e}");
+        }
+
         let info = DecodeBuildInfo {
             cache: loaded.outcome,
             compile_and_load_ms: loaded.millis,
@@ -252,6 +294,10 @@ impl GpuEngine {
             grid_blocks: abi.grid_blocks,
             threads_per_block: abi.threads_per_block,
             dynamic_smem_bytes: abi.dynamic_smem_bytes,
+            prefill: match &prefill {
+                Ok(p) => Ok(p.info().clone()),
+                Err(e) => Err(e.to_string()),
+            },
         };
         Ok(Self {
             weight_table_ptr: weight_table.device_ptr(),
@@ -267,7 +313,27 @@ impl GpuEngine {
             buffers,
             _buffer_table: buffer_table,
             chunk_tokens: u32::MAX,
+            use_prefill: prefill.is_ok(),
+            prefill: prefill.ok(),
         })
+    }
+
+    /// Whether prompts go through the prefill kernels; `false` feeds them
+    /// token by token through the megakernel (the reference path of the
+    /// prefill checks). Errors when asked for prefill that was not built.
+    pub fn set_use_prefill(&mut self, on: bool) -> Result<()> {
+        if on && self.prefill.is_none() {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "the prefill kernels are unavailable: {}",
+                self.info.prefill.as_ref().err().map_or("?", |e| e.as_str())
+            )));
+        }
+        self.use_prefill = on;
+        Ok(())
+    }
+
+    pub fn uses_prefill(&self) -> bool {
+        self.use_prefill && self.prefill.is_some()
     }
 
     pub fn info(&self) -> &DecodeBuildInfo {
@@ -486,11 +552,41 @@ impl GpuEngine {
     /// Raw logits after each of `tokens` (teacher forcing: position t sees
     /// tokens[..=t]), one launch per position. For checks, not speed.
     pub fn teacher_forced_logits(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+        self.teacher_forced_logits_after_prefill(tokens, 0)
+    }
+
+    /// Like [`Self::teacher_forced_logits`], but `tokens[..prefilled]` go
+    /// through the prefill kernels first: returns the logits of positions
+    /// `prefilled - 1 ..` (all positions when `prefilled` is 0), the first
+    /// from the decode launch that continues the prefill.
+    pub fn teacher_forced_logits_after_prefill(
+        &mut self,
+        tokens: &[u32],
+        prefilled: usize,
+    ) -> Result<Vec<Vec<f32>>> {
+        if prefilled > tokens.len() {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "prefill of {prefilled} of {} tokens",
+                tokens.len()
+            )));
+        }
         self.reset()?;
         let greedy = SamplingParams::greedy();
-        let mut out = Vec::with_capacity(tokens.len());
-        let logits_idx = self.buffer_index("logits")?;
-        for (t, &tok) in tokens.iter().enumerate() {
+        let mut out = Vec::with_capacity(tokens.len() + 1 - prefilled.min(1));
+        if prefilled > 0 {
+            self.prefill(&tokens[..prefilled], 0)?;
+            let last = prefilled as u32 - 1;
+            let p = self.params(
+                &greedy,
+                last,
+                1,
+                1,
+                FLAG_WRITE_LOGITS | FLAG_RESID_READY,
+                &[],
+            );
+            out.push(self.logits_of_launch(&p, tokens[prefilled - 1])?);
+        }
+        for (t, &tok) in tokens.iter().enumerate().skip(prefilled) {
             let p = self.params(
                 &greedy,
                 t as u32,
@@ -499,21 +595,224 @@ impl GpuEngine {
                 FLAG_WRITE_LOGITS | FLAG_COUNT_INPUT,
                 &[],
             );
-            if let BufferStorage::Device(b) = &mut self.buffers[logits_idx] {
-                b.fill_bytes(0xFF)?;
-            }
-            let _ = self.launch(&p, &[tok], &mut |_| ControlFlow::Continue(()))?;
-            let BufferStorage::Device(b) = &self.buffers[logits_idx] else {
-                return Err(RuntimeError::InvalidArgument(
-                    "`logits` must be a device buffer".into(),
-                ));
-            };
-            let raw = b.download()?;
-            let v: Vec<f32> =
-                bytemuck::pod_collect_to_vec::<u8, f32>(&raw)[..self.cfg.vocab_size].to_vec();
-            out.push(v);
+            out.push(self.logits_of_launch(&p, tok)?);
         }
         Ok(out)
+    }
+
+    /// Logits after `pieces` run through the prefill kernels back to back
+    /// from a reset state (each piece continues the previous one), taken
+    /// from the decode launch that continues them.
+    pub fn prefill_logits(&mut self, pieces: &[&[u32]]) -> Result<Vec<f32>> {
+        self.reset()?;
+        let mut pos = 0u32;
+        let mut last = None;
+        for piece in pieces {
+            self.prefill(piece, pos)?;
+            pos += piece.len() as u32;
+            last = piece.last().copied().or(last);
+        }
+        let last = last.ok_or_else(|| RuntimeError::InvalidArgument("empty prefill".into()))?;
+        let p = self.params(
+            &SamplingParams::greedy(),
+            pos - 1,
+            1,
+            1,
+            FLAG_WRITE_LOGITS | FLAG_RESID_READY,
+            &[],
+        );
+        self.logits_of_launch(&p, last)
+    }
+
+    /// One launch of one input token that writes logits; returns them
+    /// (poisoned first, so a launch that writes nothing shows as NaN).
+    fn logits_of_launch(&mut self, p: &DecodeParams, token: u32) -> Result<Vec<f32>> {
+        let logits_idx = self.buffer_index("logits")?;
+        if let BufferStorage::Device(b) = &mut self.buffers[logits_idx] {
+            b.fill_bytes(0xFF)?;
+        }
+        let _ = self.launch(p, &[token], &mut |_| ControlFlow::Continue(()))?;
+        let BufferStorage::Device(b) = &self.buffers[logits_idx] else {
+            return Err(RuntimeError::InvalidArgument(
+                "`logits` must be a device buffer".into(),
+            ));
+        };
+        let raw = b.download()?;
+        Ok(bytemuck::pod_collect_to_vec::<u8, f32>(&raw)[..self.cfg.vocab_size].to_vec())
+    }
+
+    /// Runs `tokens` at positions `start..` through the prefill kernels (in
+    /// pieces the scratch holds), leaving the KV cache, GDN and conv state
+    /// and the penalty counts for decode, and the last token's residual in
+    /// `resid` for a decode launch with `FLAG_RESID_READY`. Queued on the
+    /// stream, not waited for. Does not reset: a second call continues.
+    pub fn prefill(&mut self, tokens: &[u32], start: u32) -> Result<()> {
+        self.prefill_inner(tokens, start, None)
+    }
+
+    fn prefill_inner(
+        &mut self,
+        tokens: &[u32],
+        start: u32,
+        mut profile: Option<&mut Vec<PrefillStage>>,
+    ) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(RuntimeError::InvalidArgument("empty prefill".into()));
+        }
+        let end = start as u64 + tokens.len() as u64;
+        if end > self.abi.max_context as u64 {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "prefill of {} tokens at position {start} ends at {end}, past the maximum context {}",
+                tokens.len(),
+                self.abi.max_context
+            )));
+        }
+        if let Some(bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "token id {bad} is outside the vocabulary ({})",
+                self.cfg.vocab_size
+            )));
+        }
+        let resid = self.buffer_index("resid")?;
+        let Some(pf) = self.prefill.as_mut() else {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "the prefill kernels are unavailable: {}",
+                self.info.prefill.as_ref().err().map_or("?", |e| e.as_str())
+            )));
+        };
+        let piece = pf.piece_tokens() as usize;
+        let mut pos = start;
+        let mut last = 0u32;
+        for chunk in tokens.chunks(piece) {
+            pf.queue_piece(&self.gpu, chunk, pos, profile.as_deref_mut())?;
+            pos += chunk.len() as u32;
+            last = chunk.len() as u32;
+        }
+        let BufferStorage::Device(dst) = &mut self.buffers[resid] else {
+            return Err(RuntimeError::InvalidArgument(
+                "`resid` must be a device buffer".into(),
+            ));
+        };
+        pf.hand_off(last, dst)
+    }
+
+    /// Prefill speed: after `warmup` untimed runs, `runs` (at least 5) timed
+    /// prompts, each the prefill launches plus the decode launch that samples
+    /// the first token (state reset before each, untimed), GPU clock.
+    pub fn time_prefill(
+        &mut self,
+        prompt: &[u32],
+        warmup: usize,
+        runs: usize,
+    ) -> Result<PrefillTiming> {
+        if prompt.is_empty() {
+            return Err(RuntimeError::InvalidArgument("empty prompt".into()));
+        }
+        let greedy = SamplingParams::greedy();
+        let timer = GpuTimer::new(&self.gpu)?;
+        let mut ms = Vec::new();
+        for run in 0..warmup + runs.max(5) {
+            self.reset()?;
+            timer.start(&self.gpu)?;
+            let st =
+                self.first_token(prompt, &greedy, 1, &[], &mut |_| ControlFlow::Continue(()))?;
+            let t = timer.stop_ms(&self.gpu)?;
+            if st.0.generated.len() != 1 {
+                return Err(RuntimeError::CheckFailed(format!(
+                    "the first launch generated {} tokens, not 1",
+                    st.0.generated.len()
+                )));
+            }
+            if run >= warmup {
+                ms.push(t);
+            }
+        }
+        let ms = Stats::of(&ms).ok_or_else(|| RuntimeError::CheckFailed("no timings".into()))?;
+        Ok(PrefillTiming {
+            prompt_tokens: prompt.len(),
+            warmup_runs: warmup,
+            ms,
+            tok_per_s: ms.map(|m| prompt.len() as f64 / (m * 1e-3)),
+        })
+    }
+
+    /// Per-launch breakdown of one prefill of `prompt` (each launch timed
+    /// alone, so the sum exceeds an unprofiled run by the launch gaps), plus
+    /// the decode launch that samples the first token.
+    pub fn profile_prefill(&mut self, prompt: &[u32]) -> Result<Vec<PrefillStage>> {
+        self.reset()?;
+        let mut stages = Vec::new();
+        self.prefill_inner(prompt, 0, Some(&mut stages))?;
+        let timer = GpuTimer::new(&self.gpu)?;
+        let greedy = SamplingParams::greedy();
+        let last = *prompt
+            .last()
+            .ok_or_else(|| RuntimeError::InvalidArgument("empty prompt".into()))?;
+        let p = self.params(
+            &greedy,
+            prompt.len() as u32 - 1,
+            1,
+            1,
+            FLAG_RESID_READY,
+            &[],
+        );
+        timer.start(&self.gpu)?;
+        let _ = self.launch(&p, &[last], &mut |_| ControlFlow::Continue(()))?;
+        stages.push(PrefillStage {
+            label: "first token (decode kernel: final norm, LM head, sample)".into(),
+            launches: 1,
+            ms: timer.stop_ms(&self.gpu)?,
+        });
+        Ok(stages)
+    }
+
+    /// The request's first launch: the prompt (through prefill when on,
+    /// else absorbed token by token) and up to `max_new` sampled tokens.
+    fn first_token(
+        &mut self,
+        prompt: &[u32],
+        sampling: &SamplingParams,
+        max_new: u32,
+        stops: &[u32],
+        on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
+    ) -> Result<(LaunchStatus, ControlFlow<()>)> {
+        let last = *prompt
+            .last()
+            .ok_or_else(|| RuntimeError::InvalidArgument("empty prompt".into()))?;
+        if self.uses_prefill() {
+            self.prefill(prompt, 0)?;
+            if max_new == 0 {
+                self.gpu.synchronize()?;
+                return Ok((
+                    LaunchStatus {
+                        generated: Vec::new(),
+                        next_pos: prompt.len() as u32,
+                        stop_reason: lucebox_codegen::decode::abi::STOP_MAX_TOKENS,
+                        last_token: 0,
+                    },
+                    ControlFlow::Continue(()),
+                ));
+            }
+            let p = self.params(
+                sampling,
+                prompt.len() as u32 - 1,
+                1,
+                max_new,
+                FLAG_RESID_READY,
+                stops,
+            );
+            self.launch(&p, &[last], on_token)
+        } else {
+            let p = self.params(
+                sampling,
+                0,
+                prompt.len() as u32,
+                max_new,
+                FLAG_COUNT_INPUT,
+                stops,
+            );
+            self.launch(&p, prompt, on_token)
+        }
     }
 
     /// Greedy ids for `n` steps after `prompt`, no stop tokens.
@@ -674,16 +973,16 @@ impl GpuEngine {
         };
         // First launch: the prompt plus one token (its time is the prefill).
         let t0 = Instant::now();
+        let first_n = u32::from(req.max_tokens > 0);
+        let mut tokens = Vec::new();
+        let (mut st, mut flow) = self.first_token(
+            &req.prompt,
+            &req.sampling,
+            first_n,
+            &req.stop_tokens,
+            &mut |t| cb(t, &mut tokens),
+        )?;
         if req.max_tokens == 0 {
-            let p = self.params(
-                &req.sampling,
-                0,
-                req.prompt.len() as u32,
-                0,
-                FLAG_COUNT_INPUT,
-                &req.stop_tokens,
-            );
-            let _ = self.launch(&p, &req.prompt, &mut |_| ControlFlow::Continue(()))?;
             return Ok(GenerationOutcome {
                 generated,
                 stop,
@@ -691,16 +990,6 @@ impl GpuEngine {
                 decode_seconds: 0.0,
             });
         }
-        let p = self.params(
-            &req.sampling,
-            0,
-            req.prompt.len() as u32,
-            1,
-            FLAG_COUNT_INPUT,
-            &req.stop_tokens,
-        );
-        let mut tokens = Vec::new();
-        let (mut st, mut flow) = self.launch(&p, &req.prompt, &mut |t| cb(t, &mut tokens))?;
         let prefill_seconds = t0.elapsed().as_secs_f64();
         generated.append(&mut tokens);
         let t1 = Instant::now();

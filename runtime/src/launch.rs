@@ -222,8 +222,33 @@ impl Gpu {
     }
 
     /// Ordinary launch on the runtime stream (asynchronous).
-    pub fn launch(&self, kernel: &Kernel, cfg: LaunchConfig, mut args: KernelArgs) -> Result<()> {
-        kernel.allow_dynamic_smem(cfg.dynamic_smem_bytes)?;
+    pub fn launch(&self, kernel: &Kernel, cfg: LaunchConfig, args: KernelArgs) -> Result<()> {
+        self.launch_grid(
+            kernel,
+            [cfg.grid_blocks, 1, 1],
+            cfg.threads_per_block,
+            cfg.dynamic_smem_bytes,
+            args,
+        )
+    }
+
+    /// Ordinary launch on a 3-D grid of 1-D blocks (asynchronous); an empty
+    /// grid is an error rather than a silent no-op.
+    pub fn launch_grid(
+        &self,
+        kernel: &Kernel,
+        grid: [u32; 3],
+        threads_per_block: u32,
+        dynamic_smem_bytes: u32,
+        mut args: KernelArgs,
+    ) -> Result<()> {
+        if grid.contains(&0) || threads_per_block == 0 {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "launch of {} on grid {grid:?} x {threads_per_block} threads",
+                kernel.name
+            )));
+        }
+        kernel.allow_dynamic_smem(dynamic_smem_bytes)?;
         self.bind()?;
         let mut ptrs = args.pointers();
         // SAFETY: the argument slots live until the call returns (the driver
@@ -231,13 +256,13 @@ impl Gpu {
         unsafe {
             sys::cuLaunchKernel(
                 kernel.function.cu_function(),
-                cfg.grid_blocks,
+                grid[0],
+                grid[1],
+                grid[2],
+                threads_per_block,
                 1,
                 1,
-                cfg.threads_per_block,
-                1,
-                1,
-                cfg.dynamic_smem_bytes,
+                dynamic_smem_bytes,
                 self.stream().cu_stream(),
                 ptrs.as_mut_ptr(),
                 std::ptr::null_mut(),

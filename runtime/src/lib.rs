@@ -8,6 +8,7 @@ pub mod decode;
 pub mod error;
 pub mod libs;
 pub mod nvrtc;
+pub mod prefill;
 pub mod profile;
 
 pub use error::RuntimeError;

@@ -129,6 +129,38 @@ impl<T: Pod> DeviceBuffer<T> {
         self.sync()
     }
 
+    /// Copies `bytes` bytes from `src` at byte `src_byte` to this buffer at
+    /// byte `dst_byte`, on the runtime stream (queued, not waited for).
+    pub fn copy_bytes_from<U: Pod>(
+        &mut self,
+        dst_byte: usize,
+        src: &DeviceBuffer<U>,
+        src_byte: usize,
+        bytes: usize,
+    ) -> Result<()> {
+        if dst_byte + bytes > self.bytes() || src_byte + bytes > src.bytes() {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "device copy of {bytes} bytes from offset {src_byte} of a {}-byte buffer to offset {dst_byte} of a {}-byte buffer",
+                src.bytes(),
+                self.bytes()
+            )));
+        }
+        if bytes == 0 {
+            return Ok(());
+        }
+        self.bind()?;
+        // SAFETY: both ranges checked above; the allocations outlive the
+        // stream-ordered copy (they are freed only after synchronising).
+        check("cuMemcpyDtoDAsync", unsafe {
+            sys::cuMemcpyDtoDAsync_v2(
+                self.ptr + dst_byte as u64,
+                src.ptr + src_byte as u64,
+                bytes,
+                self.stream.cu_stream(),
+            )
+        })
+    }
+
     /// Sets every byte to `byte` (0xFF poisons f32/bf16 with NaN). Queued on
     /// the runtime stream; not waited for.
     pub fn fill_bytes(&mut self, byte: u8) -> Result<()> {

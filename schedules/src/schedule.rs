@@ -119,6 +119,15 @@ pub struct PrefillTiles {
     pub use_tensor_cores: bool,
     /// Use `cp.async` for global->shared copies (sm_80+).
     pub use_cp_async: bool,
+    /// GEMM inputs as two bf16 parts (the value and its remainder): f32-like
+    /// activation precision for twice the tensor-core work; off = plain bf16
+    /// activations.
+    #[serde(default = "default_true")]
+    pub split_activations: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// DDTree verification parameters.
@@ -373,6 +382,7 @@ impl Schedule {
                 attn_threads: 128,
                 use_tensor_cores: sm80,
                 use_cp_async: sm80,
+                split_activations: true,
             },
             tree: TreeParams {
                 budget: 22,

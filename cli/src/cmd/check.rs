@@ -35,6 +35,9 @@ pub struct Args {
     /// Greedy steps that must produce identical tokens.
     #[arg(long, default_value_t = 64)]
     pub greedy_steps: usize,
+    /// Longest prompt of the prefill checks (the CPU reference runs it too).
+    #[arg(long, default_value_t = 130)]
+    pub prefill_max: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -191,8 +194,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         results.push(run_one(name, f));
     }
     for model in &args.models {
-        for (name, f) in decode_checks::checks(&gpu, model, args.logit_positions, args.greedy_steps)
-        {
+        let limits = decode_checks::Limits {
+            positions: args.logit_positions,
+            steps: args.greedy_steps,
+            prefill_max: args.prefill_max,
+        };
+        for (name, f) in decode_checks::checks(&gpu, model, limits) {
             if !args.only.is_empty() && !args.only.iter().any(|o| name.contains(o.as_str())) {
                 continue;
             }
@@ -249,6 +256,53 @@ mod decode_checks {
         loaded: LoadedModel,
         cpu: Arc<ReferenceModel>,
         gpu: GpuEngine,
+        /// The prefill checks' prompt and the CPU reference's logits at
+        /// every position of it (computed once).
+        prefill_ref: Option<(Vec<u32>, Vec<Vec<f32>>)>,
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    pub struct Limits {
+        /// Teacher-forced positions compared.
+        pub positions: usize,
+        /// Greedy steps compared.
+        pub steps: usize,
+        /// Longest prefill prompt.
+        pub prefill_max: usize,
+    }
+
+    /// Prompt lengths of the prefill logits check: one token, the conv
+    /// window edges, both sides of the 64-token GDN chunk and GEMM tile.
+    fn prefill_lengths(max: usize) -> Vec<usize> {
+        let mut v: Vec<usize> = [1, 2, 3, 4, 63, 64, 65, 130, 520]
+            .into_iter()
+            .filter(|&t| t <= max)
+            .collect();
+        if !v.contains(&max) && max > 0 {
+            v.push(max);
+        }
+        v
+    }
+
+    /// The prefill prompt (`len` tokens) and the CPU logits of each position.
+    fn prefill_reference(sh: &mut Shared, len: usize) -> anyhow::Result<(Vec<u32>, Vec<Vec<f32>>)> {
+        if let Some((t, l)) = &sh.prefill_ref
+            && t.len() >= len
+        {
+            return Ok((t[..len].to_vec(), l[..len].to_vec()));
+        }
+        let toks = tokens(sh.loaded.config.vocab_size, len, 0x9F111);
+        let logits = sh.cpu.prompt_logits(&toks)?;
+        sh.prefill_ref = Some((toks.clone(), logits.clone()));
+        Ok((toks, logits))
+    }
+
+    fn describe(c: &lucebox_runtime::decode::LogitsComparison) -> String {
+        format!(
+            "max rel err {:.2e} (< 2e-2), argmax {:.1}% (>= 99%)",
+            c.max_rel_err,
+            100.0 * c.argmax_agreement
+        )
     }
 
     fn build(ordinal: usize, path: &str) -> anyhow::Result<Shared> {
@@ -259,7 +313,12 @@ mod decode_checks {
         let cache = KernelCache::open_default()?;
         let gpu =
             GpuEngine::new(gpu_dev, &*loaded.weights, schedule, &cache).context("GPU engine")?;
-        Ok(Shared { loaded, cpu, gpu })
+        Ok(Shared {
+            loaded,
+            cpu,
+            gpu,
+            prefill_ref: None,
+        })
     }
 
     /// Deterministic pseudo-random token ids (fresh per checkpoint).
@@ -270,18 +329,22 @@ mod decode_checks {
             .collect()
     }
 
-    pub fn checks<'a>(
-        gpu: &'a Gpu,
-        path: &'a str,
-        positions: usize,
-        steps: usize,
-    ) -> Vec<(String, CheckFn<'a>)> {
+    pub fn checks<'a>(gpu: &'a Gpu, path: &'a str, limits: Limits) -> Vec<(String, CheckFn<'a>)> {
+        let Limits {
+            positions,
+            steps,
+            prefill_max,
+        } = limits;
         let ordinal = gpu.info().ordinal;
-        // Both checks share one loaded checkpoint and engine, built by
-        // whichever runs first (a failure to build fails both).
+        // The checks share one loaded checkpoint and engine, built by
+        // whichever runs first (a failure to build fails them all).
         let shared: Rc<RefCell<Option<anyhow::Result<Shared>>>> = Rc::new(RefCell::new(None));
         let s1 = shared.clone();
-        let s2 = shared;
+        let s2 = shared.clone();
+        let s3 = shared.clone();
+        let s4 = shared.clone();
+        let s5 = shared.clone();
+        let s6 = shared;
         vec![
             (
                 format!("decode logits vs CPU reference ({path})"),
@@ -318,52 +381,170 @@ mod decode_checks {
                         let cpu = cpu_engine
                             .generate(&req, &mut |_| ControlFlow::Continue(()))?
                             .generated;
-                        let gpu = sh.gpu.greedy(&prompt, steps)?;
-                        let first_diff = cpu.iter().zip(&gpu).position(|(a, b)| a != b);
-                        Ok(match first_diff {
-                            None if cpu == gpu => (true, format!("{} identical tokens", gpu.len())),
-                            None => (
-                                false,
-                                format!("lengths differ: CPU {}, GPU {}", cpu.len(), gpu.len()),
+                        sh.gpu.set_use_prefill(false)?;
+                        let gpu = sh.gpu.greedy(&prompt, steps);
+                        sh.gpu.set_use_prefill(sh.gpu.info().prefill.is_ok())?;
+                        greedy_verdict(sh, &prompt, &cpu, &gpu?)
+                    })
+                }),
+            ),
+            (
+                format!(
+                    "prefill logits vs CPU reference, T = {:?} ({path})",
+                    prefill_lengths(prefill_max)
+                ),
+                Box::new(move || {
+                    with_shared(&s3, ordinal, path, |sh| {
+                        let lens = prefill_lengths(prefill_max);
+                        let (toks, cpu) = prefill_reference(sh, prefill_max.max(1))?;
+                        let mut ok = true;
+                        let mut parts = Vec::new();
+                        for &t in &lens {
+                            let gpu = sh.gpu.prefill_logits(&[&toks[..t]])?;
+                            let c = compare_logits(&[gpu], &cpu[t - 1..t]);
+                            ok &= c.passes();
+                            parts.push(format!(
+                                "T={t}: {:.2e}{}",
+                                c.max_rel_err,
+                                if c.passes() { "" } else { " FAIL" }
+                            ));
+                        }
+                        Ok((
+                            ok,
+                            format!(
+                                "last-position logits, max rel err (< 2e-2, same argmax): {}",
+                                parts.join(", ")
                             ),
-                            Some(i) => {
-                                // A divergence is a bf16 tie-break, not a bug, only when
-                                // the reference itself barely prefers its token: its
-                                // logit margin over the GPU's choice is within the
-                                // logits tolerance (2e-2 of the largest logit).
-                                let mut context = prompt.clone();
-                                context.extend_from_slice(&cpu[..i]);
-                                let out = sh.cpu.forward(
-                                    &mut sh.cpu.new_state(),
-                                    &context,
-                                    &ForwardOptions::default(),
-                                )?;
-                                let row = out.logits.last().context("no logits")?;
-                                let scale = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-                                let margin = row[cpu[i] as usize] - row[gpu[i] as usize];
-                                let rel = margin / scale.max(f32::MIN_POSITIVE);
-                                (
-                                    rel < 2e-2,
-                                    format!(
-                                        "identical for {i} steps; at step {i} CPU {} vs GPU {}: \
-                                         reference margin {margin:.3e} ({rel:.2e} of max |logit|, \
-                                         {} 2e-2: {})",
-                                        cpu[i],
-                                        gpu[i],
-                                        if rel < 2e-2 { "<" } else { ">=" },
-                                        if rel < 2e-2 {
-                                            "near-tie"
-                                        } else {
-                                            "real divergence"
-                                        }
-                                    ),
-                                )
+                        ))
+                    })
+                }),
+            ),
+            (
+                format!("prefill in pieces (start > 0) vs CPU reference ({path})"),
+                Box::new(move || {
+                    with_shared(&s4, ordinal, path, |sh| {
+                        let n = prefill_max.max(4);
+                        let (toks, cpu) = prefill_reference(sh, n)?;
+                        // Splits inside a conv window (1, 2), across a chunk edge, uneven.
+                        let splits: Vec<Vec<usize>> =
+                            vec![vec![1], vec![2], vec![n / 2], vec![3, n / 3, n - 1]];
+                        let mut ok = true;
+                        let mut parts = Vec::new();
+                        for cuts in &splits {
+                            let mut pieces: Vec<&[u32]> = Vec::new();
+                            let mut at = 0;
+                            for &c in cuts.iter().chain(std::iter::once(&n)) {
+                                if c > at {
+                                    pieces.push(&toks[at..c]);
+                                    at = c;
+                                }
                             }
-                        })
+                            let gpu = sh.gpu.prefill_logits(&pieces)?;
+                            let c = compare_logits(&[gpu], &cpu[n - 1..n]);
+                            ok &= c.passes();
+                            let lens: Vec<usize> = pieces.iter().map(|p| p.len()).collect();
+                            parts.push(format!(
+                                "{lens:?}: {:.2e}{}",
+                                c.max_rel_err,
+                                if c.passes() { "" } else { " FAIL" }
+                            ));
+                        }
+                        Ok((
+                            ok,
+                            format!(
+                                "T={n} as pieces, last-position max rel err: {}",
+                                parts.join(", ")
+                            ),
+                        ))
+                    })
+                }),
+            ),
+            (
+                format!("prefill then decode logits vs CPU reference ({path})"),
+                Box::new(move || {
+                    with_shared(&s5, ordinal, path, |sh| {
+                        let k = (prefill_max / 2).clamp(1, 67);
+                        let n = k + positions.max(1);
+                        let (toks, cpu) = prefill_reference(sh, n.max(prefill_max))?;
+                        let gpu = sh.gpu.teacher_forced_logits_after_prefill(&toks[..n], k)?;
+                        let c = compare_logits(&gpu, &cpu[k - 1..n]);
+                        Ok((
+                            c.passes(),
+                            format!(
+                                "prefill {k} tokens, then {} decode steps: {} positions, {}",
+                                n - k,
+                                c.positions,
+                                describe(&c)
+                            ),
+                        ))
+                    })
+                }),
+            ),
+            (
+                format!("prefill then greedy = CPU reference, {steps} steps ({path})"),
+                Box::new(move || {
+                    with_shared(&s6, ordinal, path, |sh| {
+                        let prompt = tokens(
+                            sh.loaded.config.vocab_size,
+                            prefill_max.clamp(1, 100),
+                            0x6EEE,
+                        );
+                        let (cpu, _) = sh.cpu.greedy(&prompt, steps)?;
+                        sh.gpu.set_use_prefill(true)?;
+                        let gpu = sh.gpu.greedy(&prompt, steps)?;
+                        greedy_verdict(sh, &prompt, &cpu, &gpu)
                     })
                 }),
             ),
         ]
+    }
+
+    /// Same greedy tokens, or a divergence that is a bf16 tie-break: the
+    /// reference itself barely prefers its token (its logit margin over the
+    /// GPU's choice is within the logits tolerance, 2e-2 of the largest).
+    fn greedy_verdict(
+        sh: &Shared,
+        prompt: &[u32],
+        cpu: &[u32],
+        gpu: &[u32],
+    ) -> anyhow::Result<(bool, String)> {
+        let first_diff = cpu.iter().zip(gpu).position(|(a, b)| a != b);
+        Ok(match first_diff {
+            None if cpu == gpu => (true, format!("{} identical tokens", gpu.len())),
+            None => (
+                false,
+                format!("lengths differ: CPU {}, GPU {}", cpu.len(), gpu.len()),
+            ),
+            Some(i) => {
+                let mut context = prompt.to_vec();
+                context.extend_from_slice(&cpu[..i]);
+                let out = sh.cpu.forward(
+                    &mut sh.cpu.new_state(),
+                    &context,
+                    &ForwardOptions::default(),
+                )?;
+                let row = out.logits.last().context("no logits")?;
+                let scale = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let margin = row[cpu[i] as usize] - row[gpu[i] as usize];
+                let rel = margin / scale.max(f32::MIN_POSITIVE);
+                (
+                    rel < 2e-2,
+                    format!(
+                        "identical for {i} steps; at step {i} CPU {} vs GPU {}: \
+                         reference margin {margin:.3e} ({rel:.2e} of max |logit|, \
+                         {} 2e-2: {})",
+                        cpu[i],
+                        gpu[i],
+                        if rel < 2e-2 { "<" } else { ">=" },
+                        if rel < 2e-2 {
+                            "near-tie"
+                        } else {
+                            "real divergence"
+                        }
+                    ),
+                )
+            }
+        })
     }
 
     fn with_shared(

@@ -26,6 +26,15 @@ __device__ __forceinline__ void grid_barrier(unsigned long long* counter) {
     __syncthreads();
 }
 
+// Named barrier for the KSPLIT warps of one matvec team (id 0 is __syncthreads).
+__device__ __forceinline__ void team_sync(int team, int threads) {
+    asm volatile("bar.sync %0, %1;" :: "r"(team + 1), "r"(threads) : "memory");
+}
+"#;
+
+/// The last-arrival tile counter, shared by the decode megakernel and the
+/// prefill GEMM's split-K reduction.
+pub const TILE_COUNTER: &str = r#"// ---- tile counter: the last of `expected` arrivals ----
 // Called by one thread after its tile's results are written. Returns true in
 // exactly one of `expected` arrivals (the last); that arrival resets the
 // counter to 0 so the next use (after a grid barrier) starts clean.
@@ -38,10 +47,5 @@ __device__ __forceinline__ bool tile_arrive_is_last(u32* counter, u32 expected) 
         return true;
     }
     return false;
-}
-
-// Named barrier for the KSPLIT warps of one matvec team (id 0 is __syncthreads).
-__device__ __forceinline__ void team_sync(int team, int threads) {
-    asm volatile("bar.sync %0, %1;" :: "r"(team + 1), "r"(threads) : "memory");
 }
 "#;

@@ -126,6 +126,13 @@ pub const FLAG_WRITE_LOGITS: u32 = 1;
 /// counts (set for new prompt tokens; clear when feeding back the last
 /// generated token, which was counted when it was sampled).
 pub const FLAG_COUNT_INPUT: u32 = 2;
+/// `DecodeParams::flags`: the `resid` buffer already holds the residual
+/// stream after the last layer for the launch's first input token (written
+/// by prefill): that step skips the embedding and the layers and only runs
+/// the final norm, LM head and sampler. Its position must be the prompt's
+/// last (`start_pos` = prompt length - 1) and its KV/GDN/conv state already
+/// includes that token.
+pub const FLAG_RESID_READY: u32 = 4;
 
 /// Status words (buffer `status`, u32 each).
 pub const STATUS_N_GENERATED: usize = 0;

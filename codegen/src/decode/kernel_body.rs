@@ -237,7 +237,9 @@ KERNEL_NAME(const void* const* __restrict__ Wt, void* const* __restrict__ Bt, co
         if (token >= (u32)VOCAB) { err = ERR_BAD_TOKEN; stop = STOP_ERROR; break; }
         if (is_input && (p.flags & FLAG_COUNT_INPUT) && blockIdx.x == 0 && threadIdx.x == 0) B.counts[token] |= 0x80000000u;
         const bool want_token = p.max_new_tokens > 0u && step + 1u >= p.n_input;
-        for (int layer = 0; layer < N_LAYERS; ++layer) {
+        // After prefill the first step's layers already ran: resid is ready.
+        const bool resid_ready = step == 0u && (p.flags & FLAG_RESID_READY);
+        for (int layer = 0; layer < N_LAYERS && !resid_ready; ++layer) {
             if (LAYER_IS_ATTN[layer]) attn_layer(B, Wt, layer, token, pos, xs, red, want_token);
             else gdn_layer(B, Wt, layer, token, xs, red, want_token);
         }

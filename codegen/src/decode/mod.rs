@@ -668,6 +668,11 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
             ),
             Constant::int("FLAG_WRITE_LOGITS", abi::FLAG_WRITE_LOGITS, ""),
             Constant::int("FLAG_COUNT_INPUT", abi::FLAG_COUNT_INPUT, ""),
+            Constant::int(
+                "FLAG_RESID_READY",
+                abi::FLAG_RESID_READY,
+                "step 0 starts at the final norm (prefill wrote resid)",
+            ),
             Constant::int("MAX_EOS", abi::MAX_EOS_IDS as i64, ""),
             Constant::int("STATUS_N_GENERATED", abi::STATUS_N_GENERATED as i64, ""),
             Constant::int("STATUS_ERROR", abi::STATUS_ERROR as i64, ""),
@@ -794,6 +799,7 @@ pub fn generate_decode(
     src.push('\n');
     for part in [
         blocks::sync::SYNC,
+        blocks::sync::TILE_COUNTER,
         blocks::rms_norm::RMS_NORM,
         blocks::embedding::EMBEDDING,
         blocks::matvec::MATVEC,

@@ -3,6 +3,17 @@
 //! arch-dependent pieces (cp.async or plain copies, mma.sync or FMA) are
 //! chosen in Rust so each file holds only code its arch can run.
 
+/// How a kernel stores an activation that a GEMM reads.
+pub const ACT_STORE: &str = r#"// ---- GEMM input activations: ACT_PARTS bf16 parts per value ----
+// Row of a K-wide activation = ACT_PARTS x K bf16: the value rounded (hi) at row[k] and, with
+// ACT_PARTS == 2, the remainder bf16(v - hi) at row[K + k], so the GEMM sees 16 mantissa bits.
+__device__ __forceinline__ void store_act(u16* row, int k, int K, float v) {
+    const u16 hi = f32_to_bf16(v);
+    row[k] = hi;
+    if (ACT_PARTS == 2) row[K + k] = f32_to_bf16(v - bf16_to_f32(hi));
+}
+"#;
+
 /// Embedding gather and the zero-centred RMSNorm over T rows.
 pub const ROWWISE: &str = r#"// ---- prefill_embed: resid[t][i] = embed_tokens[tokens[t]][i] (bf16 -> f32) ----
 extern "C" __global__ void __launch_bounds__(ROW_THREADS)
@@ -13,7 +24,14 @@ prefill_embed(const u32* __restrict__ tokens, int T, const u16* __restrict__ tab
     resid[idx] = bf16_to_f32(table[(size_t)tokens[t] * HIDDEN + i]);
 }
 
-// ---- prefill_rms_norm: out[t] = bf16(x[t] / sqrt(mean(x[t]^2) + eps) * (1 + w)), one block per row ----
+// ---- prefill_mark_inputs: counts[tokens[t]] |= seen-in-input bit (the decode penalties' view of the prompt) ----
+extern "C" __global__ void __launch_bounds__(ROW_THREADS)
+prefill_mark_inputs(const u32* __restrict__ tokens, int T, u32* __restrict__ counts) {
+    const int t = blockIdx.x * ROW_THREADS + threadIdx.x;
+    if (t < T) atomicOr(counts + tokens[t], 0x80000000u);
+}
+
+// ---- prefill_rms_norm: out[t] = act(x[t] / sqrt(mean(x[t]^2) + eps) * (1 + w)), one block per row ----
 extern "C" __global__ void __launch_bounds__(ROW_THREADS)
 prefill_rms_norm(const float* __restrict__ x, const float* __restrict__ w, int T, u16* __restrict__ out) {
     __shared__ float red[ROW_THREADS / 32];
@@ -29,7 +47,7 @@ prefill_rms_norm(const float* __restrict__ x, const float* __restrict__ w, int T
     tot = warp_sum(tot);
     const float inv = rsqrtf(tot / (float)HIDDEN + RMS_EPS);
     for (int i = threadIdx.x; i < HIDDEN; i += ROW_THREADS)
-        out[(size_t)t * HIDDEN + i] = f32_to_bf16(row[i] * inv * (1.0f + w[i]));
+        store_act(out + (size_t)t * ACT_PARTS * HIDDEN, i, HIDDEN, row[i] * inv * (1.0f + w[i]));
 }
 "#;
 
@@ -57,12 +75,19 @@ __device__ __forceinline__ void copy_commit() {}
 template <int N> __device__ __forceinline__ void copy_wait() {}
 "#;
 
-/// GEMM pieces shared by both math paths: smem layout, tile loader, epilogue.
+/// GEMM pieces shared by both math paths: smem layout, tile loader, split-K
+/// finish and epilogue.
 pub const GEMM_COMMON: &str = r#"// ---- prefill_gemm: Y[M, N] = X[M, K] . W[N, K]^T, bf16 in, f32 accumulate ----
 // Block tile GEMM_BM x GEMM_BN, K in steps of GEMM_BK through a GEMM_STAGES-deep smem ring.
 // Rows of a stage are padded to GEMM_SK halves: 16-byte aligned for the copies and
 // conflict-free for the 32-bit fragment loads. K must be a multiple of GEMM_BK; M and N
 // are bounds-checked (rows past M/N are zero-filled and never stored).
+// Activations: each X row holds ACT_PARTS x K bf16, the value's bf16 `hi` then (ACT_PARTS == 2)
+// its bf16 remainder `lo` = bf16(x - hi), so X . W^T = hi . W^T + lo . W^T is a GEMM over
+// ACT_PARTS x K whose k-th weight column is W[:, k mod K] (16 mantissa bits of activation).
+// Split-K: blockIdx.z takes a contiguous range of the k tiles; with splits > 1 every split
+// stores its f32 tile to `partials`, and the last to arrive at the tile's counter sums them in
+// split order (deterministic) and runs the epilogue.
 constexpr int GEMM_SK = GEMM_BK + 8;
 constexpr int GEMM_A_TILE = GEMM_BM * GEMM_SK;
 constexpr int GEMM_B_TILE = GEMM_BN * GEMM_SK;
@@ -77,28 +102,30 @@ static_assert(GEMM_BK % 16 == 0 && GEMM_BN % 16 == 0 && GEMM_BM % 16 == 0, "mma 
 // Epilogues (the `epilogue` argument).
 constexpr int EPI_STORE_F32 = 0;     // Yf = acc
 constexpr int EPI_ADD_F32 = 1;       // Yf += acc (residual add, in place)
-constexpr int EPI_STORE_BF16 = 2;    // Yb = bf16(acc)
-constexpr int EPI_SWIGLU_BF16 = 3;   // Yb = bf16(silu(X.W^T) * (X.W2^T)); W = gate, W2 = up
+constexpr int EPI_STORE_BF16 = 2;    // Yb = activation(acc): a GEMM input (ACT_PARTS x N per row)
+constexpr int EPI_SWIGLU_BF16 = 3;   // Yb = activation(silu(X.W^T) * (X.W2^T)); W = gate, W2 = up
 
-// One stage: X rows [m0, m0+BM) and weight rows of this block, columns [k0, k0+BK).
+// One stage: X rows [m0, m0+BM) and weight rows of this block, columns [k0, k0+BK) of the
+// ACT_PARTS x K activation row (weight column k0 mod K: BK divides K, so a stage never straddles).
 // SwiGLU blocks cover BN/2 output columns: stage rows [0, BN/2) from W (gate), the rest from W2 (up).
 __device__ __forceinline__ void gemm_load_stage(u16* st, const u16* __restrict__ X, const u16* __restrict__ W,
                                                 const u16* __restrict__ W2, int M, int N, int K, int m0, int n0,
                                                 int k0, bool swiglu) {
     constexpr int CPR = GEMM_BK / 8;  // 16-byte chunks per row
+    const int kw = k0 >= K ? k0 - K : k0;
     for (int i = threadIdx.x; i < (GEMM_BM + GEMM_BN) * CPR; i += GEMM_THREADS) {
         const int row = i / CPR, ch = (i % CPR) * 8;
         if (row < GEMM_BM) {
             const int m = m0 + row;
             const bool ok = m < M;
-            copy16(st + row * GEMM_SK + ch, X + (size_t)(ok ? m : 0) * K + k0 + ch, ok);
+            copy16(st + row * GEMM_SK + ch, X + (size_t)(ok ? m : 0) * (ACT_PARTS * K) + k0 + ch, ok);
         } else {
             const int r = row - GEMM_BM;
             const u16* src = W;
             int n = n0 + r;
             if (swiglu && r >= GEMM_BN / 2) { src = W2; n = n0 + r - GEMM_BN / 2; }
             const bool ok = n < N;
-            copy16(st + GEMM_A_TILE + r * GEMM_SK + ch, src + (size_t)(ok ? n : 0) * K + k0 + ch, ok);
+            copy16(st + GEMM_A_TILE + r * GEMM_SK + ch, src + (size_t)(ok ? n : 0) * K + kw + ch, ok);
         }
     }
 }
@@ -114,9 +141,43 @@ __device__ __forceinline__ void gemm_epilogue(const float* Cs, int M, int N, int
         const size_t o = (size_t)m * N + n;
         if (epilogue == EPI_STORE_F32) Yf[o] = v;
         else if (epilogue == EPI_ADD_F32) Yf[o] += v;
-        else if (epilogue == EPI_STORE_BF16) Yb[o] = f32_to_bf16(v);
-        else Yb[o] = f32_to_bf16(silu_f(v) * Cs[r * GEMM_CS + c + GEMM_BN / 2]);
+        else if (epilogue == EPI_STORE_BF16) store_act(Yb + (size_t)m * ACT_PARTS * N, n, N, v);
+        else store_act(Yb + (size_t)m * ACT_PARTS * N, n, N, silu_f(v) * Cs[r * GEMM_CS + c + GEMM_BN / 2]);
     }
+}
+
+// The k tiles of split blockIdx.z: [kt0, kt1).
+__device__ __forceinline__ void gemm_split_range(int KT, int splits, int& kt0, int& kt1) {
+    const int per = (KT + splits - 1) / splits;
+    kt0 = min(KT, (int)blockIdx.z * per);
+    kt1 = min(KT, kt0 + per);
+}
+
+// After the block's f32 tile is in Cs: the epilogue, or (split-K) publish the tile and let the
+// last split of this output tile sum all splits in order and run the epilogue.
+__device__ __forceinline__ void gemm_finish(float* Cs, int M, int N, int m0, int n0, int epilogue, int splits,
+                                            float* __restrict__ partials, u32* __restrict__ counters,
+                                            float* __restrict__ Yf, u16* __restrict__ Yb) {
+    if (splits > 1) {
+        __shared__ u32 is_last;
+        const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+        float* mine = partials + ((size_t)tile * splits + blockIdx.z) * (GEMM_BM * GEMM_BN);
+        for (int i = threadIdx.x; i < GEMM_BM * GEMM_BN; i += GEMM_THREADS)
+            mine[i] = Cs[(i / GEMM_BN) * GEMM_CS + i % GEMM_BN];
+        __syncthreads();
+        if (threadIdx.x == 0) is_last = tile_arrive_is_last(counters + tile, (u32)splits) ? 1u : 0u;
+        __syncthreads();
+        if (!is_last) return;
+        __threadfence();
+        const float* all = partials + (size_t)tile * splits * (GEMM_BM * GEMM_BN);
+        for (int i = threadIdx.x; i < GEMM_BM * GEMM_BN; i += GEMM_THREADS) {
+            float v = 0.0f;
+            for (int z = 0; z < splits; ++z) v += __ldcg(all + (size_t)z * (GEMM_BM * GEMM_BN) + i);
+            Cs[(i / GEMM_BN) * GEMM_CS + i % GEMM_BN] = v;
+        }
+        __syncthreads();
+    }
+    gemm_epilogue(Cs, M, N, m0, n0, epilogue, Yf, Yb);
 }
 "#;
 
@@ -147,7 +208,8 @@ __device__ __forceinline__ void mma_bf16_16816(float* d, const u32* a, const u32
 
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __restrict__ W2, int M, int N, int K,
-             int epilogue, float* __restrict__ Yf, u16* __restrict__ Yb) {
+             int epilogue, int splits, float* __restrict__ partials, u32* __restrict__ counters,
+             float* __restrict__ Yf, u16* __restrict__ Yb) {
     __shared__ __align__(16) unsigned char smem[GEMM_SMEM_BYTES];
     u16* ring = reinterpret_cast<u16*>(smem);
     const bool swiglu = epilogue == EPI_SWIGLU_BF16;
@@ -164,17 +226,19 @@ prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
 
-    const int KT = K / GEMM_BK;
+    int kt0, kt1;
+    gemm_split_range(ACT_PARTS * K / GEMM_BK, splits, kt0, kt1);
+    const int KT = kt1 - kt0;
 #pragma unroll
     for (int s = 0; s < GEMM_STAGES - 1; ++s) {
-        if (s < KT) gemm_load_stage(ring + s * GEMM_STAGE, X, W, W2, M, N, K, m0, n0, s * GEMM_BK, swiglu);
+        if (s < KT) gemm_load_stage(ring + s * GEMM_STAGE, X, W, W2, M, N, K, m0, n0, (kt0 + s) * GEMM_BK, swiglu);
         copy_commit();
     }
     for (int kt = 0; kt < KT; ++kt) {
         copy_wait<GEMM_STAGES - 2>();
         __syncthreads();  // stage kt landed for every thread; stage kt-1 is free to refill
         const int nk = kt + GEMM_STAGES - 1;
-        if (nk < KT) gemm_load_stage(ring + (nk % GEMM_STAGES) * GEMM_STAGE, X, W, W2, M, N, K, m0, n0, nk * GEMM_BK, swiglu);
+        if (nk < KT) gemm_load_stage(ring + (nk % GEMM_STAGES) * GEMM_STAGE, X, W, W2, M, N, K, m0, n0, (kt0 + nk) * GEMM_BK, swiglu);
         copy_commit();
         const u16* As = ring + (kt % GEMM_STAGES) * GEMM_STAGE;
         const u16* Bs = As + GEMM_A_TILE;
@@ -211,7 +275,7 @@ prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __
             Cs[(r + 8) * GEMM_CS + c + 1] = acc[i][j][3];
         }
     __syncthreads();
-    gemm_epilogue(Cs, M, N, m0, n0, epilogue, Yf, Yb);
+    gemm_finish(Cs, M, N, m0, n0, epilogue, splits, partials, counters, Yf, Yb);
 }
 "#;
 
@@ -222,7 +286,8 @@ static_assert(GEMM_BM * GEMM_BN % GEMM_THREADS == 0, "outputs per thread");
 
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __restrict__ W2, int M, int N, int K,
-             int epilogue, float* __restrict__ Yf, u16* __restrict__ Yb) {
+             int epilogue, int splits, float* __restrict__ partials, u32* __restrict__ counters,
+             float* __restrict__ Yf, u16* __restrict__ Yb) {
     __shared__ __align__(16) unsigned char smem[GEMM_SMEM_BYTES];
     u16* ring = reinterpret_cast<u16*>(smem);
     const bool swiglu = epilogue == EPI_SWIGLU_BF16;
@@ -231,17 +296,19 @@ prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __
     float acc[GEMM_OPT];
 #pragma unroll
     for (int o = 0; o < GEMM_OPT; ++o) acc[o] = 0.0f;
-    const int KT = K / GEMM_BK;
+    int kt0, kt1;
+    gemm_split_range(ACT_PARTS * K / GEMM_BK, splits, kt0, kt1);
+    const int KT = kt1 - kt0;
 #pragma unroll
     for (int s = 0; s < GEMM_STAGES - 1; ++s) {
-        if (s < KT) gemm_load_stage(ring + s * GEMM_STAGE, X, W, W2, M, N, K, m0, n0, s * GEMM_BK, swiglu);
+        if (s < KT) gemm_load_stage(ring + s * GEMM_STAGE, X, W, W2, M, N, K, m0, n0, (kt0 + s) * GEMM_BK, swiglu);
         copy_commit();
     }
     for (int kt = 0; kt < KT; ++kt) {
         copy_wait<GEMM_STAGES - 2>();
         __syncthreads();
         const int nk = kt + GEMM_STAGES - 1;
-        if (nk < KT) gemm_load_stage(ring + (nk % GEMM_STAGES) * GEMM_STAGE, X, W, W2, M, N, K, m0, n0, nk * GEMM_BK, swiglu);
+        if (nk < KT) gemm_load_stage(ring + (nk % GEMM_STAGES) * GEMM_STAGE, X, W, W2, M, N, K, m0, n0, (kt0 + nk) * GEMM_BK, swiglu);
         copy_commit();
         const u16* As = ring + (kt % GEMM_STAGES) * GEMM_STAGE;
         const u16* Bs = As + GEMM_A_TILE;
@@ -266,7 +333,7 @@ prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __
         Cs[(e / GEMM_BN) * GEMM_CS + e % GEMM_BN] = acc[o];
     }
     __syncthreads();
-    gemm_epilogue(Cs, M, N, m0, n0, epilogue, Yf, Yb);
+    gemm_finish(Cs, M, N, m0, n0, epilogue, splits, partials, counters, Yf, Yb);
 }
 "#;
 
@@ -578,7 +645,7 @@ prefill_gdn_chunked(const float* __restrict__ qkv, const float* __restrict__ b_p
     }
 }
 
-// ---- prefill_gated_rms_norm: out = bf16(w * norm(o) * silu(z)) per (token, v-head); NOT zero-centred ----
+// ---- prefill_gated_rms_norm: out = act(w * norm(o) * silu(z)) per (token, v-head); NOT zero-centred ----
 extern "C" __global__ void __launch_bounds__(ROW_THREADS)
 prefill_gated_rms_norm(const float* __restrict__ o, const float* __restrict__ z, const float* __restrict__ w, int T,
                        u16* __restrict__ out) {
@@ -589,7 +656,9 @@ prefill_gated_rms_norm(const float* __restrict__ o, const float* __restrict__ z,
     float ss = 0.0f;
     for (int d = lane; d < GDN_DV; d += 32) ss = fmaf(o[base + d], o[base + d], ss);
     const float inv = rsqrtf(warp_sum(ss) / (float)GDN_DV + RMS_EPS);
-    for (int d = lane; d < GDN_DV; d += 32) out[base + d] = f32_to_bf16(w[d] * (o[base + d] * inv) * silu_f(z[base + d]));
+    u16* row = out + (size_t)(gw / GDN_HV) * ACT_PARTS * VALUE_DIM;
+    for (int d = lane; d < GDN_DV; d += 32)
+        store_act(row, (gw % GDN_HV) * GDN_DV + d, VALUE_DIM, w[d] * (o[base + d] * inv) * silu_f(z[base + d]));
 }
 "#;
 
@@ -634,7 +703,7 @@ prefill_qk_norm_rope(const float* __restrict__ qg, const float* __restrict__ k, 
 // The warps of a block read the same kv head's keys, so K/V rows are shared through L1.
 // Keys are visited ATT_KEYS_PER_STEP at a time (independent dot products in flight).
 // The cache was written by an earlier launch: plain (L1-cached) loads are coherent here.
-// out: [T][ATT_OUT_DIM] bf16 = softmax(q K^T) V * sigmoid(gate).
+// out: [T][ACT_PARTS x ATT_OUT_DIM] GEMM input (store_act) = softmax(q K^T) V * sigmoid(gate).
 template <int N>
 __device__ __forceinline__ void load_bf16_l1(const u16* p, float* o) {
     if constexpr (N == 8) {
@@ -699,6 +768,8 @@ prefill_attention(const float* __restrict__ q, const float* __restrict__ qg, int
         const float gate = qg[(size_t)t * ATT_QG_DIM + hq * 2 * ATT_HD + ATT_HD + d0 + e];
         o[e] = acc[e] * inv * sigmoid_f(gate);
     }
-    store_bf16_vec<ATT_EPL>(out + (size_t)t * ATT_OUT_DIM + hq * ATT_HD + d0, o);
+    u16* row = out + (size_t)t * ACT_PARTS * ATT_OUT_DIM;
+#pragma unroll
+    for (int e = 0; e < ATT_EPL; ++e) store_act(row, hq * ATT_HD + d0 + e, ATT_OUT_DIM, o[e]);
 }
 "#;

@@ -31,9 +31,10 @@ use crate::blocks;
 use crate::cuda::{Constant, HeaderInfo, header, write_constants};
 use crate::{CodegenError, GeneratedKernel, KernelKind};
 
-pub use plan::{Grid, Launch, PrefillPlan, prefill_plan};
+pub use plan::{Arg, Grid, Handoff, Launch, PrefillPlan, ScratchBuffer, prefill_plan};
 
-pub const ENTRY_POINTS: [&str; 9] = [
+pub const ENTRY_POINTS: [&str; 10] = [
+    "prefill_mark_inputs",
     "prefill_embed",
     "prefill_rms_norm",
     "prefill_gemm",
@@ -48,7 +49,7 @@ pub const ENTRY_POINTS: [&str; 9] = [
 /// Threads of the row-wise kernels (embed, norms, conv, qk norm).
 pub const ROW_THREADS: u32 = 256;
 /// Tokens per thread of the conv kernel (one thread per channel and segment).
-pub const CONV_SEG: u32 = 64;
+pub const CONV_SEG: u32 = 16;
 /// Value columns per block of the chunked gated delta rule.
 pub const GDN_DVS: u32 = 32;
 pub const GDN_THREADS: u32 = 256;
@@ -69,6 +70,8 @@ pub struct PrefillGeometry {
     pub gemm_smem_bytes: u32,
     pub gdn_smem_bytes: u32,
     pub attn_threads: u32,
+    /// bf16 parts per GEMM input value: 2 splits it into hi + remainder.
+    pub act_parts: u32,
 }
 
 /// Warp grid of the mma path: the split of the block tile whose warp tiles
@@ -92,6 +95,12 @@ pub fn geometry(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillGeometry,
             p.gemm_tile_m, p.gemm_tile_n
         ))
     })?;
+    if !128u32.is_multiple_of(p.gemm_tile_m) {
+        return Err(CodegenError::Config(format!(
+            "prefill GEMM: tile_m {} must divide 128 (the runtime sizes scratch in 128-token steps)",
+            p.gemm_tile_m
+        )));
+    }
     let sk = p.gemm_tile_k + 8;
     let ring = stages * (p.gemm_tile_m + p.gemm_tile_n) * sk * 2;
     let staging = p.gemm_tile_m * (p.gemm_tile_n + 4) * 4;
@@ -139,6 +148,7 @@ pub fn geometry(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillGeometry,
         gemm_smem_bytes: gemm_smem,
         gdn_smem_bytes: gdn_smem,
         attn_threads: p.attn_threads,
+        act_parts: if p.split_activations { 2 } else { 1 },
     })
 }
 
@@ -204,6 +214,11 @@ pub fn generate_prefill(
             Constant::int("GEMM_BK", g.gemm_bk, "GEMM k step"),
             Constant::int("GEMM_STAGES", g.gemm_stages, "smem ring depth"),
             Constant::int("GEMM_THREADS", g.gemm_threads, ""),
+            Constant::int(
+                "ACT_PARTS",
+                g.act_parts,
+                "bf16 parts per GEMM input value (2: hi + remainder)",
+            ),
             Constant::int("GEMM_WARPS_N", g.gemm_warps_n, "warp grid columns"),
             Constant::int("GEMM_WTM", g.gemm_bm / g.gemm_warps_m, "warp tile rows"),
             Constant::int("GEMM_WTN", g.gemm_bn / g.gemm_warps_n, "warp tile columns"),
@@ -233,6 +248,8 @@ pub fn generate_prefill(
     src.push('\n');
     src.push_str(blocks::decode_attention::HEAD_HELPERS);
     src.push('\n');
+    src.push_str(kernels::ACT_STORE);
+    src.push('\n');
     src.push_str(kernels::ROWWISE);
     src.push('\n');
     src.push_str(if p.use_cp_async {
@@ -240,6 +257,8 @@ pub fn generate_prefill(
     } else {
         kernels::COPY_PLAIN
     });
+    src.push('\n');
+    src.push_str(blocks::sync::TILE_COUNTER);
     src.push('\n');
     src.push_str(kernels::GEMM_COMMON);
     src.push('\n');

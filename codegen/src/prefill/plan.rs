@@ -12,11 +12,13 @@ use crate::CodegenError;
 /// A launch grid as a function of the prompt length T.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grid {
-    /// GEMM: `[ceil(n / cols_per_block), ceil(T / rows_per_block), 1]`.
+    /// GEMM: `[ceil(n / cols_per_block), ceil(T / rows_per_block), splits]`.
     GemmTiles {
         n: u32,
         cols_per_block: u32,
         rows_per_block: u32,
+        /// Split-K factor (blockIdx.z).
+        splits: u32,
     },
     /// One block per token: `[T, 1, 1]`.
     PerToken,
@@ -44,7 +46,12 @@ impl Grid {
                 n,
                 cols_per_block,
                 rows_per_block,
-            } => [n.div_ceil(cols_per_block), t.div_ceil(rows_per_block), 1],
+                splits,
+            } => [
+                n.div_ceil(cols_per_block),
+                t.div_ceil(rows_per_block),
+                splits.max(1),
+            ],
             Grid::PerToken => [t, 1, 1],
             Grid::PerTokenItems {
                 items_per_token,
@@ -85,6 +92,8 @@ pub enum Arg {
     PromptLen,
     /// Position of the first prompt token (int).
     StartPos,
+    /// A whole decode-ABI buffer by name (`token_counts`).
+    DecodeBuffer(&'static str),
     /// A literal int (GEMM dims, epilogue selector).
     Int(i32),
     /// A null pointer (unused operand).
@@ -110,12 +119,28 @@ pub struct ScratchBuffer {
     pub name: &'static str,
     pub bytes_per_token: u64,
     pub what: &'static str,
+    /// Zeroed once at allocation (counters that reset themselves); other
+    /// scratch is poisoned instead.
+    pub zeroed: bool,
+}
+
+/// How prefill hands over to the decode megakernel: after the launches the
+/// runtime copies the last prompt row of `scratch` (the residual stream after
+/// the last layer) into the decode ABI buffer `decode_buffer`; a decode
+/// launch with `FLAG_RESID_READY` then starts that token at the final norm,
+/// LM head and sampler.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handoff {
+    pub scratch: &'static str,
+    pub decode_buffer: &'static str,
+    pub row_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrefillPlan {
     pub scratch: Vec<ScratchBuffer>,
     pub launches: Vec<Launch>,
+    pub handoff: Handoff,
 }
 
 /// GEMM epilogue selectors (`EPI_*` in the generated file).
@@ -129,58 +154,77 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
     let g = geometry(cfg, sched)?;
     let u = |v: usize| v as u32;
     let (d, inter) = (u(cfg.hidden_size), u(cfg.intermediate_size));
-    let scratch = vec![
+    let act = g.act_parts as u64;
+    let mut scratch = vec![
         ScratchBuffer {
             name: "resid",
             bytes_per_token: d as u64 * 4,
             what: "f32 [T][hidden] residual stream",
+            zeroed: false,
         },
         ScratchBuffer {
             name: "xnorm",
-            bytes_per_token: d as u64 * 2,
-            what: "bf16 [T][hidden] normed GEMM input",
+            bytes_per_token: d as u64 * 2 * act,
+            what: "bf16 [T][ACT_PARTS x hidden] normed GEMM input",
+            zeroed: false,
         },
         ScratchBuffer {
             name: "proj_a",
             bytes_per_token: cfg.q_proj_out().max(cfg.conv_dim()) as u64 * 4,
             what: "f32: q_proj (attention) or in_proj_qkv (GDN) output",
+            zeroed: false,
         },
         ScratchBuffer {
             name: "proj_b",
             bytes_per_token: cfg.kv_dim().max(cfg.linear_value_dim()) as u64 * 4,
             what: "f32: k_proj or in_proj_z output",
+            zeroed: false,
         },
         ScratchBuffer {
             name: "proj_c",
             bytes_per_token: cfg.kv_dim().max(cfg.linear_num_value_heads) as u64 * 4,
             what: "f32: v_proj or in_proj_b output",
+            zeroed: false,
         },
         ScratchBuffer {
             name: "proj_d",
             bytes_per_token: cfg.linear_num_value_heads as u64 * 4,
             what: "f32: in_proj_a output",
+            zeroed: false,
         },
         ScratchBuffer {
             name: "mixed",
             bytes_per_token: cfg.attn_out_dim().max(cfg.conv_dim()) as u64 * 4,
             what: "f32: roped q (attention) or conv output (GDN)",
+            zeroed: false,
         },
         ScratchBuffer {
             name: "gdn_o",
             bytes_per_token: cfg.linear_value_dim() as u64 * 4,
             what: "f32 [T][value_dim] delta-rule output",
+            zeroed: false,
         },
         ScratchBuffer {
             name: "mixer_out",
-            bytes_per_token: cfg.attn_out_dim().max(cfg.linear_value_dim()) as u64 * 2,
-            what: "bf16: gated attention / gated-norm output (o_proj, out_proj input)",
+            bytes_per_token: cfg.attn_out_dim().max(cfg.linear_value_dim()) as u64 * 2 * act,
+            what: "bf16 x ACT_PARTS: gated attention / gated-norm output (o_proj, out_proj input)",
+            zeroed: false,
         },
         ScratchBuffer {
             name: "mlp_act",
-            bytes_per_token: inter as u64 * 2,
-            what: "bf16 [T][intermediate] silu(gate) * up",
+            bytes_per_token: inter as u64 * 2 * act,
+            what: "bf16 [T][ACT_PARTS x intermediate] silu(gate) * up",
+            zeroed: false,
         },
     ];
+    // Split-K so that a GEMM at a typical prompt (512 tokens) gives every SM
+    // about 4 blocks, with at least 8 k tiles per split.
+    let nominal_t = 512u32;
+    let split_for = |col_blocks: u32, k: u32| -> u32 {
+        let tiles = col_blocks * nominal_t.div_ceil(g.gemm_bm);
+        let max_split = (g.act_parts * k / g.gemm_bk / 8).clamp(1, 8);
+        (4 * sched.sm_count).div_ceil(tiles).clamp(1, max_split)
+    };
     let gemm = |layer: usize,
                 w: String,
                 w2: Option<String>,
@@ -191,12 +235,15 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
                 yf: Option<&'static str>,
                 yb: Option<&'static str>| {
         let swiglu = epi == EPI_SWIGLU_BF16;
+        let cols_per_block = if swiglu { g.gemm_bn / 2 } else { g.gemm_bn };
+        let splits = split_for(n.div_ceil(cols_per_block), k);
         Launch {
             kernel: "prefill_gemm",
             grid: Grid::GemmTiles {
                 n,
-                cols_per_block: if swiglu { g.gemm_bn / 2 } else { g.gemm_bn },
+                cols_per_block,
                 rows_per_block: g.gemm_bm,
+                splits,
             },
             block: g.gemm_threads,
             dynamic_smem: 0,
@@ -209,6 +256,9 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
                 Arg::Int(n as i32),
                 Arg::Int(k as i32),
                 Arg::Int(epi),
+                Arg::Int(splits as i32),
+                Arg::Scratch("gemm_partials"),
+                Arg::Scratch("gemm_counters"),
                 yf.map(Arg::Scratch).unwrap_or(Arg::Null),
                 yb.map(Arg::Scratch).unwrap_or(Arg::Null),
             ],
@@ -228,6 +278,21 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
         ],
     };
     let mut l = vec![Launch {
+        kernel: "prefill_mark_inputs",
+        grid: Grid::PerTokenItems {
+            items_per_token: 1,
+            items_per_block: ROW_THREADS,
+        },
+        block: ROW_THREADS,
+        dynamic_smem: 0,
+        layer: None,
+        args: vec![
+            Arg::Tokens,
+            Arg::PromptLen,
+            Arg::DecodeBuffer("token_counts"),
+        ],
+    }];
+    l.push(Launch {
         kernel: "prefill_embed",
         grid: Grid::PerTokenItems {
             items_per_token: d,
@@ -242,7 +307,7 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
             Arg::Weight("embed_tokens.weight".into()),
             Arg::Scratch("resid"),
         ],
-    }];
+    });
     for (i, ty) in cfg.layer_types.iter().enumerate() {
         let w = |n: &str| format!("layers.{i}.{n}");
         let slot = cfg.slot_of_layer(i);
@@ -508,11 +573,48 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
             None,
         ));
     }
-    // Final norm of every row; the LM head (decode's) reads the last row.
-    l.push(rms(None, "norm.weight".into()));
+    // Split-K partial tiles and their counters, sized for the largest GEMM
+    // (per token: the runtime allocates whole multiples of 128 tokens, so
+    // ceil(T / BM) * BM rows always fit for BM <= 128).
+    let (mut partial_bytes, mut counter_bytes) = (0u64, 4u64);
+    for launch in l.iter().filter(|l| l.kernel == "prefill_gemm") {
+        if let Grid::GemmTiles {
+            n,
+            cols_per_block,
+            splits,
+            ..
+        } = launch.grid
+        {
+            let col_blocks = n.div_ceil(cols_per_block) as u64;
+            if splits > 1 {
+                partial_bytes =
+                    partial_bytes.max(col_blocks * splits as u64 * g.gemm_bn as u64 * 4);
+            }
+            counter_bytes = counter_bytes.max(col_blocks * 4);
+        }
+    }
+    scratch.push(ScratchBuffer {
+        name: "gemm_partials",
+        bytes_per_token: partial_bytes.max(4),
+        what: "f32 split-K partial tiles [tile][split][BM x BN]",
+        zeroed: false,
+    });
+    scratch.push(ScratchBuffer {
+        name: "gemm_counters",
+        bytes_per_token: counter_bytes,
+        what: "u32 split-K arrival counter per output tile (reset by the last arrival)",
+        zeroed: true,
+    });
+    // The final norm, LM head and sampling of the last row run in the decode
+    // megakernel (FLAG_RESID_READY), which then goes on generating.
     Ok(PrefillPlan {
         scratch,
         launches: l,
+        handoff: Handoff {
+            scratch: "resid",
+            decode_buffer: "resid",
+            row_bytes: d as u64 * 4,
+        },
     })
 }
 
@@ -547,17 +649,56 @@ mod tests {
                 launch.kernel
             );
         }
-        // embed + per layer (2 norms + 2 MLP GEMMs + mixer) + final norm
+        // mark inputs + embed + per layer (2 norms + 2 MLP GEMMs + mixer)
         let gdn = cfg.num_linear_attention_layers();
         let full = cfg.num_full_attention_layers();
         assert_eq!(plan.launches.len(), 2 + gdn * (4 + 9) + full * (4 + 6));
-        // every GEMM's K is a multiple of the k tile (the kernel requires it)
+        let bufs = crate::decode::abi::buffer_slots(&cfg, &s);
+        for launch in &plan.launches {
+            for a in &launch.args {
+                if let Arg::DecodeBuffer(n) = a {
+                    assert!(bufs.iter().any(|b| b.name == *n), "unknown buffer {n}");
+                }
+            }
+        }
+        assert!(
+            bufs.iter()
+                .any(|b| b.name == plan.handoff.decode_buffer && b.bytes == plan.handoff.row_bytes)
+        );
+        assert!(plan.scratch.iter().any(|b| b.name == plan.handoff.scratch));
+        // every GEMM's K is a multiple of the k tile (the kernel requires it);
+        // each split gets k tiles; the split argument matches the grid
         for launch in plan.launches.iter().filter(|l| l.kernel == "prefill_gemm") {
             let Arg::Int(k) = launch.args[5] else {
                 panic!("k")
             };
             assert_eq!(k as u32 % s.prefill.gemm_tile_k, 0);
+            let Arg::Int(splits) = launch.args[7] else {
+                panic!("splits")
+            };
+            let Grid::GemmTiles { splits: gs, .. } = launch.grid else {
+                panic!("grid")
+            };
+            assert_eq!(splits as u32, gs);
+            let kt = 2 * k as u32 / s.prefill.gemm_tile_k;
+            assert!(
+                kt.div_ceil(gs) * (gs - 1) < kt,
+                "an empty split: {kt} tiles / {gs}"
+            );
         }
+        // small-N GEMMs are split, the wide ones are not
+        let split_of = |w: &str| {
+            plan.launches
+                .iter()
+                .find(|l| l.args.contains(&Arg::Weight(w.into())))
+                .and_then(|l| match l.grid {
+                    Grid::GemmTiles { splits, .. } => Some(splits),
+                    _ => None,
+                })
+                .expect("gemm")
+        };
+        assert!(split_of("layers.0.mlp.down_proj.weight") > 1);
+        assert_eq!(split_of("layers.0.linear_attn.in_proj_qkv.weight"), 1);
     }
 
     #[test]
@@ -566,9 +707,10 @@ mod tests {
             n: 4096,
             cols_per_block: 64,
             rows_per_block: 64,
+            splits: 3,
         };
-        assert_eq!(g.dims(520), [64, 9, 1]);
-        assert_eq!(g.dims(1), [64, 1, 1]);
+        assert_eq!(g.dims(520), [64, 9, 3]);
+        assert_eq!(g.dims(1), [64, 1, 3]);
         let c = Grid::ChannelSegments {
             channels: 6144,
             threads: 256,

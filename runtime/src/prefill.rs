@@ -1,0 +1,369 @@
+//! Prefill on the GPU: the codegen's [`PrefillPlan`] walked launch by launch.
+//!
+//! Every argument of every launch is resolved to a device address or a
+//! literal once, when the engine is built; a prefill call then only fills in
+//! the prompt length and start position and queues the launches. A prompt
+//! longer than the scratch capacity runs as consecutive pieces (each one
+//! continues the KV cache and GDN/conv state of the previous one).
+
+use std::collections::HashMap;
+
+use lucebox_codegen::prefill::{Arg, Grid, PrefillPlan, generate_prefill, prefill_plan};
+use lucebox_models::config::Qwen35Config;
+use lucebox_schedules::Schedule;
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{CacheOutcome, KernelCache};
+use crate::device::Gpu;
+use crate::error::{Result, RuntimeError};
+use crate::launch::{Kernel, KernelArgs};
+use crate::memory::DeviceBuffer;
+use crate::nvrtc::CompileOptions;
+use crate::timing::GpuTimer;
+
+/// Most prompt tokens one prefill piece processes (scratch is sized for it);
+/// longer prompts run as several pieces.
+pub const MAX_PIECE_TOKENS: u32 = 2048;
+
+/// Compile and memory facts of the prefill kernels.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrefillBuildInfo {
+    pub cache: CacheOutcome,
+    pub compile_and_load_ms: f64,
+    /// Tokens per piece (scratch capacity).
+    pub piece_tokens: u32,
+    pub scratch_bytes: u64,
+    pub launches_per_piece: usize,
+}
+
+/// One argument after resolution.
+#[derive(Debug, Clone, Copy)]
+enum Resolved {
+    Ptr(u64),
+    I32(i32),
+    PromptLen,
+    StartPos,
+}
+
+struct ResolvedLaunch {
+    kernel: usize,
+    grid: Grid,
+    block: u32,
+    dynamic_smem: u32,
+    args: Vec<Resolved>,
+    /// For profiles: the kernel, or for a GEMM the weight it multiplies.
+    label: String,
+}
+
+/// Addresses of the decode engine's buffers and weights that the plan
+/// refers to.
+pub struct DecodeBindings<'a> {
+    /// Canonical weight name -> device address.
+    pub weights: &'a HashMap<String, u64>,
+    /// Decode ABI buffer name -> (device address, bytes).
+    pub buffers: &'a HashMap<String, (u64, u64)>,
+}
+
+/// Time of the launches with one label over a profiled prefill.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrefillStage {
+    pub label: String,
+    pub launches: usize,
+    pub ms: f64,
+}
+
+/// The compiled prefill kernels with their scratch and resolved launches.
+pub struct Prefill {
+    kernels: Vec<Kernel>,
+    launches: Vec<ResolvedLaunch>,
+    scratch: HashMap<&'static str, DeviceBuffer<u8>>,
+    tokens: DeviceBuffer<u32>,
+    handoff_scratch: &'static str,
+    handoff_row_bytes: u64,
+    piece_tokens: u32,
+    info: PrefillBuildInfo,
+}
+
+/// Slots of a per-layer-type state buffer.
+fn state_slots(cfg: &Qwen35Config, buffer: &str) -> Option<u64> {
+    match buffer {
+        "k_cache" | "v_cache" => Some(cfg.num_full_attention_layers() as u64),
+        "gdn_state" | "conv_state" => Some(cfg.num_linear_attention_layers() as u64),
+        _ => None,
+    }
+}
+
+/// A label that sums the same work over layers: the kernel name, or for a
+/// GEMM the weight without its layer prefix.
+fn label_of(kernel: &str, args: &[Arg]) -> String {
+    if kernel != "prefill_gemm" {
+        return kernel.trim_start_matches("prefill_").to_string();
+    }
+    let w: Vec<&str> = args
+        .iter()
+        .filter_map(|a| match a {
+            Arg::Weight(n) => Some(
+                n.split_once("layers.")
+                    .and_then(|(_, rest)| rest.split_once('.'))
+                    .map_or(n.as_str(), |(_, name)| name)
+                    .trim_end_matches(".weight"),
+            ),
+            _ => None,
+        })
+        .collect();
+    format!("gemm {}", w.join("+"))
+}
+
+impl Prefill {
+    /// Generates and compiles the prefill kernels for (cfg, schedule), sizes
+    /// the scratch for `min(max_context, MAX_PIECE_TOKENS)` tokens and
+    /// resolves every launch argument against `bind`.
+    pub fn new(
+        gpu: &Gpu,
+        cfg: &Qwen35Config,
+        schedule: &Schedule,
+        cache: &KernelCache,
+        bind: &DecodeBindings<'_>,
+    ) -> Result<Self> {
+        let codegen = |e: lucebox_codegen::CodegenError| {
+            RuntimeError::InvalidArgument(format!("prefill codegen: {e}"))
+        };
+        let plan: PrefillPlan = prefill_plan(cfg, schedule).map_err(codegen)?;
+        let generated = generate_prefill(cfg, schedule).map_err(codegen)?;
+        let opts = CompileOptions::new(generated.arch, generated.file_name.clone());
+        let loaded = gpu.compile_and_load(cache, &generated.source, &opts)?;
+
+        // Whole GDN chunks and GEMM row tiles (the plan sizes its per-tile
+        // scratch for multiples of 128 tokens).
+        let step = schedule.prefill.gdn_chunk.max(128);
+        let piece_tokens = schedule.max_context.min(MAX_PIECE_TOKENS).div_ceil(step) * step;
+        let mut scratch = HashMap::new();
+        let mut scratch_bytes = 0u64;
+        for b in &plan.scratch {
+            let bytes = b.bytes_per_token * piece_tokens as u64;
+            let mut buf = gpu.alloc::<u8>(bytes as usize)?;
+            // Poisoned: a kernel reading what no kernel wrote shows up as NaN.
+            buf.fill_bytes(if b.zeroed { 0 } else { 0xFF })?;
+            scratch_bytes += bytes;
+            scratch.insert(b.name, buf);
+        }
+        let tokens = gpu.alloc_zeroed::<u32>(piece_tokens as usize)?;
+
+        let mut names: Vec<&'static str> = Vec::new();
+        let mut kernels = Vec::new();
+        let mut launches = Vec::with_capacity(plan.launches.len());
+        for l in &plan.launches {
+            let kernel = match names.iter().position(|n| *n == l.kernel) {
+                Some(i) => i,
+                None => {
+                    let k = loaded.module.kernel(l.kernel)?;
+                    k.allow_dynamic_smem(l.dynamic_smem)?;
+                    names.push(l.kernel);
+                    kernels.push(k);
+                    kernels.len() - 1
+                }
+            };
+            let missing = |what: &str, name: &str| {
+                RuntimeError::InvalidArgument(format!(
+                    "prefill launch {} (layer {:?}) needs {what} `{name}`, which the engine does not have",
+                    l.kernel, l.layer
+                ))
+            };
+            let mut args = Vec::with_capacity(l.args.len());
+            for a in &l.args {
+                args.push(match a {
+                    Arg::Weight(n) => {
+                        Resolved::Ptr(*bind.weights.get(n).ok_or_else(|| missing("weight", n))?)
+                    }
+                    Arg::Scratch(n) => Resolved::Ptr(
+                        scratch
+                            .get(n)
+                            .ok_or_else(|| missing("scratch buffer", n))?
+                            .device_ptr(),
+                    ),
+                    Arg::State { buffer, slot } => {
+                        let (ptr, bytes) = *bind
+                            .buffers
+                            .get(*buffer)
+                            .ok_or_else(|| missing("state buffer", buffer))?;
+                        let slots = state_slots(cfg, buffer)
+                            .filter(|n| *n > 0 && (*slot as u64) < *n)
+                            .ok_or_else(|| missing("state slot of", buffer))?;
+                        Resolved::Ptr(ptr + *slot as u64 * (bytes / slots))
+                    }
+                    Arg::DecodeBuffer(n) => Resolved::Ptr(
+                        bind.buffers
+                            .get(*n)
+                            .ok_or_else(|| missing("decode buffer", n))?
+                            .0,
+                    ),
+                    Arg::Tokens => Resolved::Ptr(tokens.device_ptr()),
+                    Arg::PromptLen => Resolved::PromptLen,
+                    Arg::StartPos => Resolved::StartPos,
+                    Arg::Int(v) => Resolved::I32(*v),
+                    Arg::Null => Resolved::Ptr(0),
+                });
+            }
+            launches.push(ResolvedLaunch {
+                kernel,
+                grid: l.grid,
+                block: l.block,
+                dynamic_smem: l.dynamic_smem,
+                args,
+                label: label_of(l.kernel, &l.args),
+            });
+        }
+        if !scratch.contains_key(plan.handoff.scratch) {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "prefill hands over scratch `{}`, which the plan does not allocate",
+                plan.handoff.scratch
+            )));
+        }
+        gpu.synchronize()?;
+        let info = PrefillBuildInfo {
+            cache: loaded.outcome,
+            compile_and_load_ms: loaded.millis,
+            piece_tokens,
+            scratch_bytes,
+            launches_per_piece: launches.len(),
+        };
+        Ok(Self {
+            kernels,
+            launches,
+            scratch,
+            tokens,
+            handoff_scratch: plan.handoff.scratch,
+            handoff_row_bytes: plan.handoff.row_bytes,
+            piece_tokens,
+            info,
+        })
+    }
+
+    pub fn info(&self) -> &PrefillBuildInfo {
+        &self.info
+    }
+
+    /// Tokens one piece holds.
+    pub fn piece_tokens(&self) -> u32 {
+        self.piece_tokens
+    }
+
+    /// Queues one piece: `tokens` (1..=piece_tokens ids, already validated)
+    /// at positions `start..`. With `profile`, each launch is timed (and the
+    /// stream synchronised after it) and its milliseconds added to its label.
+    pub fn queue_piece(
+        &mut self,
+        gpu: &Gpu,
+        tokens: &[u32],
+        start: u32,
+        mut profile: Option<&mut Vec<PrefillStage>>,
+    ) -> Result<()> {
+        let t = tokens.len() as u32;
+        if t == 0 || t > self.piece_tokens {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "a prefill piece holds 1..={} tokens, got {t}",
+                self.piece_tokens
+            )));
+        }
+        // Synchronous: the launches below read it.
+        self.tokens.upload_at(0, tokens)?;
+        let timer = match profile {
+            Some(_) => Some(GpuTimer::new(gpu)?),
+            None => None,
+        };
+        for l in &self.launches {
+            let mut args = KernelArgs::new();
+            for a in &l.args {
+                args = match *a {
+                    Resolved::Ptr(p) => args.ptr(p),
+                    Resolved::I32(v) => args.i32(v),
+                    Resolved::PromptLen => args.i32(t as i32),
+                    Resolved::StartPos => args.i32(start as i32),
+                };
+            }
+            let grid = l.grid.dims(t);
+            let kernel = &self.kernels[l.kernel];
+            match (&timer, profile.as_deref_mut()) {
+                (Some(timer), Some(stages)) => {
+                    let ms = timer.time_ms(gpu, || {
+                        gpu.launch_grid(kernel, grid, l.block, l.dynamic_smem, args)
+                    })?;
+                    match stages.iter_mut().find(|s| s.label == l.label) {
+                        Some(s) => {
+                            s.launches += 1;
+                            s.ms += ms;
+                        }
+                        None => stages.push(PrefillStage {
+                            label: l.label.clone(),
+                            launches: 1,
+                            ms,
+                        }),
+                    }
+                }
+                _ => gpu.launch_grid(kernel, grid, l.block, l.dynamic_smem, args)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the residual row of the piece's last token (`t` tokens) into
+    /// `dst` (the decode engine's `resid` buffer), queued on the stream.
+    pub fn hand_off(&self, t: u32, dst: &mut DeviceBuffer<u8>) -> Result<()> {
+        let src = self.scratch.get(self.handoff_scratch).ok_or_else(|| {
+            RuntimeError::InvalidArgument(format!("no scratch `{}`", self.handoff_scratch))
+        })?;
+        let row = self.handoff_row_bytes as usize;
+        dst.copy_bytes_from(0, src, (t.max(1) as usize - 1) * row, row)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_sum_the_same_weight_over_layers() {
+        let gemm = |w: &str| {
+            label_of(
+                "prefill_gemm",
+                &[
+                    Arg::Scratch("xnorm"),
+                    Arg::Weight(w.into()),
+                    Arg::Null,
+                    Arg::PromptLen,
+                ],
+            )
+        };
+        assert_eq!(gemm("layers.3.mlp.down_proj.weight"), "gemm mlp.down_proj");
+        assert_eq!(
+            gemm("layers.17.mlp.down_proj.weight"),
+            gemm("layers.3.mlp.down_proj.weight")
+        );
+        assert_eq!(
+            label_of(
+                "prefill_gemm",
+                &[
+                    Arg::Weight("layers.0.mlp.gate_proj.weight".into()),
+                    Arg::Weight("layers.0.mlp.up_proj.weight".into()),
+                ]
+            ),
+            "gemm mlp.gate_proj+mlp.up_proj"
+        );
+        assert_eq!(label_of("prefill_attention", &[]), "attention");
+    }
+
+    #[test]
+    fn every_state_buffer_of_the_plan_has_slots() {
+        let cfg = Qwen35Config::qwen35_0_8b();
+        let s = Schedule::preset("h100").expect("preset");
+        let plan = prefill_plan(&cfg, &s).expect("plan");
+        for l in &plan.launches {
+            for a in &l.args {
+                if let Arg::State { buffer, slot } = a {
+                    let n = state_slots(&cfg, buffer).expect("known state buffer");
+                    assert!((*slot as u64) < n, "{buffer} slot {slot} of {n}");
+                }
+            }
+        }
+    }
+}
