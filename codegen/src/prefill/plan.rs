@@ -649,6 +649,40 @@ mod tests {
     }
 
     #[test]
+    fn gdn_launches_for_0_8b() {
+        let cfg = Qwen35Config::qwen35_0_8b();
+        let s = Schedule::preset("h100").expect("preset");
+        let plan = prefill_plan(&cfg, &s).expect("plan");
+        let layer = cfg
+            .layer_types
+            .iter()
+            .position(|t| *t == LayerType::LinearAttention)
+            .expect("a GDN layer");
+        let grid = |k: &str| {
+            let l = plan
+                .launches
+                .iter()
+                .find(|l| l.kernel == k && l.layer == Some(layer))
+                .expect(k);
+            (l.grid.dims(520), l.block, l.dynamic_smem)
+        };
+        // Hv = 16, dk = dv = 128, chunk 64: 9 chunks at T = 520
+        assert_eq!(grid("prefill_gdn_chunked_prep"), ([16, 9, 1], 256, 51200));
+        assert_eq!(grid("prefill_gdn_chunked_state"), ([256, 1, 1], 128, 0));
+        assert_eq!(grid("prefill_gdn_chunked_output"), ([64, 9, 1], 256, 0));
+        let bytes = |n: &str| {
+            plan.scratch
+                .iter()
+                .find(|b| b.name == n)
+                .expect(n)
+                .bytes_per_token
+        };
+        // per chunk: Hv * dk * dv floats of state snapshot, Hv * C * C of P
+        assert_eq!(bytes("gdn_sc") * 64, 16 * 128 * 128 * 4);
+        assert_eq!(bytes("gdn_p") * 64, 16 * 64 * 64 * 4);
+    }
+
+    #[test]
     fn grids_scale_with_prompt_length() {
         let g = Grid::GemmTiles {
             n: 4096,
