@@ -383,27 +383,36 @@ prefill_conv_state(const float* __restrict__ x, int T, float* __restrict__ conv_
     }
 }
 
-// ---- prefill_gdn_chunked: chunked gated delta rule (chunk GDN_CHUNK, WY/UT form) ----
+// ---- chunked gated delta rule (chunk GDN_CHUNK = C, WY/UT form): three launches ----
 // qkv: [T][CONV_DIM] post-conv [q | k | v]; b_proj, a_proj: [T][GDN_HV] in_proj_b/a outputs;
-// state: this layer's f32 [GDN_HV][GDN_DK][GDN_DV] (S[h, key, value]), updated in place;
-// o: [T][VALUE_DIM] (before the gated norm). One block per (v-head, GDN_DVS value columns).
-// Per chunk, with gamma = cumsum(g), D_rs = exp(gamma_r - gamma_s):
-//   A_rs = beta_r (k_r.k_s) D_rs (s < r);  X = beta (V - exp(gamma) (K S))
-//   V_new = (I + A)^-1 X   (= U - W S of the WY form, solved by forward substitution)
-//   O = (Q exp(gamma)) S + ((Q K^T) D L_incl) V_new
-//   S <- exp(gamma_C) S + (K exp(gamma_C - gamma))^T V_new
-// Padded rows (past T) have k = q = 0, beta = g = 0: no-ops.
+// state: this layer's f32 [GDN_HV][GDN_DK][GDN_DV] (S[h, key, value]), continued and updated in place;
+// o: [T][VALUE_DIM] (before the gated norm). Per v-head h and chunk, with gamma = cumsum(g) in the
+// chunk, D_rs = exp(gamma_r - gamma_s), A_rs = beta_r (k_r.k_s) D_rs (s < r), X = (I + A)^-1:
+//   prefill_gdn_chunked_prep   (grid GDN_HV x chunks, all chunks in parallel)
+//     U = X (beta V), W = X (beta exp(gamma) K), P = (Q K^T) D (lower incl. diagonal, q scale
+//     included), Qg = Q exp(gamma), Kd = K exp(gamma_C - gamma), gamma
+//   prefill_gdn_chunked_state  (GDN_HV*GDN_DV/GDN_ST_COLS blocks, sequential over chunks)
+//     S_c = S (stored), V_new = U - W S, S <- exp(gamma_C) S + Kd^T V_new
+//   prefill_gdn_chunked_output (grid GDN_HV*GDN_DV/GDN_OCOLS x chunks, parallel)
+//     O = Qg S_c + P V_new
+// O is not computed in the state pass: that would add C dk dv + C^2 dv / 2 FMAs per chunk to the
+// sequential critical path (2 C dk dv now); from the stored S_c it runs on every chunk at once.
+// Scratch is chunk-major (indices do not depend on T); rows past T are zero in every buffer (k = q
+// = 0, beta = g = 0), so the padded last chunk is a no-op:
+//   u  [chunk][GDN_HV][C][GDN_DV]  U, overwritten with V_new by the state pass
+//   w, kd, qg [chunk][GDN_HV][C][GDN_DK];  p [chunk][GDN_HV][C][C];  gam [chunk][GDN_HV][C]
+//   sc [chunk][GDN_HV][GDN_DV][GDN_DK]  S_c transposed: S_c[key][col] at col * GDN_DK + key
 constexpr int GDN_KS = GDN_DK + 1;        // K row stride (conflict-free column reads)
-constexpr int GDN_VS = GDN_DVS + 4;       // V row stride (conflict-free solve)
 constexpr int GDN_WARPS = GDN_THREADS / 32;
-constexpr int GDN_CPW = GDN_DVS / GDN_WARPS;  // solve: value columns per warp
-constexpr int GDN_PARTS = 32 / GDN_CPW;       // solve: lanes sharing one column
-constexpr int GDN_SLICES = GDN_DV / GDN_DVS;
-static_assert(GDN_DVS % GDN_WARPS == 0 && 32 % GDN_CPW == 0, "solve layout");
+constexpr int GDN_CPW = GDN_CHUNK / GDN_WARPS;  // solve: columns of X per warp
+constexpr int GDN_PARTS = 32 / GDN_CPW;         // solve: lanes sharing one column
+static_assert(GDN_CHUNK % GDN_WARPS == 0 && 32 % GDN_CPW == 0, "solve layout");
+// The solve reads X[s][j] at M[j * GDN_MS + s], s = j + 1 + part + GDN_PARTS m: with GDN_MS + 1 =
+// GDN_PARTS (mod 32) the bank is GDN_PARTS j + part + const, distinct over a warp's lanes.
+static_assert(GDN_MS >= GDN_CHUNK && (GDN_MS + 1) % 32 == GDN_PARTS % 32, "conflict-free solve stride");
 constexpr int GDN_TQ = GDN_CHUNK / 4;        // 4x4 register tiles: rows t + GDN_TQ*i
 constexpr int GDN_TILES = GDN_TQ * GDN_TQ;    // tiles of a CHUNK x CHUNK matrix
-constexpr int GDN_XC = GDN_DVS / 2;           // 4x2 tiles of CHUNK x DVS: columns t + GDN_XC*j
-static_assert(GDN_CHUNK % 4 == 0 && GDN_DK % 4 == 0 && GDN_DVS % 4 == 0, "register tiles");
+static_assert(GDN_CHUNK % 4 == 0 && GDN_DK % 4 == 0 && GDN_DV % 4 == 0, "register tiles");
 // acc[i][j] = sum_d x[i * x_step + d] * y[GDN_TQ * j * GDN_KS + d] (rows of K spaced GDN_TQ apart).
 __device__ __forceinline__ void gdn_tile_dot(float (&acc)[4][4], const float* x, int x_step, const float* y) {
 #pragma unroll
@@ -421,227 +430,303 @@ __device__ __forceinline__ void gdn_tile_dot(float (&acc)[4][4], const float* x,
             for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
     }
 }
-constexpr int GDN_SMEM_FLOATS = GDN_CHUNK * GDN_KS + GDN_CHUNK * GDN_CHUNK + GDN_CHUNK * GDN_VS + 4 * GDN_CHUNK;
-static_assert(GDN_SMEM_FLOATS * 4 == GDN_SMEM_BYTES, "the launch plan's dynamic smem size");
+// acc[i][j] = sum_{s <= r_i, s < n} X[r_i][s] scale[s] src[s * stride + tc + NQ j], r_i = tr + GDN_TQ i.
+// X is unit lower triangular; its strictly lower part is stored transposed: X[r][s] at M[s * GDN_MS + r].
+template <int NQ>
+__device__ __forceinline__ void gdn_x_times(float (&acc)[4][4], const float* M, int tr, int n, const float* src,
+                                            int stride, int tc, const float* scale) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+    const int s_end = min(n, tr + GDN_TQ * 3 + 1);
+#pragma unroll 2
+    for (int s = 0; s < s_end; ++s) {
+        float a[4], b[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int r = tr + GDN_TQ * i;
+            a[i] = s < r ? M[s * GDN_MS + r] : (s == r ? 1.0f : 0.0f);
+        }
+        const float sc = scale[s];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) b[j] = sc * src[(size_t)s * stride + tc + NQ * j];
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+}
+constexpr int GDN_PREP_SMEM_FLOATS = GDN_CHUNK * GDN_KS + GDN_CHUNK * GDN_MS + 4 * GDN_CHUNK;
+static_assert(GDN_PREP_SMEM_FLOATS * 4 == GDN_SMEM_BYTES, "the launch plan's dynamic smem size");
 
+// One block per (v-head h = blockIdx.x, chunk blockIdx.y).
 extern "C" __global__ void __launch_bounds__(GDN_THREADS)
-prefill_gdn_chunked(const float* __restrict__ qkv, const float* __restrict__ b_proj, const float* __restrict__ a_proj,
-                    const float* __restrict__ a_log, const float* __restrict__ dt_bias, int T,
-                    float* __restrict__ state, float* __restrict__ o) {
+prefill_gdn_chunked_prep(const float* __restrict__ qkv, const float* __restrict__ b_proj,
+                         const float* __restrict__ a_proj, const float* __restrict__ a_log,
+                         const float* __restrict__ dt_bias, int T, float* __restrict__ u, float* __restrict__ w,
+                         float* __restrict__ kd, float* __restrict__ qg, float* __restrict__ p,
+                         float* __restrict__ gam_out) {
     extern __shared__ float4 gdn_smem4[];
     float* Ks = reinterpret_cast<float*>(gdn_smem4);  // [CHUNK][GDN_KS] L2-normed k
-    float* Mx = Ks + GDN_CHUNK * GDN_KS;              // [CHUNK][CHUNK]: A, then P
-    float* Vs = Mx + GDN_CHUNK * GDN_CHUNK;           // [CHUNK][GDN_VS]: X, then V_new
-    float* gam = Vs + GDN_CHUNK * GDN_VS;             // cumulative log-decay
+    float* M = Ks + GDN_CHUNK * GDN_KS;               // [CHUNK][GDN_MS]: A below the diagonal, X^T above
+    float* gam = M + GDN_CHUNK * GDN_MS;              // cumulative log-decay
     float* bet = gam + GDN_CHUNK;                     // beta
     float* qsc = bet + GDN_CHUNK;                     // q scale: rsqrt(|q|^2 + eps) * dk^-1/2
-    float* tail = qsc + GDN_CHUNK;                    // exp(gamma_C - gamma_r)
-    const int h = blockIdx.x / GDN_SLICES, col0 = (blockIdx.x % GDN_SLICES) * GDN_DVS;
+    float* bek = qsc + GDN_CHUNK;                     // beta exp(gamma) (W's right-hand side scale)
+    const int h = blockIdx.x, c = blockIdx.y, c0 = c * GDN_CHUNK;
+    const int n = min(GDN_CHUNK, T - c0);
     const int kh = h / GDN_V_PER_K;  // v-head h uses k-head h / (Hv/Hk)
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    float* S = state + (size_t)h * GDN_DK * GDN_DV + col0;  // S[key * GDN_DV + col]
+    const size_t hc = (size_t)c * GDN_HV + h;  // (chunk, head) index of the scratch buffers
     const float neg_a = -expf(a_log[h]), dtb = dt_bias[h];
 
-    for (int c0 = 0; c0 < T; c0 += GDN_CHUNK) {
-        const int n = min(GDN_CHUNK, T - c0);
-        // 0. normalise k into smem; q's scale, beta and g per row (one warp per row)
-        for (int r = warp; r < GDN_CHUNK; r += GDN_WARPS) {
-            float* kr = Ks + r * GDN_KS;
-            if (r < n) {
-                const float* row = qkv + (size_t)(c0 + r) * CONV_DIM;
-                float sk = 0.0f, sq = 0.0f;
-                for (int d = lane; d < GDN_DK; d += 32) {
-                    const float kv = row[KEY_DIM + kh * GDN_DK + d], qv = row[kh * GDN_DK + d];
-                    kr[d] = kv;
-                    sk = fmaf(kv, kv, sk);
-                    sq = fmaf(qv, qv, sq);
-                }
-                const float inv_k = rsqrtf(warp_sum(sk) + 1e-6f);
-                sq = warp_sum(sq);
-                for (int d = lane; d < GDN_DK; d += 32) kr[d] *= inv_k;
-                if (lane == 0) {
-                    qsc[r] = rsqrtf(sq + 1e-6f) * GDN_Q_SCALE;
-                    bet[r] = sigmoid_f(b_proj[(size_t)(c0 + r) * GDN_HV + h]);
-                    gam[r] = neg_a * softplus_f(a_proj[(size_t)(c0 + r) * GDN_HV + h] + dtb);
-                }
-            } else {
-                for (int d = lane; d < GDN_DK; d += 32) kr[d] = 0.0f;
-                if (lane == 0) { qsc[r] = 0.0f; bet[r] = 0.0f; gam[r] = 0.0f; }
+    // 0. normalise k into smem; q's scale, beta and g per row (one warp per row)
+    for (int r = warp; r < GDN_CHUNK; r += GDN_WARPS) {
+        float* kr = Ks + r * GDN_KS;
+        if (r < n) {
+            const float* row = qkv + (size_t)(c0 + r) * CONV_DIM;
+            float sk = 0.0f, sq = 0.0f;
+            for (int d = lane; d < GDN_DK; d += 32) {
+                const float kv = row[KEY_DIM + kh * GDN_DK + d], qv = row[kh * GDN_DK + d];
+                kr[d] = kv;
+                sk = fmaf(kv, kv, sk);
+                sq = fmaf(qv, qv, sq);
             }
+            const float inv_k = rsqrtf(warp_sum(sk) + 1e-6f);
+            sq = warp_sum(sq);
+            for (int d = lane; d < GDN_DK; d += 32) kr[d] *= inv_k;
+            if (lane == 0) {
+                qsc[r] = rsqrtf(sq + 1e-6f) * GDN_Q_SCALE;
+                bet[r] = sigmoid_f(b_proj[(size_t)(c0 + r) * GDN_HV + h]);
+                gam[r] = neg_a * softplus_f(a_proj[(size_t)(c0 + r) * GDN_HV + h] + dtb);
+            }
+        } else {
+            for (int d = lane; d < GDN_DK; d += 32) kr[d] = 0.0f;
+            if (lane == 0) { qsc[r] = 0.0f; bet[r] = 0.0f; gam[r] = 0.0f; }
         }
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            float acc = 0.0f;
-            for (int r = 0; r < GDN_CHUNK; ++r) { acc += gam[r]; gam[r] = acc; }
-            for (int r = 0; r < GDN_CHUNK; ++r) tail[r] = expf(acc - gam[r]);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float acc = 0.0f;
+        for (int r = 0; r < GDN_CHUNK; ++r) { acc += gam[r]; gam[r] = acc; }
+    }
+    __syncthreads();
+    const float gam_c = gam[GDN_CHUNK - 1];
+    for (int r = threadIdx.x; r < GDN_CHUNK; r += GDN_THREADS) {
+        bek[r] = bet[r] * expf(gam[r]);
+        gam_out[hc * GDN_CHUNK + r] = gam[r];
+    }
+    // 1. A (strictly lower part of M). 4x4 register tiles: rows tr + GDN_TQ i, columns tc + GDN_TQ j.
+    for (int it = threadIdx.x; it < GDN_TILES; it += GDN_THREADS) {
+        const int tr = it / GDN_TQ, tc = it % GDN_TQ;
+        float acc[4][4];
+        gdn_tile_dot(acc, Ks + tr * GDN_KS, GDN_TQ * GDN_KS, Ks + tc * GDN_KS);
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const int r = tr + GDN_TQ * i, s = tc + GDN_TQ * j;
+                if (s < r) M[r * GDN_MS + s] = bet[r] * acc[i][j] * expf(gam[r] - gam[s]);
+            }
+    }
+    // 2. Kd = K exp(gamma_C - gamma) and Qg = Q qscale exp(gamma) (zero past T), one warp per row
+    for (int r = warp; r < GDN_CHUNK; r += GDN_WARPS) {
+        const float tail = expf(gam_c - gam[r]), qs = r < n ? qsc[r] * expf(gam[r]) : 0.0f;
+        const float* qrow = qkv + (size_t)(c0 + (r < n ? r : 0)) * CONV_DIM + kh * GDN_DK;
+        float* kdr = kd + (hc * GDN_CHUNK + r) * GDN_DK;
+        float* qgr = qg + (hc * GDN_CHUNK + r) * GDN_DK;
+        for (int d = lane; d < GDN_DK; d += 32) {
+            kdr[d] = Ks[r * GDN_KS + d] * tail;
+            qgr[d] = r < n ? qrow[d] * qs : 0.0f;
         }
-        __syncthreads();
-        // 1. A (strictly lower). 4x4 register tiles: rows tr + GDN_TQ i, columns tc + GDN_TQ j.
-        for (int it = threadIdx.x; it < GDN_TILES; it += GDN_THREADS) {
-            const int tr = it / GDN_TQ, tc = it % GDN_TQ;
-            float acc[4][4];
-            gdn_tile_dot(acc, Ks + tr * GDN_KS, GDN_TQ * GDN_KS, Ks + tc * GDN_KS);
+    }
+    __syncthreads();
+    // 3. X = (I + A)^-1 by forward substitution, one column j per GDN_PARTS lanes (warp-local):
+    //    X[r][j] = -(A[r][j] + sum_{j<s<r} A[r][s] X[s][j]), stored at M[j][r] (A stays intact below).
+    {
+        const int j = warp * GDN_CPW + lane % GDN_CPW, part = lane / GDN_CPW;
+        for (int r = 1; r < GDN_CHUNK; ++r) {
+            float sum = 0.0f;
+            if (j < r) {
+                if (part == 0) sum = M[r * GDN_MS + j];
+                for (int s = j + 1 + part; s < r; s += GDN_PARTS) sum = fmaf(M[r * GDN_MS + s], M[j * GDN_MS + s], sum);
+            }
 #pragma unroll
-            for (int i = 0; i < 4; ++i)
-#pragma unroll
-                for (int j = 0; j < 4; ++j) {
-                    const int r = tr + GDN_TQ * i, c = tc + GDN_TQ * j;
-                    Mx[r * GDN_CHUNK + c] = c < r ? bet[r] * acc[i][j] * expf(gam[r] - gam[c]) : 0.0f;
-                }
+            for (int off = GDN_CPW; off < 32; off <<= 1) sum += __shfl_xor_sync(FULL_MASK, sum, off);
+            if (j < r && part == 0) M[j * GDN_MS + r] = -sum;
+            __syncwarp();
         }
-        // 2. X = beta (V - exp(gamma) (K S)) for this block's columns; 4x2 tiles: rows tr + GDN_TQ i,
-        //    columns tc + GDN_XC j (S read from global: L1-resident, written only by this block)
-        for (int it = threadIdx.x; it < GDN_TQ * GDN_XC; it += GDN_THREADS) {
-            const int tr = it / GDN_XC, tc = it % GDN_XC;
-            float acc[4][2];
+    }
+    __syncthreads();
+    // 4. U = X (beta V): 4x4 tiles, rows tr + GDN_TQ i, columns tc + (GDN_DV/4) j; V read from global
+    for (int it = threadIdx.x; it < GDN_TQ * (GDN_DV / 4); it += GDN_THREADS) {
+        const int tr = it / (GDN_DV / 4), tc = it % (GDN_DV / 4);
+        float acc[4][4];
+        gdn_x_times<GDN_DV / 4>(acc, M, tr, n, qkv + (size_t)c0 * CONV_DIM + 2 * KEY_DIM + h * GDN_DV, CONV_DIM, tc,
+                                bet);
 #pragma unroll
-            for (int i = 0; i < 4; ++i) { acc[i][0] = 0.0f; acc[i][1] = 0.0f; }
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+                u[(hc * GDN_CHUNK + tr + GDN_TQ * i) * GDN_DV + tc + (GDN_DV / 4) * j] = acc[i][j];
+    }
+    // 5. W = X (beta exp(gamma) K), K from smem
+    for (int it = threadIdx.x; it < GDN_TQ * (GDN_DK / 4); it += GDN_THREADS) {
+        const int tr = it / (GDN_DK / 4), tc = it % (GDN_DK / 4);
+        float acc[4][4];
+        gdn_x_times<GDN_DK / 4>(acc, M, tr, n, Ks, GDN_KS, tc, bek);
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+                w[(hc * GDN_CHUNK + tr + GDN_TQ * i) * GDN_DK + tc + (GDN_DK / 4) * j] = acc[i][j];
+    }
+    // 6. P = (Q K^T) D, lower incl. diagonal, zero past T; q rows from global (L1), same tiles as A
+    for (int it = threadIdx.x; it < GDN_TILES; it += GDN_THREADS) {
+        const int tr = it / GDN_TQ, tc = it % GDN_TQ;
+        // rows past the prompt read row c0 (any valid row) and are masked below
+        const float* q0 = qkv + (size_t)c0 * CONV_DIM + kh * GDN_DK;
+        const float* qr[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) qr[i] = tr + GDN_TQ * i < n ? q0 + (size_t)(tr + GDN_TQ * i) * CONV_DIM : q0;
+        float acc[4][4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
 #pragma unroll 4
-            for (int key = 0; key < GDN_DK; ++key) {
-                float a[4], b[2];
+        for (int d = 0; d < GDN_DK; ++d) {
+            float a[4], b[4];
 #pragma unroll
-                for (int i = 0; i < 4; ++i) a[i] = Ks[(tr + GDN_TQ * i) * GDN_KS + key];
-#pragma unroll
-                for (int j = 0; j < 2; ++j) b[j] = S[(size_t)key * GDN_DV + tc + GDN_XC * j];
-#pragma unroll
-                for (int i = 0; i < 4; ++i)
-#pragma unroll
-                    for (int j = 0; j < 2; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-            }
+            for (int i = 0; i < 4; ++i) { a[i] = qr[i][d]; b[i] = Ks[(tc + GDN_TQ * i) * GDN_KS + d]; }
 #pragma unroll
             for (int i = 0; i < 4; ++i)
 #pragma unroll
-                for (int j = 0; j < 2; ++j) {
-                    const int r = tr + GDN_TQ * i, col = tc + GDN_XC * j;
-                    const float v = r < n ? qkv[(size_t)(c0 + r) * CONV_DIM + 2 * KEY_DIM + h * GDN_DV + col0 + col] : 0.0f;
-                    Vs[r * GDN_VS + col] = bet[r] * (v - expf(gam[r]) * acc[i][j]);
-                }
+                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
         }
-        __syncthreads();
-        // 3. V_new = (I + A)^-1 X: forward substitution, GDN_PARTS lanes per column (warp-local)
-        {
-            const int col = warp * GDN_CPW + lane % GDN_CPW, part = lane / GDN_CPW;
-            for (int r = 1; r < n; ++r) {
-                float sum = 0.0f;
-                for (int s = part; s < r; s += GDN_PARTS) sum = fmaf(Mx[r * GDN_CHUNK + s], Vs[s * GDN_VS + col], sum);
 #pragma unroll
-                for (int off = GDN_CPW; off < 32; off <<= 1) sum += __shfl_xor_sync(FULL_MASK, sum, off);
-                if (part == 0) Vs[r * GDN_VS + col] -= sum;
-                __syncwarp();
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const int r = tr + GDN_TQ * i, s = tc + GDN_TQ * j;
+                p[(hc * GDN_CHUNK + r) * GDN_CHUNK + s] =
+                    (s <= r && r < n) ? qsc[r] * acc[i][j] * expf(gam[r] - gam[s]) : 0.0f;
             }
+    }
+}
+
+// The state pass: GDN_ST_LANES lanes per value column (keys kg + GDN_ST_LANES i, kept in registers),
+// GDN_ST_COLS columns per block; a warp's two columns belong to one head. Per chunk and row r:
+// V_new[r][col] = U[r][col] - sum_key W[r][key] S[key][col] (half-warp butterfly sum); the update
+// Kd^T V_new accumulates beside S, so every row reads the chunk's starting state.
+constexpr int GDN_KPL = GDN_DK / GDN_ST_LANES;  // keys per lane
+static_assert(GDN_DK % GDN_ST_LANES == 0 && 32 % GDN_ST_LANES == 0, "state pass layout");
+static_assert(GDN_ST_THREADS % GDN_ST_LANES == 0 && GDN_ST_THREADS / GDN_ST_LANES == GDN_ST_COLS, "state pass block");
+static_assert(GDN_DV % GDN_ST_COLS == 0 && GDN_DV % (32 / GDN_ST_LANES) == 0, "a block's columns share one head");
+extern "C" __global__ void __launch_bounds__(GDN_ST_THREADS)
+prefill_gdn_chunked_state(int T, float* __restrict__ u, const float* __restrict__ w, const float* __restrict__ kd,
+                          const float* __restrict__ gam, float* __restrict__ state, float* __restrict__ sc) {
+    const int gc = blockIdx.x * GDN_ST_COLS + threadIdx.x / GDN_ST_LANES;  // value column over all heads
+    const int h = gc / GDN_DV, col = gc % GDN_DV, kg = threadIdx.x % GDN_ST_LANES;
+    float* st = state + (size_t)h * GDN_DK * GDN_DV + col;  // S[key * GDN_DV + col]
+    float S[GDN_KPL], acc[GDN_KPL];
+#pragma unroll
+    for (int i = 0; i < GDN_KPL; ++i) S[i] = st[(size_t)(kg + GDN_ST_LANES * i) * GDN_DV];
+    const int nc = (T + GDN_CHUNK - 1) / GDN_CHUNK;
+    for (int c = 0; c < nc; ++c) {
+        const int n = min(GDN_CHUNK, T - c * GDN_CHUNK);
+        const size_t hc = (size_t)c * GDN_HV + h;
+        float* scc = sc + (hc * GDN_DV + col) * GDN_DK;
+#pragma unroll
+        for (int i = 0; i < GDN_KPL; ++i) {
+            scc[kg + GDN_ST_LANES * i] = S[i];
+            acc[i] = 0.0f;
         }
-        __syncthreads();
-        // 4. P = (Q K^T) D, lower incl. diagonal; q rows from global (L1), same 4x4 tiles as A
-        for (int it = threadIdx.x; it < GDN_TILES; it += GDN_THREADS) {
-            const int tr = it / GDN_TQ, tc = it % GDN_TQ;
-            // rows past the prompt read row c0 (any valid row) and are masked below
-            const float* q0 = qkv + (size_t)(c0 + (tr < n ? tr : 0)) * CONV_DIM + kh * GDN_DK;
-            float acc[4][4];
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
-#pragma unroll
-                for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
-            const float* qr[4];
-#pragma unroll
-            for (int i = 0; i < 4; ++i) qr[i] = tr + GDN_TQ * i < n ? q0 + (size_t)GDN_TQ * i * CONV_DIM : q0;
+        const float* wr = w + hc * GDN_CHUNK * GDN_DK + kg;
+        const float* kdr = kd + hc * GDN_CHUNK * GDN_DK + kg;
+        float* ur = u + hc * GDN_CHUNK * GDN_DV + col;
 #pragma unroll 4
-            for (int d = 0; d < GDN_DK; ++d) {
-                float a[4], b[4];
+        for (int r = 0; r < n; ++r) {
+            float s = 0.0f;  // (W S)[r][col] - U[r][col] = -V_new[r][col]
 #pragma unroll
-                for (int i = 0; i < 4; ++i) { a[i] = qr[i][d]; b[i] = Ks[(tc + GDN_TQ * i) * GDN_KS + d]; }
+            for (int i = 0; i < GDN_KPL; ++i) s = fmaf(wr[r * GDN_DK + GDN_ST_LANES * i], S[i], s);
+            if (kg == 0) s -= ur[r * GDN_DV];
 #pragma unroll
-                for (int i = 0; i < 4; ++i)
+            for (int off = GDN_ST_LANES / 2; off > 0; off >>= 1) s += __shfl_xor_sync(FULL_MASK, s, off);
+            const float vn = -s;
+            if (kg == 0) ur[r * GDN_DV] = vn;  // the lane that read U[r][col] overwrites it
 #pragma unroll
-                    for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-            }
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
-#pragma unroll
-                for (int j = 0; j < 4; ++j) {
-                    const int r = tr + GDN_TQ * i, c = tc + GDN_TQ * j;
-                    Mx[r * GDN_CHUNK + c] = (c <= r && r < n) ? qsc[r] * acc[i][j] * expf(gam[r] - gam[c]) : 0.0f;
-                }
+            for (int i = 0; i < GDN_KPL; ++i) acc[i] = fmaf(kdr[r * GDN_DK + GDN_ST_LANES * i], vn, acc[i]);
         }
-        // 5. O = (Q exp(gamma)) S + P V_new; same 4x2 tiles as X
-        for (int it = threadIdx.x; it < GDN_TQ * GDN_XC; it += GDN_THREADS) {
-            const int tr = it / GDN_XC, tc = it % GDN_XC;
-            const float* qr[4];
+        const float decay = expf(gam[hc * GDN_CHUNK + GDN_CHUNK - 1]);  // exp(gamma_C)
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const int r = tr + GDN_TQ * i;
-                qr[i] = qkv + (size_t)(c0 + (r < n ? r : 0)) * CONV_DIM + kh * GDN_DK;
-            }
-            float acc[4][2];
+        for (int i = 0; i < GDN_KPL; ++i) S[i] = fmaf(decay, S[i], acc[i]);
+    }
 #pragma unroll
-            for (int i = 0; i < 4; ++i) { acc[i][0] = 0.0f; acc[i][1] = 0.0f; }
+    for (int i = 0; i < GDN_KPL; ++i) st[(size_t)(kg + GDN_ST_LANES * i) * GDN_DV] = S[i];
+}
+
+// Outputs: one block per (v-head, GDN_OCOLS value columns) = blockIdx.x and chunk = blockIdx.y;
+// 4x2 register tiles of O: rows tr + GDN_TQ i, columns tc + GDN_OXC j.
+constexpr int GDN_OSL = GDN_DV / GDN_OCOLS;  // value slices per head
+constexpr int GDN_OXC = GDN_OCOLS / 2;
+constexpr int GDN_OSS = GDN_OCOLS + 1;       // S_c row stride in smem (conflict-free transpose)
+static_assert(GDN_DV % GDN_OCOLS == 0 && GDN_OCOLS % 2 == 0, "output slices");
+extern "C" __global__ void __launch_bounds__(GDN_THREADS)
+prefill_gdn_chunked_output(int T, const float* __restrict__ qg, const float* __restrict__ p,
+                           const float* __restrict__ u, const float* __restrict__ sc, float* __restrict__ o) {
+    __shared__ float Ss[GDN_DK * GDN_OSS];  // S_c[key][col] of this slice
+    const int h = blockIdx.x / GDN_OSL, col0 = (blockIdx.x % GDN_OSL) * GDN_OCOLS, c = blockIdx.y;
+    const int c0 = c * GDN_CHUNK, n = min(GDN_CHUNK, T - c0);
+    const size_t hc = (size_t)c * GDN_HV + h;
+    const float* scc = sc + (hc * GDN_DV + col0) * GDN_DK;
+    for (int e = threadIdx.x; e < GDN_DK * GDN_OCOLS; e += GDN_THREADS) {
+        const int key = e % GDN_DK, col = e / GDN_DK;
+        Ss[key * GDN_OSS + col] = scc[(size_t)col * GDN_DK + key];
+    }
+    __syncthreads();
+    const float* qc = qg + hc * GDN_CHUNK * GDN_DK;
+    const float* pc = p + hc * GDN_CHUNK * GDN_CHUNK;
+    const float* vc = u + hc * GDN_CHUNK * GDN_DV + col0;  // V_new
+    for (int it = threadIdx.x; it < GDN_TQ * GDN_OXC; it += GDN_THREADS) {
+        const int tr = it / GDN_OXC, tc = it % GDN_OXC;
+        float acc[4][2];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) { acc[i][0] = 0.0f; acc[i][1] = 0.0f; }
 #pragma unroll 4
-            for (int key = 0; key < GDN_DK; ++key) {
-                float a[4], b[2];
+        for (int key = 0; key < GDN_DK; ++key) {
+            float a[4], b[2];
 #pragma unroll
-                for (int i = 0; i < 4; ++i) a[i] = qr[i][key];
+            for (int i = 0; i < 4; ++i) a[i] = qc[(tr + GDN_TQ * i) * GDN_DK + key];
 #pragma unroll
-                for (int j = 0; j < 2; ++j) b[j] = S[(size_t)key * GDN_DV + tc + GDN_XC * j];
-#pragma unroll
-                for (int i = 0; i < 4; ++i)
-#pragma unroll
-                    for (int j = 0; j < 2; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-            }
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const int r = tr + GDN_TQ * i;
-                const float sc = qsc[r] * expf(gam[r]);
-                acc[i][0] *= sc;
-                acc[i][1] *= sc;
-            }
-            // P is zero above the diagonal and past n: no masks in the intra-chunk sum.
-            const int s_end = min(n, tr + GDN_TQ * 3 + 1);
-            for (int s2 = 0; s2 < s_end; ++s2) {
-                float a[4], b[2];
-#pragma unroll
-                for (int i = 0; i < 4; ++i) a[i] = Mx[(tr + GDN_TQ * i) * GDN_CHUNK + s2];
-#pragma unroll
-                for (int j = 0; j < 2; ++j) b[j] = Vs[s2 * GDN_VS + tc + GDN_XC * j];
-#pragma unroll
-                for (int i = 0; i < 4; ++i)
-#pragma unroll
-                    for (int j = 0; j < 2; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-            }
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const int r = tr + GDN_TQ * i;
-                if (r >= n) continue;
-#pragma unroll
-                for (int j = 0; j < 2; ++j) o[(size_t)(c0 + r) * VALUE_DIM + h * GDN_DV + col0 + tc + GDN_XC * j] = acc[i][j];
-            }
-        }
-        __syncthreads();  // every read of the incoming S is done
-        // 6. S <- exp(gamma_C) S + (K exp(gamma_C - gamma))^T V_new; 4x4 tiles: keys kq + (DK/4)i, columns cq + (DVS/4)j
-        const float decay_c = expf(gam[GDN_CHUNK - 1]);
-        for (int it = threadIdx.x; it < (GDN_DK / 4) * (GDN_DVS / 4); it += GDN_THREADS) {
-            const int kq = it / (GDN_DVS / 4), cq = it % (GDN_DVS / 4);
-            float acc[4][4];
+            for (int j = 0; j < 2; ++j) b[j] = Ss[key * GDN_OSS + tc + GDN_OXC * j];
 #pragma unroll
             for (int i = 0; i < 4; ++i)
 #pragma unroll
-                for (int j = 0; j < 4; ++j) acc[i][j] = decay_c * S[(size_t)(kq + (GDN_DK / 4) * i) * GDN_DV + cq + (GDN_DVS / 4) * j];
-            for (int r = 0; r < n; ++r) {
-                float a[4], b[4];
+                for (int j = 0; j < 2; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        }
+        // P is zero above the diagonal and past n: no masks in the intra-chunk sum.
+        const int s_end = min(n, tr + GDN_TQ * 3 + 1);
+#pragma unroll 2
+        for (int s = 0; s < s_end; ++s) {
+            float a[4], b[2];
 #pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    a[i] = Ks[r * GDN_KS + kq + (GDN_DK / 4) * i] * tail[r];
-                    b[i] = Vs[r * GDN_VS + cq + (GDN_DVS / 4) * i];
-                }
+            for (int i = 0; i < 4; ++i) a[i] = pc[(tr + GDN_TQ * i) * GDN_CHUNK + s];
 #pragma unroll
-                for (int i = 0; i < 4; ++i)
-#pragma unroll
-                    for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-            }
+            for (int j = 0; j < 2; ++j) b[j] = vc[s * GDN_DV + tc + GDN_OXC * j];
 #pragma unroll
             for (int i = 0; i < 4; ++i)
 #pragma unroll
-                for (int j = 0; j < 4; ++j) S[(size_t)(kq + (GDN_DK / 4) * i) * GDN_DV + cq + (GDN_DVS / 4) * j] = acc[i][j];
+                for (int j = 0; j < 2; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
         }
-        __syncthreads();  // smem and S are reused by the next chunk
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int r = tr + GDN_TQ * i;
+            if (r >= n) continue;
+#pragma unroll
+            for (int j = 0; j < 2; ++j) o[(size_t)(c0 + r) * VALUE_DIM + h * GDN_DV + col0 + tc + GDN_OXC * j] = acc[i][j];
+        }
     }
 }
 

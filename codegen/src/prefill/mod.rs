@@ -12,8 +12,10 @@
 //!   (gate, up) pair.
 //! * `prefill_causal_conv` + `prefill_conv_state`: depthwise conv over the
 //!   prompt continuing the cached inputs, then the new conv state.
-//! * `prefill_gdn_chunked` + `prefill_gated_rms_norm`: chunked gated delta
-//!   rule (chunk 64, WY form) from the cached state, then the gated norm.
+//! * `prefill_gdn_chunked_prep` / `_state` / `_output` + `prefill_gated_rms_norm`:
+//!   chunked gated delta rule (chunk 64, WY form) from the cached state: per-chunk
+//!   WY factors in parallel, a short sequential state pass, outputs in parallel;
+//!   then the gated norm.
 //! * `prefill_qk_norm_rope` + `prefill_attention`: q/k norm, partial RoPE,
 //!   KV append, causal online-softmax attention with GQA and the output gate.
 //!
@@ -33,14 +35,16 @@ use crate::{CodegenError, GeneratedKernel, KernelKind};
 
 pub use plan::{Arg, Grid, Handoff, Launch, PrefillPlan, ScratchBuffer, prefill_plan};
 
-pub const ENTRY_POINTS: [&str; 10] = [
+pub const ENTRY_POINTS: [&str; 12] = [
     "prefill_mark_inputs",
     "prefill_embed",
     "prefill_rms_norm",
     "prefill_gemm",
     "prefill_causal_conv",
     "prefill_conv_state",
-    "prefill_gdn_chunked",
+    "prefill_gdn_chunked_prep",
+    "prefill_gdn_chunked_state",
+    "prefill_gdn_chunked_output",
     "prefill_gated_rms_norm",
     "prefill_qk_norm_rope",
     "prefill_attention",
@@ -50,9 +54,15 @@ pub const ENTRY_POINTS: [&str; 10] = [
 pub const ROW_THREADS: u32 = 256;
 /// Tokens per thread of the conv kernel (one thread per channel and segment).
 pub const CONV_SEG: u32 = 16;
-/// Value columns per block of the chunked gated delta rule.
-pub const GDN_DVS: u32 = 32;
+/// Threads of the parallel GDN kernels (`prefill_gdn_chunked_prep`, `_output`).
 pub const GDN_THREADS: u32 = 256;
+/// GDN state pass: lanes per value column (each holds dk / 16 keys of S).
+pub const GDN_ST_LANES: u32 = 16;
+pub const GDN_ST_THREADS: u32 = 128;
+/// GDN state pass: value columns per block.
+pub const GDN_ST_COLS: u32 = GDN_ST_THREADS / GDN_ST_LANES;
+/// Value columns per block of `prefill_gdn_chunked_output`.
+pub const GDN_OCOLS: u32 = 32;
 /// Keys scored together per step of the attention loop.
 pub const ATT_KEYS_PER_STEP: u32 = 4;
 
@@ -68,6 +78,9 @@ pub struct PrefillGeometry {
     pub gemm_warps_m: u32,
     pub gemm_warps_n: u32,
     pub gemm_smem_bytes: u32,
+    /// Row stride of the C x C matrix in `prefill_gdn_chunked_prep`'s smem.
+    pub gdn_ms: u32,
+    /// Dynamic smem of `prefill_gdn_chunked_prep`.
     pub gdn_smem_bytes: u32,
     pub attn_threads: u32,
     /// bf16 parts per GEMM input value: 2 splits it into hi + remainder.
@@ -118,13 +131,39 @@ pub fn geometry(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillGeometry,
     let chunk = p.gdn_chunk;
     let dk = cfg.linear_key_head_dim as u32;
     let dv = cfg.linear_value_head_dim as u32;
-    if !dv.is_multiple_of(GDN_DVS) || !dk.is_multiple_of(32) {
+    if !dv.is_multiple_of(GDN_OCOLS) || !dk.is_multiple_of(32) {
         return Err(CodegenError::Config(format!(
-            "prefill GDN: dv {dv} must be a multiple of {GDN_DVS} and dk {dk} of 32"
+            "prefill GDN: dv {dv} must be a multiple of {GDN_OCOLS} and dk {dk} of 32"
         )));
     }
-    let gdn_floats = chunk * (dk + 1) + chunk * chunk + chunk * (GDN_DVS + 4) + 4 * chunk;
+    // The solve gives each warp chunk / warps columns of X, 32 / that lanes per column.
+    let warps = GDN_THREADS / 32;
+    if !chunk.is_multiple_of(4 * warps) || !32u32.is_multiple_of(chunk / warps) {
+        return Err(CodegenError::Config(format!(
+            "prefill GDN: chunk {chunk} must be a multiple of {} with chunk / {warps} dividing 32",
+            4 * warps
+        )));
+    }
+    // The per-chunk state snapshots are declared per token: dk * dv floats per chunk.
+    if !(dk * dv).is_multiple_of(chunk) {
+        return Err(CodegenError::Config(format!(
+            "prefill GDN: dk * dv = {} must be a multiple of the chunk {chunk}",
+            dk * dv
+        )));
+    }
+    // Smallest stride >= chunk with (stride + 1) = parts (mod 32): conflict-free solve reads.
+    let parts = 32 / (chunk / warps);
+    let gdn_ms = (chunk..chunk + 32)
+        .find(|m| (m + 1) % 32 == parts % 32)
+        .expect("a residue mod 32");
+    let gdn_floats = chunk * (dk + 1) + chunk * gdn_ms + 4 * chunk;
     let gdn_smem = gdn_floats * 4;
+    let gdn_out_smem = dk * (GDN_OCOLS + 1) * 4;
+    if gdn_out_smem > 48 * 1024 {
+        return Err(CodegenError::Config(format!(
+            "prefill GDN output needs {gdn_out_smem} B of static shared memory (limit 49152)"
+        )));
+    }
     if gdn_smem > sched.limits.shared_mem_per_block_optin {
         return Err(CodegenError::Config(format!(
             "prefill GDN needs {gdn_smem} B of shared memory, above the {} B opt-in limit",
@@ -146,6 +185,7 @@ pub fn geometry(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillGeometry,
         gemm_warps_m: wm,
         gemm_warps_n: wn,
         gemm_smem_bytes: gemm_smem,
+        gdn_ms,
         gdn_smem_bytes: gdn_smem,
         attn_threads: p.attn_threads,
         act_parts: if p.split_activations { 2 } else { 1 },
@@ -184,8 +224,8 @@ pub fn generate_prefill(
             g.gemm_smem_bytes
         ),
         format!(
-            "gated delta rule  : chunk {}, {} value columns per block, {} threads, {} B dynamic smem",
-            p.gdn_chunk, GDN_DVS, GDN_THREADS, g.gdn_smem_bytes
+            "gated delta rule  : chunk {}; prep {} threads, {} B dynamic smem; state pass {} lanes per value column, {} columns per block; output {} columns per block",
+            p.gdn_chunk, GDN_THREADS, g.gdn_smem_bytes, GDN_ST_LANES, GDN_ST_COLS, GDN_OCOLS
         ),
         format!(
             "attention         : {} threads (one warp per token), {} keys per step, online softmax",
@@ -225,12 +265,28 @@ pub fn generate_prefill(
             Constant::int("ROW_THREADS", ROW_THREADS, "row-wise kernels"),
             Constant::int("CONV_SEG", CONV_SEG, "tokens per conv thread"),
             Constant::int("GDN_CHUNK", p.gdn_chunk, "chunk of the delta rule"),
-            Constant::int("GDN_DVS", GDN_DVS, "value columns per GDN block"),
-            Constant::int("GDN_THREADS", GDN_THREADS, ""),
+            Constant::int("GDN_THREADS", GDN_THREADS, "GDN prep and output blocks"),
+            Constant::int("GDN_MS", g.gdn_ms, "GDN prep: C x C matrix row stride"),
             Constant::int(
                 "GDN_SMEM_BYTES",
                 g.gdn_smem_bytes,
-                "dynamic smem (opt-in above 48 KiB)",
+                "GDN prep dynamic smem (opt-in above 48 KiB)",
+            ),
+            Constant::int("GDN_ST_THREADS", GDN_ST_THREADS, "GDN state pass block"),
+            Constant::int(
+                "GDN_ST_LANES",
+                GDN_ST_LANES,
+                "GDN state pass: lanes per value column",
+            ),
+            Constant::int(
+                "GDN_ST_COLS",
+                GDN_ST_COLS,
+                "GDN state pass: value columns per block",
+            ),
+            Constant::int(
+                "GDN_OCOLS",
+                GDN_OCOLS,
+                "GDN output: value columns per block",
             ),
             Constant::int("ATT_THREADS", g.attn_threads, ""),
             Constant::int("ATT_WARPS", g.attn_threads / 32, "tokens per block"),

@@ -6,7 +6,7 @@
 use lucebox_models::config::{LayerType, Qwen35Config};
 use lucebox_schedules::Schedule;
 
-use super::{CONV_SEG, GDN_DVS, GDN_THREADS, ROW_THREADS, geometry};
+use super::{CONV_SEG, GDN_OCOLS, GDN_ST_COLS, GDN_ST_THREADS, GDN_THREADS, ROW_THREADS, geometry};
 use crate::CodegenError;
 
 /// A launch grid as a function of the prompt length T.
@@ -35,7 +35,8 @@ pub enum Grid {
     },
     /// Independent of T.
     Fixed(u32),
-    /// Attention: `[heads, ceil(T / tokens_per_block), 1]`.
+    /// `[heads, ceil(T / tokens_per_block), 1]`: attention (tokens per
+    /// block), GDN prep and output (one block per chunk).
     HeadsByTokens { heads: u32, tokens_per_block: u32 },
 }
 
@@ -155,6 +156,12 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
     let u = |v: usize| v as u32;
     let (d, inter) = (u(cfg.hidden_size), u(cfg.intermediate_size));
     let act = g.act_parts as u64;
+    let (hv, dk, dv, g_chunk) = (
+        u(cfg.linear_num_value_heads),
+        u(cfg.linear_key_head_dim),
+        u(cfg.linear_value_head_dim),
+        sched.prefill.gdn_chunk,
+    );
     let mut scratch = vec![
         ScratchBuffer {
             name: "resid",
@@ -202,6 +209,52 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
             name: "gdn_o",
             bytes_per_token: cfg.linear_value_dim() as u64 * 4,
             what: "f32 [T][value_dim] delta-rule output",
+            zeroed: false,
+        },
+        // Chunked GDN scratch, chunk-major ([chunk][Hv][...]); the runtime sizes
+        // every buffer for round_up(T_max, gdn_chunk) tokens.
+        ScratchBuffer {
+            name: "gdn_u",
+            bytes_per_token: cfg.linear_value_dim() as u64 * 4,
+            what: "f32 [chunk][Hv][C][dv] GDN U = (I+A)^-1 beta V, then V_new",
+            zeroed: false,
+        },
+        ScratchBuffer {
+            name: "gdn_w",
+            bytes_per_token: (hv * dk) as u64 * 4,
+            what: "f32 [chunk][Hv][C][dk] GDN W = (I+A)^-1 beta e^gamma K",
+            zeroed: false,
+        },
+        ScratchBuffer {
+            name: "gdn_kd",
+            bytes_per_token: (hv * dk) as u64 * 4,
+            what: "f32 [chunk][Hv][C][dk] GDN K e^(gamma_C - gamma)",
+            zeroed: false,
+        },
+        ScratchBuffer {
+            name: "gdn_qg",
+            bytes_per_token: (hv * dk) as u64 * 4,
+            what: "f32 [chunk][Hv][C][dk] GDN scaled Q e^gamma",
+            zeroed: false,
+        },
+        ScratchBuffer {
+            name: "gdn_p",
+            bytes_per_token: (hv * g_chunk) as u64 * 4,
+            what: "f32 [chunk][Hv][C][C] GDN P = (Q K^T) D, lower incl. diagonal",
+            zeroed: false,
+        },
+        ScratchBuffer {
+            name: "gdn_gam",
+            bytes_per_token: hv as u64 * 4,
+            what: "f32 [chunk][Hv][C] GDN cumulative log-decay in the chunk",
+            zeroed: false,
+        },
+        ScratchBuffer {
+            name: "gdn_sc",
+            // dk * dv is a multiple of the chunk (checked in geometry())
+            bytes_per_token: (hv * dk * dv / g_chunk) as u64 * 4,
+            what: "f32 [chunk][Hv][dv][dk] GDN state at each chunk's start (transposed); \
+                   Hv*dk*dv floats per chunk, declared per token as that / chunk",
             zeroed: false,
         },
         ScratchBuffer {
@@ -500,8 +553,11 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
                     ],
                 });
                 l.push(Launch {
-                    kernel: "prefill_gdn_chunked",
-                    grid: Grid::Fixed(hv * (u(cfg.linear_value_head_dim) / GDN_DVS)),
+                    kernel: "prefill_gdn_chunked_prep",
+                    grid: Grid::HeadsByTokens {
+                        heads: hv,
+                        tokens_per_block: g_chunk,
+                    },
                     block: GDN_THREADS,
                     dynamic_smem: g.gdn_smem_bytes,
                     layer: Some(i),
@@ -512,10 +568,48 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
                         Arg::Weight(w("linear_attn.A_log")),
                         Arg::Weight(w("linear_attn.dt_bias")),
                         Arg::PromptLen,
+                        Arg::Scratch("gdn_u"),
+                        Arg::Scratch("gdn_w"),
+                        Arg::Scratch("gdn_kd"),
+                        Arg::Scratch("gdn_qg"),
+                        Arg::Scratch("gdn_p"),
+                        Arg::Scratch("gdn_gam"),
+                    ],
+                });
+                l.push(Launch {
+                    kernel: "prefill_gdn_chunked_state",
+                    grid: Grid::Fixed(hv * dv / GDN_ST_COLS),
+                    block: GDN_ST_THREADS,
+                    dynamic_smem: 0,
+                    layer: Some(i),
+                    args: vec![
+                        Arg::PromptLen,
+                        Arg::Scratch("gdn_u"),
+                        Arg::Scratch("gdn_w"),
+                        Arg::Scratch("gdn_kd"),
+                        Arg::Scratch("gdn_gam"),
                         Arg::State {
                             buffer: "gdn_state",
                             slot,
                         },
+                        Arg::Scratch("gdn_sc"),
+                    ],
+                });
+                l.push(Launch {
+                    kernel: "prefill_gdn_chunked_output",
+                    grid: Grid::HeadsByTokens {
+                        heads: hv * dv / GDN_OCOLS,
+                        tokens_per_block: g_chunk,
+                    },
+                    block: GDN_THREADS,
+                    dynamic_smem: 0,
+                    layer: Some(i),
+                    args: vec![
+                        Arg::PromptLen,
+                        Arg::Scratch("gdn_qg"),
+                        Arg::Scratch("gdn_p"),
+                        Arg::Scratch("gdn_u"),
+                        Arg::Scratch("gdn_sc"),
                         Arg::Scratch("gdn_o"),
                     ],
                 });
@@ -652,7 +746,8 @@ mod tests {
         // mark inputs + embed + per layer (2 norms + 2 MLP GEMMs + mixer)
         let gdn = cfg.num_linear_attention_layers();
         let full = cfg.num_full_attention_layers();
-        assert_eq!(plan.launches.len(), 2 + gdn * (4 + 9) + full * (4 + 6));
+        // GDN mixer: 4 GEMMs, conv, conv state, 3 delta-rule launches, gated norm, out_proj
+        assert_eq!(plan.launches.len(), 2 + gdn * (4 + 11) + full * (4 + 6));
         let bufs = crate::decode::abi::buffer_slots(&cfg, &s);
         for launch in &plan.launches {
             for a in &launch.args {
@@ -702,6 +797,40 @@ mod tests {
     }
 
     #[test]
+    fn gdn_launches_for_0_8b() {
+        let cfg = Qwen35Config::qwen35_0_8b();
+        let s = Schedule::preset("h100").expect("preset");
+        let plan = prefill_plan(&cfg, &s).expect("plan");
+        let layer = cfg
+            .layer_types
+            .iter()
+            .position(|t| *t == LayerType::LinearAttention)
+            .expect("a GDN layer");
+        let grid = |k: &str| {
+            let l = plan
+                .launches
+                .iter()
+                .find(|l| l.kernel == k && l.layer == Some(layer))
+                .expect(k);
+            (l.grid.dims(520), l.block, l.dynamic_smem)
+        };
+        // Hv = 16, dk = dv = 128, chunk 64: 9 chunks at T = 520
+        assert_eq!(grid("prefill_gdn_chunked_prep"), ([16, 9, 1], 256, 51200));
+        assert_eq!(grid("prefill_gdn_chunked_state"), ([256, 1, 1], 128, 0));
+        assert_eq!(grid("prefill_gdn_chunked_output"), ([64, 9, 1], 256, 0));
+        let bytes = |n: &str| {
+            plan.scratch
+                .iter()
+                .find(|b| b.name == n)
+                .expect(n)
+                .bytes_per_token
+        };
+        // per chunk: Hv * dk * dv floats of state snapshot, Hv * C * C of P
+        assert_eq!(bytes("gdn_sc") * 64, 16 * 128 * 128 * 4);
+        assert_eq!(bytes("gdn_p") * 64, 16 * 64 * 64 * 4);
+    }
+
+    #[test]
     fn grids_scale_with_prompt_length() {
         let g = Grid::GemmTiles {
             n: 4096,
@@ -717,6 +846,14 @@ mod tests {
             tokens_per_thread: 64,
         };
         assert_eq!(c.dims(65), [24, 2, 1]);
+        // GDN prep / output: one block per (head or head slice, chunk of 64)
+        let h = Grid::HeadsByTokens {
+            heads: 16,
+            tokens_per_block: 64,
+        };
+        assert_eq!(h.dims(520), [16, 9, 1]);
+        assert_eq!(h.dims(512), [16, 8, 1]);
+        assert_eq!(h.dims(1), [16, 1, 1]);
         assert_eq!(
             Grid::PerTokenItems {
                 items_per_token: 10,
