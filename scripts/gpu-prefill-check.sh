@@ -34,7 +34,7 @@ stage() { # stage NAME SECONDS CMD...
 stage prefill-fixtures 300 "$BIN" check --only prefill --model "$FIX/tiny-composite-tied" --model "$FIX/tiny-text-untied" --prefill-max 200
 stage prefill-0.8b 600 "$BIN" check --only prefill --model "$CKPT" --prefill-max "$PREFILL_MAX" --greedy-steps 64 --logit-positions 16
 if command -v compute-sanitizer >/dev/null; then
-  ids=$(python3 -c "print(','.join(str(i * 37 % 500 + 3) for i in range(70)))")
+  ids=$(python3 -c "print(','.join(str(i * 37 % 250 + 3) for i in range(70)))")
   stage prefill-memcheck 300 compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN" run --model "$FIX/tiny-text-untied" --ids "$ids" --max-tokens 4 --backend gpu --output json
 fi
 stage prefill-profile 300 "$BIN" profile --prefill --model "$CKPT" --pp 520 --reps 5

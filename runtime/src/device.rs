@@ -128,9 +128,15 @@ impl Gpu {
         &self.info.props
     }
 
-    /// The schedule derived for this device.
+    /// The schedule derived for this device, with the JSON patch in
+    /// `LUCEBOX_SCHEDULE_PATCH` merged in when set (tuning experiments, see
+    /// docs/adding-a-chip.md).
     pub fn schedule(&self) -> Result<Schedule> {
-        Ok(Schedule::for_device(&self.info.props)?)
+        let s = Schedule::for_device(&self.info.props)?;
+        match std::env::var("LUCEBOX_SCHEDULE_PATCH") {
+            Ok(patch) if !patch.trim().is_empty() => Ok(s.patched(&patch)?),
+            _ => Ok(s),
+        }
     }
 
     pub fn context(&self) -> &Arc<CudaContext> {

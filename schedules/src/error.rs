@@ -8,6 +8,8 @@ pub enum ScheduleError {
     UnknownTarget { target: String, known: String },
     #[error("unknown preset `{preset}`; known presets: {known}")]
     UnknownPreset { preset: String, known: String },
+    #[error("schedule patch {0}")]
+    BadPatch(String),
     #[error("invalid schedule: `{field}` = {value}: {limit}")]
     Invalid {
         field: &'static str,

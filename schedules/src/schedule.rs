@@ -320,6 +320,47 @@ impl Schedule {
         Ok(s)
     }
 
+    /// The schedule with `patch` (a JSON object of fields to change, nested
+    /// like the schedule's own JSON, e.g. `{"prefill": {"gemm_tile_n": 128}}`)
+    /// merged in, then checked against the hardware limits. Unknown fields
+    /// are an error, so a typo cannot silently do nothing.
+    pub fn patched(&self, patch: &str) -> Result<Self, ScheduleError> {
+        fn merge(
+            base: &mut serde_json::Value,
+            patch: &serde_json::Value,
+            path: &str,
+        ) -> Result<(), ScheduleError> {
+            match (base, patch) {
+                (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
+                    for (k, v) in p {
+                        let here = format!("{path}{k}");
+                        let slot = b.get_mut(k).ok_or_else(|| {
+                            ScheduleError::BadPatch(format!("names an unknown field `{here}`"))
+                        })?;
+                        merge(slot, v, &format!("{here}."))?;
+                    }
+                    Ok(())
+                }
+                (b, p) => {
+                    *b = p.clone();
+                    Ok(())
+                }
+            }
+        }
+        let patch: serde_json::Value = serde_json::from_str(patch)
+            .map_err(|e| ScheduleError::BadPatch(format!("is not JSON: {e}")))?;
+        if !patch.is_object() {
+            return Err(ScheduleError::BadPatch("must be a JSON object".into()));
+        }
+        let mut value = serde_json::to_value(self)
+            .map_err(|e| ScheduleError::BadPatch(format!("cannot serialise the schedule: {e}")))?;
+        merge(&mut value, &patch, "")?;
+        let s: Self = serde_json::from_value(value)
+            .map_err(|e| ScheduleError::BadPatch(format!("gives an invalid schedule: {e}")))?;
+        s.check_hardware()?;
+        Ok(s)
+    }
+
     /// The same schedule with its context capped at what the model supports
     /// (a small model config may allow fewer positions than the preset holds).
     pub fn capped_to_model_context(mut self, max_position_embeddings: u32) -> Self {
@@ -826,6 +867,23 @@ fn prefetch_depth(l2: u64, blocks: u32, threads: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patch_changes_named_fields_and_rejects_unknown_ones() {
+        let s = Schedule::preset("h100").expect("preset");
+        let p = s
+            .patched(r#"{"prefill": {"gemm_tile_n": 128, "split_activations": false}}"#)
+            .expect("patch");
+        assert_eq!(p.prefill.gemm_tile_n, 128);
+        assert!(!p.prefill.split_activations);
+        assert_eq!(p.decode, s.decode);
+        let e = s
+            .patched(r#"{"prefill": {"gemm_tile_nn": 128}}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("prefill.gemm_tile_nn"), "{e}");
+        assert!(s.patched("[1]").is_err());
+        assert!(s.patched(r#"{"threads_per_block": 4096}"#).is_err());
+    }
 
     fn dims_08b() -> ModelDims {
         ModelDims {

@@ -616,55 +616,91 @@ prefill_gdn_chunked_prep(const float* __restrict__ qkv, const float* __restrict_
     }
 }
 
-// The state pass: GDN_ST_LANES lanes per value column (keys kg + GDN_ST_LANES i, kept in registers),
-// GDN_ST_COLS columns per block; a warp's two columns belong to one head. Per chunk and row r:
-// V_new[r][col] = U[r][col] - sum_key W[r][key] S[key][col] (half-warp butterfly sum); the update
-// Kd^T V_new accumulates beside S, so every row reads the chunk's starting state.
-constexpr int GDN_KPL = GDN_DK / GDN_ST_LANES;  // keys per lane
-static_assert(GDN_DK % GDN_ST_LANES == 0 && 32 % GDN_ST_LANES == 0, "state pass layout");
-static_assert(GDN_ST_THREADS % GDN_ST_LANES == 0 && GDN_ST_THREADS / GDN_ST_LANES == GDN_ST_COLS, "state pass block");
-static_assert(GDN_DV % GDN_ST_COLS == 0 && GDN_DV % (32 / GDN_ST_LANES) == 0, "a block's columns share one head");
+// The state pass: one block per (v-head, GDN_ST_COLS value columns), sequential over chunks. Per
+// chunk, as two small matrix products through shared memory (no per-row dependency chain):
+//   V_new = U - W S_c      (C x GDN_ST_COLS outputs, GDN_ST_RPT rows per thread, k over GDN_DK)
+//   S <- exp(gamma_C) S + Kd^T V_new   (GDN_DK x GDN_ST_COLS, GDN_ST_KPT keys per thread, r over C)
+// W and then Kd pass through the same smem tile; S_c is stored for the output kernel.
+constexpr int GDN_ST_MS = GDN_DK + 1;                                   // tile row stride
+constexpr int GDN_ST_RPT = GDN_CHUNK * GDN_ST_COLS / GDN_ST_THREADS;    // V_new rows per thread
+constexpr int GDN_ST_KPT = GDN_DK * GDN_ST_COLS / GDN_ST_THREADS;       // state keys per thread
+constexpr int GDN_ST_RSTEP = GDN_ST_THREADS / GDN_ST_COLS;              // row / key step between a thread's items
+static_assert(GDN_ST_THREADS % GDN_ST_COLS == 0 && GDN_CHUNK % GDN_ST_RSTEP == 0 && GDN_DK % GDN_ST_RSTEP == 0,
+              "state pass layout");
+static_assert(GDN_DV % GDN_ST_COLS == 0, "a block's columns share one head");
+static_assert((GDN_CHUNK * GDN_ST_MS + GDN_DK * GDN_ST_COLS + GDN_CHUNK * GDN_ST_COLS) * 4 <= 48 * 1024,
+              "state pass static smem");
 extern "C" __global__ void __launch_bounds__(GDN_ST_THREADS)
 prefill_gdn_chunked_state(int T, float* __restrict__ u, const float* __restrict__ w, const float* __restrict__ kd,
                           const float* __restrict__ gam, float* __restrict__ state, float* __restrict__ sc) {
-    const int gc = blockIdx.x * GDN_ST_COLS + threadIdx.x / GDN_ST_LANES;  // value column over all heads
-    const int h = gc / GDN_DV, col = gc % GDN_DV, kg = threadIdx.x % GDN_ST_LANES;
-    float* st = state + (size_t)h * GDN_DK * GDN_DV + col;  // S[key * GDN_DV + col]
-    float S[GDN_KPL], acc[GDN_KPL];
+    __shared__ float Ms[GDN_CHUNK * GDN_ST_MS];      // W, then Kd, of this chunk and head
+    __shared__ float Ss[GDN_DK * GDN_ST_COLS];       // S_c[key][c]
+    __shared__ float Vs[GDN_CHUNK * GDN_ST_COLS];    // U, then V_new [r][c]
+    const int h = blockIdx.x / (GDN_DV / GDN_ST_COLS), col0 = (blockIdx.x % (GDN_DV / GDN_ST_COLS)) * GDN_ST_COLS;
+    const int c = threadIdx.x % GDN_ST_COLS, i0 = threadIdx.x / GDN_ST_COLS;
+    float* st = state + (size_t)h * GDN_DK * GDN_DV + col0;  // S[key * GDN_DV + c]
+    float S[GDN_ST_KPT];  // S[i0 + GDN_ST_RSTEP j][c]
 #pragma unroll
-    for (int i = 0; i < GDN_KPL; ++i) S[i] = st[(size_t)(kg + GDN_ST_LANES * i) * GDN_DV];
+    for (int j = 0; j < GDN_ST_KPT; ++j) {
+        S[j] = st[(size_t)(i0 + GDN_ST_RSTEP * j) * GDN_DV + c];
+        Ss[(i0 + GDN_ST_RSTEP * j) * GDN_ST_COLS + c] = S[j];
+    }
     const int nc = (T + GDN_CHUNK - 1) / GDN_CHUNK;
-    for (int c = 0; c < nc; ++c) {
-        const int n = min(GDN_CHUNK, T - c * GDN_CHUNK);
-        const size_t hc = (size_t)c * GDN_HV + h;
-        float* scc = sc + (hc * GDN_DV + col) * GDN_DK;
+    for (int ch = 0; ch < nc; ++ch) {
+        const size_t hc = (size_t)ch * GDN_HV + h;
+        float* scc = sc + (hc * GDN_DV + col0 + c) * GDN_DK;
 #pragma unroll
-        for (int i = 0; i < GDN_KPL; ++i) {
-            scc[kg + GDN_ST_LANES * i] = S[i];
-            acc[i] = 0.0f;
-        }
-        const float* wr = w + hc * GDN_CHUNK * GDN_DK + kg;
-        const float* kdr = kd + hc * GDN_CHUNK * GDN_DK + kg;
-        float* ur = u + hc * GDN_CHUNK * GDN_DV + col;
+        for (int j = 0; j < GDN_ST_KPT; ++j) scc[i0 + GDN_ST_RSTEP * j] = S[j];
+        const float* wc = w + hc * GDN_CHUNK * GDN_DK;
+        for (int e = threadIdx.x; e < GDN_CHUNK * GDN_DK; e += GDN_ST_THREADS)
+            Ms[(e / GDN_DK) * GDN_ST_MS + e % GDN_DK] = wc[e];
+        float* uc = u + hc * GDN_CHUNK * GDN_DV + col0;
+        for (int e = threadIdx.x; e < GDN_CHUNK * GDN_ST_COLS; e += GDN_ST_THREADS)
+            Vs[e] = uc[(size_t)(e / GDN_ST_COLS) * GDN_DV + e % GDN_ST_COLS];
+        __syncthreads();  // W, U and S_c are in smem
+        {
+            float acc[GDN_ST_RPT];
+#pragma unroll
+            for (int j = 0; j < GDN_ST_RPT; ++j) acc[j] = 0.0f;
 #pragma unroll 4
-        for (int r = 0; r < n; ++r) {
-            float s = 0.0f;  // (W S)[r][col] - U[r][col] = -V_new[r][col]
+            for (int k = 0; k < GDN_DK; ++k) {
+                const float sk = Ss[k * GDN_ST_COLS + c];
 #pragma unroll
-            for (int i = 0; i < GDN_KPL; ++i) s = fmaf(wr[r * GDN_DK + GDN_ST_LANES * i], S[i], s);
-            if (kg == 0) s -= ur[r * GDN_DV];
+                for (int j = 0; j < GDN_ST_RPT; ++j) acc[j] = fmaf(Ms[(i0 + GDN_ST_RSTEP * j) * GDN_ST_MS + k], sk, acc[j]);
+            }
 #pragma unroll
-            for (int off = GDN_ST_LANES / 2; off > 0; off >>= 1) s += __shfl_xor_sync(FULL_MASK, s, off);
-            const float vn = -s;
-            if (kg == 0) ur[r * GDN_DV] = vn;  // the lane that read U[r][col] overwrites it
-#pragma unroll
-            for (int i = 0; i < GDN_KPL; ++i) acc[i] = fmaf(kdr[r * GDN_DK + GDN_ST_LANES * i], vn, acc[i]);
+            for (int j = 0; j < GDN_ST_RPT; ++j) {
+                const int r = i0 + GDN_ST_RSTEP * j;
+                const float vn = Vs[r * GDN_ST_COLS + c] - acc[j];
+                Vs[r * GDN_ST_COLS + c] = vn;
+                uc[(size_t)r * GDN_DV + c] = vn;
+            }
         }
-        const float decay = expf(gam[hc * GDN_CHUNK + GDN_CHUNK - 1]);  // exp(gamma_C)
+        __syncthreads();  // V_new complete; the tile is free for Kd
+        const float* kc = kd + hc * GDN_CHUNK * GDN_DK;
+        for (int e = threadIdx.x; e < GDN_CHUNK * GDN_DK; e += GDN_ST_THREADS)
+            Ms[(e / GDN_DK) * GDN_ST_MS + e % GDN_DK] = kc[e];
+        __syncthreads();
+        {
+            const float decay = expf(gam[hc * GDN_CHUNK + GDN_CHUNK - 1]);  // exp(gamma_C)
+            float acc[GDN_ST_KPT];
 #pragma unroll
-        for (int i = 0; i < GDN_KPL; ++i) S[i] = fmaf(decay, S[i], acc[i]);
+            for (int j = 0; j < GDN_ST_KPT; ++j) acc[j] = 0.0f;
+#pragma unroll 4
+            for (int r = 0; r < GDN_CHUNK; ++r) {
+                const float v = Vs[r * GDN_ST_COLS + c];
+#pragma unroll
+                for (int j = 0; j < GDN_ST_KPT; ++j) acc[j] = fmaf(Ms[r * GDN_ST_MS + i0 + GDN_ST_RSTEP * j], v, acc[j]);
+            }
+#pragma unroll
+            for (int j = 0; j < GDN_ST_KPT; ++j) S[j] = fmaf(decay, S[j], acc[j]);
+        }
+        __syncthreads();  // every read of Ms, Vs and Ss for this chunk is done
+#pragma unroll
+        for (int j = 0; j < GDN_ST_KPT; ++j) Ss[(i0 + GDN_ST_RSTEP * j) * GDN_ST_COLS + c] = S[j];
     }
 #pragma unroll
-    for (int i = 0; i < GDN_KPL; ++i) st[(size_t)(kg + GDN_ST_LANES * i) * GDN_DV] = S[i];
+    for (int j = 0; j < GDN_ST_KPT; ++j) st[(size_t)(i0 + GDN_ST_RSTEP * j) * GDN_DV + c] = S[j];
 }
 
 // Outputs: one block per (v-head, GDN_OCOLS value columns) = blockIdx.x and chunk = blockIdx.y;

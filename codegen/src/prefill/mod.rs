@@ -56,11 +56,9 @@ pub const ROW_THREADS: u32 = 256;
 pub const CONV_SEG: u32 = 16;
 /// Threads of the parallel GDN kernels (`prefill_gdn_chunked_prep`, `_output`).
 pub const GDN_THREADS: u32 = 256;
-/// GDN state pass: lanes per value column (each holds dk / 16 keys of S).
-pub const GDN_ST_LANES: u32 = 16;
+/// GDN state pass: threads per block and value columns per block.
 pub const GDN_ST_THREADS: u32 = 128;
-/// GDN state pass: value columns per block.
-pub const GDN_ST_COLS: u32 = GDN_ST_THREADS / GDN_ST_LANES;
+pub const GDN_ST_COLS: u32 = 8;
 /// Value columns per block of `prefill_gdn_chunked_output`.
 pub const GDN_OCOLS: u32 = 32;
 /// Keys scored together per step of the attention loop.
@@ -164,6 +162,12 @@ pub fn geometry(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillGeometry,
             "prefill GDN output needs {gdn_out_smem} B of static shared memory (limit 49152)"
         )));
     }
+    let gdn_state_smem = (chunk * (dk + 1) + dk * GDN_ST_COLS + chunk * GDN_ST_COLS) * 4;
+    if gdn_state_smem > 48 * 1024 {
+        return Err(CodegenError::Config(format!(
+            "prefill GDN state pass needs {gdn_state_smem} B of static shared memory (limit 49152): dk {dk} is too large for chunk {chunk}"
+        )));
+    }
     if gdn_smem > sched.limits.shared_mem_per_block_optin {
         return Err(CodegenError::Config(format!(
             "prefill GDN needs {gdn_smem} B of shared memory, above the {} B opt-in limit",
@@ -224,8 +228,8 @@ pub fn generate_prefill(
             g.gemm_smem_bytes
         ),
         format!(
-            "gated delta rule  : chunk {}; prep {} threads, {} B dynamic smem; state pass {} lanes per value column, {} columns per block; output {} columns per block",
-            p.gdn_chunk, GDN_THREADS, g.gdn_smem_bytes, GDN_ST_LANES, GDN_ST_COLS, GDN_OCOLS
+            "gated delta rule  : chunk {}; prep {} threads, {} B dynamic smem; state pass {} threads, {} columns per block; output {} columns per block",
+            p.gdn_chunk, GDN_THREADS, g.gdn_smem_bytes, GDN_ST_THREADS, GDN_ST_COLS, GDN_OCOLS
         ),
         format!(
             "attention         : {} threads (one warp per token), {} keys per step, online softmax",
@@ -273,11 +277,6 @@ pub fn generate_prefill(
                 "GDN prep dynamic smem (opt-in above 48 KiB)",
             ),
             Constant::int("GDN_ST_THREADS", GDN_ST_THREADS, "GDN state pass block"),
-            Constant::int(
-                "GDN_ST_LANES",
-                GDN_ST_LANES,
-                "GDN state pass: lanes per value column",
-            ),
             Constant::int(
                 "GDN_ST_COLS",
                 GDN_ST_COLS,
