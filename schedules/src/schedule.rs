@@ -662,7 +662,9 @@ impl Schedule {
                 ),
             ));
         }
-        let gemm_smem = p.gemm_stages * (p.gemm_tile_m + p.gemm_tile_n) * p.gemm_tile_k * 2;
+        let parts = if p.split_activations { 2 } else { 1 };
+        let gemm_smem =
+            p.gemm_stages * (parts * p.gemm_tile_m + p.gemm_tile_n) * (p.gemm_tile_k + 8) * 2;
         if gemm_smem > self.limits.shared_mem_per_block_optin {
             return Err(Self::invalid(
                 "prefill.gemm_stages",

@@ -83,20 +83,20 @@ pub const GEMM_COMMON: &str = r#"// ---- prefill_gemm: Y[M, N] = X[M, K] . W[N, 
 // conflict-free for the 32-bit fragment loads. K must be a multiple of GEMM_BK; M and N
 // are bounds-checked (rows past M/N are zero-filled and never stored).
 // Activations: each X row holds ACT_PARTS x K bf16, the value's bf16 `hi` then (ACT_PARTS == 2)
-// its bf16 remainder `lo` = bf16(x - hi), so X . W^T = hi . W^T + lo . W^T is a GEMM over
-// ACT_PARTS x K whose k-th weight column is W[:, k mod K] (16 mantissa bits of activation).
+// its bf16 remainder `lo` = bf16(x - hi); a stage holds both parts' A tiles and one W tile, and
+// every W fragment multiplies both (X . W^T = hi . W^T + lo . W^T: 16 mantissa bits of activation).
 // Split-K: blockIdx.z takes a contiguous range of the k tiles; with splits > 1 every split
 // stores its f32 tile to `partials`, and the last to arrive at the tile's counter sums them in
 // split order (deterministic) and runs the epilogue.
 constexpr int GEMM_SK = GEMM_BK + 8;
-constexpr int GEMM_A_TILE = GEMM_BM * GEMM_SK;
+constexpr int GEMM_A_TILE = GEMM_BM * GEMM_SK;  // one activation part
 constexpr int GEMM_B_TILE = GEMM_BN * GEMM_SK;
-constexpr int GEMM_STAGE = GEMM_A_TILE + GEMM_B_TILE;
+constexpr int GEMM_STAGE = ACT_PARTS * GEMM_A_TILE + GEMM_B_TILE;
 constexpr int GEMM_CS = GEMM_BN + 4;  // f32 staging row of the epilogue
 constexpr int GEMM_RING_BYTES = GEMM_STAGES * GEMM_STAGE * 2;
 constexpr int GEMM_C_BYTES = GEMM_BM * GEMM_CS * 4;
 constexpr int GEMM_SMEM_BYTES = GEMM_RING_BYTES > GEMM_C_BYTES ? GEMM_RING_BYTES : GEMM_C_BYTES;
-static_assert(GEMM_SMEM_BYTES <= 48 * 1024, "prefill_gemm uses static shared memory");
+static_assert(GEMM_SMEM_BYTES == GEMM_DYN_SMEM, "the launch plan's dynamic smem size");
 static_assert(GEMM_BK % 16 == 0 && GEMM_BN % 16 == 0 && GEMM_BM % 16 == 0, "mma tiles");
 
 // Epilogues (the `epilogue` argument).
@@ -105,27 +105,27 @@ constexpr int EPI_ADD_F32 = 1;       // Yf += acc (residual add, in place)
 constexpr int EPI_STORE_BF16 = 2;    // Yb = activation(acc): a GEMM input (ACT_PARTS x N per row)
 constexpr int EPI_SWIGLU_BF16 = 3;   // Yb = activation(silu(X.W^T) * (X.W2^T)); W = gate, W2 = up
 
-// One stage: X rows [m0, m0+BM) and weight rows of this block, columns [k0, k0+BK) of the
-// ACT_PARTS x K activation row (weight column k0 mod K: BK divides K, so a stage never straddles).
-// SwiGLU blocks cover BN/2 output columns: stage rows [0, BN/2) from W (gate), the rest from W2 (up).
+// One stage: columns [k0, k0+BK) of X rows [m0, m0+BM) (each activation part: ACT_PARTS tiles)
+// and of this block's weight rows. SwiGLU blocks cover BN/2 output columns: weight rows [0, BN/2)
+// from W (gate), the rest from W2 (up).
 __device__ __forceinline__ void gemm_load_stage(u16* st, const u16* __restrict__ X, const u16* __restrict__ W,
                                                 const u16* __restrict__ W2, int M, int N, int K, int m0, int n0,
                                                 int k0, bool swiglu) {
     constexpr int CPR = GEMM_BK / 8;  // 16-byte chunks per row
-    const int kw = k0 >= K ? k0 - K : k0;
-    for (int i = threadIdx.x; i < (GEMM_BM + GEMM_BN) * CPR; i += GEMM_THREADS) {
+    constexpr int A_ROWS = ACT_PARTS * GEMM_BM;
+    for (int i = threadIdx.x; i < (A_ROWS + GEMM_BN) * CPR; i += GEMM_THREADS) {
         const int row = i / CPR, ch = (i % CPR) * 8;
-        if (row < GEMM_BM) {
-            const int m = m0 + row;
+        if (row < A_ROWS) {
+            const int part = row / GEMM_BM, m = m0 + row % GEMM_BM;
             const bool ok = m < M;
-            copy16(st + row * GEMM_SK + ch, X + (size_t)(ok ? m : 0) * (ACT_PARTS * K) + k0 + ch, ok);
+            copy16(st + row * GEMM_SK + ch, X + (size_t)(ok ? m : 0) * (ACT_PARTS * K) + part * K + k0 + ch, ok);
         } else {
-            const int r = row - GEMM_BM;
+            const int r = row - A_ROWS;
             const u16* src = W;
             int n = n0 + r;
             if (swiglu && r >= GEMM_BN / 2) { src = W2; n = n0 + r - GEMM_BN / 2; }
             const bool ok = n < N;
-            copy16(st + GEMM_A_TILE + r * GEMM_SK + ch, src + (size_t)(ok ? n : 0) * K + kw + ch, ok);
+            copy16(st + A_ROWS * GEMM_SK + r * GEMM_SK + ch, src + (size_t)(ok ? n : 0) * K + k0 + ch, ok);
         }
     }
 }
@@ -210,7 +210,7 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __restrict__ W2, int M, int N, int K,
              int epilogue, int splits, float* __restrict__ partials, u32* __restrict__ counters,
              float* __restrict__ Yf, u16* __restrict__ Yb) {
-    __shared__ __align__(16) unsigned char smem[GEMM_SMEM_BYTES];
+    extern __shared__ __align__(16) unsigned char smem[];
     u16* ring = reinterpret_cast<u16*>(smem);
     const bool swiglu = epilogue == EPI_SWIGLU_BF16;
     const int m0 = blockIdx.y * GEMM_BM;
@@ -227,7 +227,7 @@ prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
 
     int kt0, kt1;
-    gemm_split_range(ACT_PARTS * K / GEMM_BK, splits, kt0, kt1);
+    gemm_split_range(K / GEMM_BK, splits, kt0, kt1);
     const int KT = kt1 - kt0;
 #pragma unroll
     for (int s = 0; s < GEMM_STAGES - 1; ++s) {
@@ -241,24 +241,28 @@ prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __
         if (nk < KT) gemm_load_stage(ring + (nk % GEMM_STAGES) * GEMM_STAGE, X, W, W2, M, N, K, m0, n0, (kt0 + nk) * GEMM_BK, swiglu);
         copy_commit();
         const u16* As = ring + (kt % GEMM_STAGES) * GEMM_STAGE;
-        const u16* Bs = As + GEMM_A_TILE;
+        const u16* Bs = As + ACT_PARTS * GEMM_A_TILE;
 #pragma unroll
         for (int kk = 0; kk < GEMM_BK; kk += 16) {
-            u32 a[GEMM_MI][4], b[GEMM_NI][2];
-            // A 16x16 fragment = four 8x8 matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15): lane l
-            // addresses row l & 15, k offset (l >> 4) * 8 -> registers a0..a3 in mma order.
-#pragma unroll
-            for (int i = 0; i < GEMM_MI; ++i)
-                ldmatrix_x4(a[i], As + (wm * GEMM_WTM + i * 16 + (lane & 15)) * GEMM_SK + kk + (lane >> 4) * 8);
+            u32 b[GEMM_NI][2];
             // B 16x8 fragment (W rows = n, contiguous k) = two 8x8 matrices (k 0-7 | 8-15):
             // lanes 0-15 address row n = lane & 7, k offset ((lane >> 3) & 1) * 8.
 #pragma unroll
             for (int j = 0; j < GEMM_NI; ++j)
                 ldmatrix_x2(b[j], Bs + (wn * GEMM_WTN + j * 8 + (lane & 7)) * GEMM_SK + kk + ((lane >> 3) & 1) * 8);
 #pragma unroll
-            for (int i = 0; i < GEMM_MI; ++i)
+            for (int part = 0; part < ACT_PARTS; ++part) {
+                u32 a[GEMM_MI][4];
+                // A 16x16 fragment = four 8x8 matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15): lane l
+                // addresses row l & 15, k offset (l >> 4) * 8 -> registers a0..a3 in mma order.
 #pragma unroll
-                for (int j = 0; j < GEMM_NI; ++j) mma_bf16_16816(acc[i][j], a[i], b[j]);
+                for (int i = 0; i < GEMM_MI; ++i)
+                    ldmatrix_x4(a[i], As + part * GEMM_A_TILE + (wm * GEMM_WTM + i * 16 + (lane & 15)) * GEMM_SK + kk + (lane >> 4) * 8);
+#pragma unroll
+                for (int i = 0; i < GEMM_MI; ++i)
+#pragma unroll
+                    for (int j = 0; j < GEMM_NI; ++j) mma_bf16_16816(acc[i][j], a[i], b[j]);
+            }
         }
     }
     copy_wait<0>();
@@ -288,7 +292,7 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __restrict__ W2, int M, int N, int K,
              int epilogue, int splits, float* __restrict__ partials, u32* __restrict__ counters,
              float* __restrict__ Yf, u16* __restrict__ Yb) {
-    __shared__ __align__(16) unsigned char smem[GEMM_SMEM_BYTES];
+    extern __shared__ __align__(16) unsigned char smem[];
     u16* ring = reinterpret_cast<u16*>(smem);
     const bool swiglu = epilogue == EPI_SWIGLU_BF16;
     const int m0 = blockIdx.y * GEMM_BM;
@@ -297,7 +301,7 @@ prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __
 #pragma unroll
     for (int o = 0; o < GEMM_OPT; ++o) acc[o] = 0.0f;
     int kt0, kt1;
-    gemm_split_range(ACT_PARTS * K / GEMM_BK, splits, kt0, kt1);
+    gemm_split_range(K / GEMM_BK, splits, kt0, kt1);
     const int KT = kt1 - kt0;
 #pragma unroll
     for (int s = 0; s < GEMM_STAGES - 1; ++s) {
@@ -311,16 +315,19 @@ prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __
         if (nk < KT) gemm_load_stage(ring + (nk % GEMM_STAGES) * GEMM_STAGE, X, W, W2, M, N, K, m0, n0, (kt0 + nk) * GEMM_BK, swiglu);
         copy_commit();
         const u16* As = ring + (kt % GEMM_STAGES) * GEMM_STAGE;
-        const u16* Bs = As + GEMM_A_TILE;
+        const u16* Bs = As + ACT_PARTS * GEMM_A_TILE;
 #pragma unroll 4
         for (int kk = 0; kk < GEMM_BK; kk += 2) {
 #pragma unroll
             for (int o = 0; o < GEMM_OPT; ++o) {
                 const int e = o * GEMM_THREADS + threadIdx.x, r = e / GEMM_BN, c = e % GEMM_BN;
-                const u32 a = *reinterpret_cast<const u32*>(As + r * GEMM_SK + kk);
                 const u32 b = *reinterpret_cast<const u32*>(Bs + c * GEMM_SK + kk);
-                acc[o] = fmaf(__uint_as_float(a << 16), __uint_as_float(b << 16), acc[o]);
-                acc[o] = fmaf(__uint_as_float(a & 0xffff0000u), __uint_as_float(b & 0xffff0000u), acc[o]);
+#pragma unroll
+                for (int part = 0; part < ACT_PARTS; ++part) {
+                    const u32 a = *reinterpret_cast<const u32*>(As + part * GEMM_A_TILE + r * GEMM_SK + kk);
+                    acc[o] = fmaf(__uint_as_float(a << 16), __uint_as_float(b << 16), acc[o]);
+                    acc[o] = fmaf(__uint_as_float(a & 0xffff0000u), __uint_as_float(b & 0xffff0000u), acc[o]);
+                }
             }
         }
     }
@@ -630,6 +637,21 @@ static_assert(GDN_ST_THREADS % GDN_ST_COLS == 0 && GDN_CHUNK % GDN_ST_RSTEP == 0
 static_assert(GDN_DV % GDN_ST_COLS == 0, "a block's columns share one head");
 static_assert((GDN_CHUNK * GDN_ST_MS + GDN_DK * GDN_ST_COLS + GDN_CHUNK * GDN_ST_COLS) * 4 <= 48 * 1024,
               "state pass static smem");
+// A C x GDN_DK f32 tile into Ms (row stride GDN_ST_MS): all 16-byte loads issued before the stores.
+__device__ __forceinline__ void gdn_state_load_tile(float* Ms, const float* __restrict__ src) {
+    constexpr int V4 = GDN_CHUNK * GDN_DK / 4 / GDN_ST_THREADS;
+    static_assert(GDN_CHUNK * GDN_DK % (4 * GDN_ST_THREADS) == 0, "tile load");
+    float4 v[V4];
+#pragma unroll
+    for (int i = 0; i < V4; ++i) v[i] = reinterpret_cast<const float4*>(src)[i * GDN_ST_THREADS + threadIdx.x];
+#pragma unroll
+    for (int i = 0; i < V4; ++i) {
+        const int e = 4 * (i * GDN_ST_THREADS + threadIdx.x), r = e / GDN_DK, k = e % GDN_DK;
+        float* d = Ms + r * GDN_ST_MS + k;
+        d[0] = v[i].x; d[1] = v[i].y; d[2] = v[i].z; d[3] = v[i].w;
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(GDN_ST_THREADS)
 prefill_gdn_chunked_state(int T, float* __restrict__ u, const float* __restrict__ w, const float* __restrict__ kd,
                           const float* __restrict__ gam, float* __restrict__ state, float* __restrict__ sc) {
@@ -651,9 +673,7 @@ prefill_gdn_chunked_state(int T, float* __restrict__ u, const float* __restrict_
         float* scc = sc + (hc * GDN_DV + col0 + c) * GDN_DK;
 #pragma unroll
         for (int j = 0; j < GDN_ST_KPT; ++j) scc[i0 + GDN_ST_RSTEP * j] = S[j];
-        const float* wc = w + hc * GDN_CHUNK * GDN_DK;
-        for (int e = threadIdx.x; e < GDN_CHUNK * GDN_DK; e += GDN_ST_THREADS)
-            Ms[(e / GDN_DK) * GDN_ST_MS + e % GDN_DK] = wc[e];
+        gdn_state_load_tile(Ms, w + hc * GDN_CHUNK * GDN_DK);
         float* uc = u + hc * GDN_CHUNK * GDN_DV + col0;
         for (int e = threadIdx.x; e < GDN_CHUNK * GDN_ST_COLS; e += GDN_ST_THREADS)
             Vs[e] = uc[(size_t)(e / GDN_ST_COLS) * GDN_DV + e % GDN_ST_COLS];
@@ -677,9 +697,7 @@ prefill_gdn_chunked_state(int T, float* __restrict__ u, const float* __restrict_
             }
         }
         __syncthreads();  // V_new complete; the tile is free for Kd
-        const float* kc = kd + hc * GDN_CHUNK * GDN_DK;
-        for (int e = threadIdx.x; e < GDN_CHUNK * GDN_DK; e += GDN_ST_THREADS)
-            Ms[(e / GDN_DK) * GDN_ST_MS + e % GDN_DK] = kc[e];
+        gdn_state_load_tile(Ms, kd + hc * GDN_CHUNK * GDN_DK);
         __syncthreads();
         {
             const float decay = expf(gam[hc * GDN_CHUNK + GDN_CHUNK - 1]);  // exp(gamma_C)

@@ -113,12 +113,14 @@ pub fn geometry(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillGeometry,
         )));
     }
     let sk = p.gemm_tile_k + 8;
-    let ring = stages * (p.gemm_tile_m + p.gemm_tile_n) * sk * 2;
+    let act_parts = if p.split_activations { 2 } else { 1 };
+    let ring = stages * (act_parts * p.gemm_tile_m + p.gemm_tile_n) * sk * 2;
     let staging = p.gemm_tile_m * (p.gemm_tile_n + 4) * 4;
     let gemm_smem = ring.max(staging);
-    if gemm_smem > 48 * 1024 {
+    if gemm_smem > sched.limits.shared_mem_per_block_optin {
         return Err(CodegenError::Config(format!(
-            "prefill GEMM needs {gemm_smem} B of static shared memory (limit 49152): lower prefill.gemm_stages or tiles"
+            "prefill GEMM needs {gemm_smem} B of shared memory, above the {} B opt-in limit: lower prefill.gemm_stages or tiles",
+            sched.limits.shared_mem_per_block_optin
         )));
     }
     if !p.use_tensor_cores && !(p.gemm_tile_m * p.gemm_tile_n).is_multiple_of(p.gemm_threads) {
@@ -192,7 +194,7 @@ pub fn geometry(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillGeometry,
         gdn_ms,
         gdn_smem_bytes: gdn_smem,
         attn_threads: p.attn_threads,
-        act_parts: if p.split_activations { 2 } else { 1 },
+        act_parts,
     })
 }
 
@@ -258,6 +260,11 @@ pub fn generate_prefill(
             Constant::int("GEMM_BK", g.gemm_bk, "GEMM k step"),
             Constant::int("GEMM_STAGES", g.gemm_stages, "smem ring depth"),
             Constant::int("GEMM_THREADS", g.gemm_threads, ""),
+            Constant::int(
+                "GEMM_DYN_SMEM",
+                g.gemm_smem_bytes,
+                "dynamic smem of prefill_gemm (opt-in above 48 KiB)",
+            ),
             Constant::int(
                 "ACT_PARTS",
                 g.act_parts,

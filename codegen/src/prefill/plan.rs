@@ -275,7 +275,7 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
     let nominal_t = 512u32;
     let split_for = |col_blocks: u32, k: u32| -> u32 {
         let tiles = col_blocks * nominal_t.div_ceil(g.gemm_bm);
-        let max_split = (g.act_parts * k / g.gemm_bk / 8).clamp(1, 8);
+        let max_split = (k / g.gemm_bk / 8).clamp(1, 8);
         (4 * sched.sm_count).div_ceil(tiles).clamp(1, max_split)
     };
     let gemm = |layer: usize,
@@ -299,7 +299,7 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
                 splits,
             },
             block: g.gemm_threads,
-            dynamic_smem: 0,
+            dynamic_smem: g.gemm_smem_bytes,
             layer: Some(layer),
             args: vec![
                 Arg::Scratch(x),
@@ -775,7 +775,7 @@ mod tests {
                 panic!("grid")
             };
             assert_eq!(splits as u32, gs);
-            let kt = 2 * k as u32 / s.prefill.gemm_tile_k;
+            let kt = k as u32 / s.prefill.gemm_tile_k;
             assert!(
                 kt.div_ceil(gs) * (gs - 1) < kt,
                 "an empty split: {kt} tiles / {gs}"
