@@ -36,7 +36,8 @@ stage gpu-logits 120 bash -c "'$BIN' logits --model '$CKPT' --ids $ids --all-pos
 stage hf-compare 300 python3 "$root/scripts/compare_hf_logits.py" "$CKPT" "$LOG/gpu-logits.json"
 if command -v compute-sanitizer >/dev/null; then
   stage memcheck 300 compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN" run --model "$FIX/tiny-text-untied" --ids 1,2,3,4 --max-tokens 6 --backend gpu --output json
-  stage racecheck 400 compute-sanitizer --tool racecheck --error-exitcode 9 "$BIN" run --model "$FIX/tiny-text-untied" --ids 1,2,3 --max-tokens 2 --backend gpu --output json
+  # -lineinfo (a separate cache entry) so hazards name source lines of the generated kernel.
+  stage racecheck 400 env LUCEBOX_NVRTC_FLAGS=-lineinfo compute-sanitizer --tool racecheck --racecheck-report all --error-exitcode 9 "$BIN" run --model "$FIX/tiny-text-untied" --ids 1,2,3 --max-tokens 2 --backend gpu --output json
 fi
 prompt=$(python3 -c "import random; r=random.Random(7); print(','.join(str(r.randrange(1000, 200000)) for _ in range(520)))")
 stage decode-timing 200 "$BIN" run --model "$CKPT" --ids "$prompt" --max-tokens 128 --ignore-eos --backend gpu --output json
