@@ -13,24 +13,10 @@ set -uo pipefail
 BIN=$(realpath "${1:-target/release/lucebox}")
 root=$(cd "$(dirname "$0")/.." && pwd)
 LOG="${OUT:-$PWD/gpu-prefill-logs}"
-mkdir -p "$LOG"
-for d in "${LUCEBOX_CUDA_LIB_DIR:-}" /usr/local/cuda/lib64; do
-  [[ -n "$d" && -e "$d/libnvrtc.so.13" ]] && export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}" && break
-done
-export LUCEBOX_CACHE="${LUCEBOX_CACHE:-/tmp/lucebox-cache}"
-CKPT="${CKPT:-/tmp/qwen35-0.8b-synth}"
-FIX="$root/models/tests/fixtures"
 PREFILL_MAX="${PREFILL_MAX:-130}"
-status=0
-stage() { # stage NAME SECONDS CMD...
-  local name=$1 secs=$2; shift 2
-  echo "=== $name"
-  timeout "$secs" "$@" > >(tee "$LOG/$name.log") 2>&1
-  local rc=$?; wait
-  echo "=== $name: exit $rc"
-  [[ $rc -eq 0 ]] || status=1
-}
-[[ -d "$CKPT" ]] || stage synth 120 "$BIN" synth --config qwen3.5-0.8b --format safetensors --quant bf16 --out "$CKPT" --seed 1
+# shellcheck source=scripts/lib/gpu-stages.sh
+source "$root/scripts/lib/gpu-stages.sh"
+synth_0_8b
 stage prefill-fixtures 300 "$BIN" check --only prefill --model "$FIX/tiny-composite-tied" --model "$FIX/tiny-text-untied" --prefill-max 200
 stage prefill-0.8b 600 "$BIN" check --only prefill --model "$CKPT" --prefill-max "$PREFILL_MAX" --greedy-steps 64 --logit-positions 16
 if command -v compute-sanitizer >/dev/null; then

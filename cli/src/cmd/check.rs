@@ -395,25 +395,16 @@ mod decode_checks {
                 ),
                 Box::new(move || {
                     with_shared(&s3, ordinal, path, |sh| {
-                        let lens = prefill_lengths(prefill_max);
                         let (toks, cpu) = prefill_reference(sh, prefill_max.max(1))?;
-                        let mut ok = true;
-                        let mut parts = Vec::new();
-                        for &t in &lens {
-                            let gpu = sh.gpu.prefill_logits(&[&toks[..t]])?;
-                            let c = compare_logits(&[gpu], &cpu[t - 1..t]);
-                            ok &= c.passes();
-                            parts.push(format!(
-                                "T={t}: {:.2e}{}",
-                                c.max_rel_err,
-                                if c.passes() { "" } else { " FAIL" }
-                            ));
-                        }
+                        let cases: Vec<(String, Vec<&[u32]>)> = prefill_lengths(prefill_max)
+                            .into_iter()
+                            .map(|t| (format!("T={t}"), vec![&toks[..t]]))
+                            .collect();
+                        let (ok, detail) = last_position_cases(sh, &cases, &cpu)?;
                         Ok((
                             ok,
                             format!(
-                                "last-position logits, max rel err (< 2e-2, same argmax): {}",
-                                parts.join(", ")
+                                "last-position logits, max rel err (< 2e-2, same argmax): {detail}"
                             ),
                         ))
                     })
@@ -428,33 +419,25 @@ mod decode_checks {
                         // Splits inside a conv window (1, 2), across a chunk edge, uneven.
                         let splits: Vec<Vec<usize>> =
                             vec![vec![1], vec![2], vec![n / 2], vec![3, n / 3, n - 1]];
-                        let mut ok = true;
-                        let mut parts = Vec::new();
-                        for cuts in &splits {
-                            let mut pieces: Vec<&[u32]> = Vec::new();
-                            let mut at = 0;
-                            for &c in cuts.iter().chain(std::iter::once(&n)) {
-                                if c > at {
-                                    pieces.push(&toks[at..c]);
-                                    at = c;
+                        let cases: Vec<(String, Vec<&[u32]>)> = splits
+                            .iter()
+                            .map(|cuts| {
+                                let mut pieces: Vec<&[u32]> = Vec::new();
+                                let mut at = 0;
+                                for &c in cuts.iter().chain(std::iter::once(&n)) {
+                                    if c > at {
+                                        pieces.push(&toks[at..c]);
+                                        at = c;
+                                    }
                                 }
-                            }
-                            let gpu = sh.gpu.prefill_logits(&pieces)?;
-                            let c = compare_logits(&[gpu], &cpu[n - 1..n]);
-                            ok &= c.passes();
-                            let lens: Vec<usize> = pieces.iter().map(|p| p.len()).collect();
-                            parts.push(format!(
-                                "{lens:?}: {:.2e}{}",
-                                c.max_rel_err,
-                                if c.passes() { "" } else { " FAIL" }
-                            ));
-                        }
+                                let lens: Vec<usize> = pieces.iter().map(|p| p.len()).collect();
+                                (format!("{lens:?}"), pieces)
+                            })
+                            .collect();
+                        let (ok, detail) = last_position_cases(sh, &cases, &cpu)?;
                         Ok((
                             ok,
-                            format!(
-                                "T={n} as pieces, last-position max rel err: {}",
-                                parts.join(", ")
-                            ),
+                            format!("T={n} as pieces, last-position max rel err: {detail}"),
                         ))
                     })
                 }),
@@ -497,6 +480,26 @@ mod decode_checks {
                 }),
             ),
         ]
+    }
+
+    /// Each case (a prompt as consecutive prefill pieces) against the CPU
+    /// logits of its last token: whether all pass, and "label: error" per case.
+    fn last_position_cases(
+        sh: &mut Shared,
+        cases: &[(String, Vec<&[u32]>)],
+        cpu: &[Vec<f32>],
+    ) -> anyhow::Result<(bool, String)> {
+        let mut ok = true;
+        let mut parts = Vec::new();
+        for (label, pieces) in cases {
+            let n: usize = pieces.iter().map(|p| p.len()).sum();
+            let gpu = sh.gpu.prefill_logits(pieces)?;
+            let c = compare_logits(&[gpu], &cpu[n - 1..n]);
+            ok &= c.passes();
+            let fail = if c.passes() { "" } else { " FAIL" };
+            parts.push(format!("{label}: {:.2e}{fail}", c.max_rel_err));
+        }
+        Ok((ok, parts.join(", ")))
     }
 
     /// Same greedy tokens, or a divergence that is a bf16 tie-break: the
