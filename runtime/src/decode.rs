@@ -1029,8 +1029,16 @@ impl GpuEngine {
 
 impl Engine for GpuEngine {
     fn describe(&self) -> String {
+        let prompt = if self.uses_prefill() {
+            "prompts through the prefill kernels".to_string()
+        } else {
+            match &self.info.prefill {
+                Ok(_) => "prompts token by token (prefill off)".to_string(),
+                Err(e) => format!("prompts token by token (no prefill kernels: {e})"),
+            }
+        };
         format!(
-            "gpu-megakernel ({}, {} SMs, {} blocks x {} threads, {} syncs/token)",
+            "gpu-megakernel ({}, {} SMs, {} blocks x {} threads, {} syncs/token; {prompt})",
             self.schedule.arch,
             self.gpu.props().sm_count,
             self.abi.grid_blocks,

@@ -625,18 +625,22 @@ prefill_gdn_chunked_prep(const float* __restrict__ qkv, const float* __restrict_
 
 // The state pass: one block per (v-head, GDN_ST_COLS value columns), sequential over chunks. Per
 // chunk, as two small matrix products through shared memory (no per-row dependency chain):
-//   V_new = U - W S_c      (C x GDN_ST_COLS outputs, GDN_ST_RPT rows per thread, k over GDN_DK)
-//   S <- exp(gamma_C) S + Kd^T V_new   (GDN_DK x GDN_ST_COLS, GDN_ST_KPT keys per thread, r over C)
-// W and then Kd pass through the same smem tile; S_c is stored for the output kernel.
-constexpr int GDN_ST_MS = GDN_DK + 1;                                   // tile row stride
+//   V_new = U - W S_c      (C x GDN_ST_COLS outputs: rows i0 + GDN_ST_RSTEP j of column c per thread)
+//   S <- exp(gamma_C) S + Kd^T V_new   (GDN_DK x GDN_ST_COLS: keys kb .. kb + GDN_ST_KPT - 1 of column c)
+// W and then Kd pass through one smem tile whose rows are 16-byte aligned, so both products read it
+// with float4 loads (conflict-free: a warp's 4 row groups start 4 banks apart); S_c is stored for the
+// output kernel.
+constexpr int GDN_ST_MS = GDN_DK + 4;                                   // tile row stride (16-byte rows)
 constexpr int GDN_ST_RPT = GDN_CHUNK * GDN_ST_COLS / GDN_ST_THREADS;    // V_new rows per thread
 constexpr int GDN_ST_KPT = GDN_DK * GDN_ST_COLS / GDN_ST_THREADS;       // state keys per thread
-constexpr int GDN_ST_RSTEP = GDN_ST_THREADS / GDN_ST_COLS;              // row / key step between a thread's items
-static_assert(GDN_ST_THREADS % GDN_ST_COLS == 0 && GDN_CHUNK % GDN_ST_RSTEP == 0 && GDN_DK % GDN_ST_RSTEP == 0,
+constexpr int GDN_ST_RSTEP = GDN_ST_THREADS / GDN_ST_COLS;              // row step between a thread's rows
+static_assert(GDN_ST_THREADS % GDN_ST_COLS == 0 && GDN_CHUNK % GDN_ST_RSTEP == 0 && GDN_DK % 4 == 0,
               "state pass layout");
+static_assert(GDN_DK * GDN_ST_COLS % GDN_ST_THREADS == 0 && GDN_ST_KPT % 2 == 0, "state pass keys");
 static_assert(GDN_DV % GDN_ST_COLS == 0, "a block's columns share one head");
 static_assert((GDN_CHUNK * GDN_ST_MS + GDN_DK * GDN_ST_COLS + GDN_CHUNK * GDN_ST_COLS) * 4 <= 48 * 1024,
               "state pass static smem");
+
 // A C x GDN_DK f32 tile into Ms (row stride GDN_ST_MS): all 16-byte loads issued before the stores.
 __device__ __forceinline__ void gdn_state_load_tile(float* Ms, const float* __restrict__ src) {
     constexpr int V4 = GDN_CHUNK * GDN_DK / 4 / GDN_ST_THREADS;
@@ -647,32 +651,31 @@ __device__ __forceinline__ void gdn_state_load_tile(float* Ms, const float* __re
 #pragma unroll
     for (int i = 0; i < V4; ++i) {
         const int e = 4 * (i * GDN_ST_THREADS + threadIdx.x), r = e / GDN_DK, k = e % GDN_DK;
-        float* d = Ms + r * GDN_ST_MS + k;
-        d[0] = v[i].x; d[1] = v[i].y; d[2] = v[i].z; d[3] = v[i].w;
+        *reinterpret_cast<float4*>(Ms + r * GDN_ST_MS + k) = v[i];
     }
 }
 
 extern "C" __global__ void __launch_bounds__(GDN_ST_THREADS)
 prefill_gdn_chunked_state(int T, float* __restrict__ u, const float* __restrict__ w, const float* __restrict__ kd,
                           const float* __restrict__ gam, float* __restrict__ state, float* __restrict__ sc) {
-    __shared__ float Ms[GDN_CHUNK * GDN_ST_MS];      // W, then Kd, of this chunk and head
-    __shared__ float Ss[GDN_DK * GDN_ST_COLS];       // S_c[key][c]
-    __shared__ float Vs[GDN_CHUNK * GDN_ST_COLS];    // U, then V_new [r][c]
+    __shared__ __align__(16) float Ms[GDN_CHUNK * GDN_ST_MS];  // W, then Kd, of this chunk and head
+    __shared__ float Ss[GDN_DK * GDN_ST_COLS];                 // S_c[key][c]
+    __shared__ float Vs[GDN_CHUNK * GDN_ST_COLS];              // U, then V_new [r][c]
     const int h = blockIdx.x / (GDN_DV / GDN_ST_COLS), col0 = (blockIdx.x % (GDN_DV / GDN_ST_COLS)) * GDN_ST_COLS;
-    const int c = threadIdx.x % GDN_ST_COLS, i0 = threadIdx.x / GDN_ST_COLS;
+    const int c = threadIdx.x % GDN_ST_COLS, i0 = threadIdx.x / GDN_ST_COLS, kb = i0 * GDN_ST_KPT;
     float* st = state + (size_t)h * GDN_DK * GDN_DV + col0;  // S[key * GDN_DV + c]
-    float S[GDN_ST_KPT];  // S[i0 + GDN_ST_RSTEP j][c]
+    float S[GDN_ST_KPT];  // S[kb + j][c]
 #pragma unroll
     for (int j = 0; j < GDN_ST_KPT; ++j) {
-        S[j] = st[(size_t)(i0 + GDN_ST_RSTEP * j) * GDN_DV + c];
-        Ss[(i0 + GDN_ST_RSTEP * j) * GDN_ST_COLS + c] = S[j];
+        S[j] = st[(size_t)(kb + j) * GDN_DV + c];
+        Ss[(kb + j) * GDN_ST_COLS + c] = S[j];
     }
     const int nc = (T + GDN_CHUNK - 1) / GDN_CHUNK;
     for (int ch = 0; ch < nc; ++ch) {
         const size_t hc = (size_t)ch * GDN_HV + h;
         float* scc = sc + (hc * GDN_DV + col0 + c) * GDN_DK;
 #pragma unroll
-        for (int j = 0; j < GDN_ST_KPT; ++j) scc[i0 + GDN_ST_RSTEP * j] = S[j];
+        for (int j = 0; j < GDN_ST_KPT; ++j) scc[kb + j] = S[j];
         gdn_state_load_tile(Ms, w + hc * GDN_CHUNK * GDN_DK);
         float* uc = u + hc * GDN_CHUNK * GDN_DV + col0;
         for (int e = threadIdx.x; e < GDN_CHUNK * GDN_ST_COLS; e += GDN_ST_THREADS)
@@ -682,11 +685,19 @@ prefill_gdn_chunked_state(int T, float* __restrict__ u, const float* __restrict_
             float acc[GDN_ST_RPT];
 #pragma unroll
             for (int j = 0; j < GDN_ST_RPT; ++j) acc[j] = 0.0f;
-#pragma unroll 4
-            for (int k = 0; k < GDN_DK; ++k) {
-                const float sk = Ss[k * GDN_ST_COLS + c];
+#pragma unroll 2
+            for (int k = 0; k < GDN_DK; k += 4) {
+                float sk[4];
 #pragma unroll
-                for (int j = 0; j < GDN_ST_RPT; ++j) acc[j] = fmaf(Ms[(i0 + GDN_ST_RSTEP * j) * GDN_ST_MS + k], sk, acc[j]);
+                for (int q = 0; q < 4; ++q) sk[q] = Ss[(k + q) * GDN_ST_COLS + c];
+#pragma unroll
+                for (int j = 0; j < GDN_ST_RPT; ++j) {
+                    const float4 wv = *reinterpret_cast<const float4*>(Ms + (i0 + GDN_ST_RSTEP * j) * GDN_ST_MS + k);
+                    acc[j] = fmaf(wv.x, sk[0], acc[j]);
+                    acc[j] = fmaf(wv.y, sk[1], acc[j]);
+                    acc[j] = fmaf(wv.z, sk[2], acc[j]);
+                    acc[j] = fmaf(wv.w, sk[3], acc[j]);
+                }
             }
 #pragma unroll
             for (int j = 0; j < GDN_ST_RPT; ++j) {
@@ -707,18 +718,23 @@ prefill_gdn_chunked_state(int T, float* __restrict__ u, const float* __restrict_
 #pragma unroll 4
             for (int r = 0; r < GDN_CHUNK; ++r) {
                 const float v = Vs[r * GDN_ST_COLS + c];
+                const float* kr = Ms + r * GDN_ST_MS + kb;
 #pragma unroll
-                for (int j = 0; j < GDN_ST_KPT; ++j) acc[j] = fmaf(Ms[r * GDN_ST_MS + i0 + GDN_ST_RSTEP * j], v, acc[j]);
+                for (int j = 0; j < GDN_ST_KPT; j += 2) {
+                    const float2 k2 = *reinterpret_cast<const float2*>(kr + j);
+                    acc[j] = fmaf(k2.x, v, acc[j]);
+                    acc[j + 1] = fmaf(k2.y, v, acc[j + 1]);
+                }
             }
 #pragma unroll
             for (int j = 0; j < GDN_ST_KPT; ++j) S[j] = fmaf(decay, S[j], acc[j]);
         }
         __syncthreads();  // every read of Ms, Vs and Ss for this chunk is done
 #pragma unroll
-        for (int j = 0; j < GDN_ST_KPT; ++j) Ss[(i0 + GDN_ST_RSTEP * j) * GDN_ST_COLS + c] = S[j];
+        for (int j = 0; j < GDN_ST_KPT; ++j) Ss[(kb + j) * GDN_ST_COLS + c] = S[j];
     }
 #pragma unroll
-    for (int j = 0; j < GDN_ST_KPT; ++j) st[(size_t)(i0 + GDN_ST_RSTEP * j) * GDN_DV + c] = S[j];
+    for (int j = 0; j < GDN_ST_KPT; ++j) st[(size_t)(kb + j) * GDN_DV + c] = S[j];
 }
 
 // Outputs: one block per (v-head, GDN_OCOLS value columns) = blockIdx.x and chunk = blockIdx.y;

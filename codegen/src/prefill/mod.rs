@@ -164,7 +164,7 @@ pub fn geometry(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillGeometry,
             "prefill GDN output needs {gdn_out_smem} B of static shared memory (limit 49152)"
         )));
     }
-    let gdn_state_smem = (chunk * (dk + 1) + dk * GDN_ST_COLS + chunk * GDN_ST_COLS) * 4;
+    let gdn_state_smem = (chunk * (dk + 4) + dk * GDN_ST_COLS + chunk * GDN_ST_COLS) * 4;
     if gdn_state_smem > 48 * 1024 {
         return Err(CodegenError::Config(format!(
             "prefill GDN state pass needs {gdn_state_smem} B of static shared memory (limit 49152): dk {dk} is too large for chunk {chunk}"
