@@ -736,8 +736,8 @@ impl GpuEngine {
         })
     }
 
-    /// Per-launch breakdown of one prefill of `prompt` (each launch timed
-    /// alone, so the sum exceeds an unprofiled run by the launch gaps), plus
+    /// Per-launch breakdown of one prefill of `prompt` (GPU time from each
+    /// launch's start to the next's, summed per kernel label), plus
     /// the decode launch that samples the first token.
     pub fn profile_prefill(&mut self, prompt: &[u32]) -> Result<Vec<PrefillStage>> {
         self.reset()?;

@@ -19,7 +19,8 @@ use crate::error::{Result, RuntimeError};
 use crate::launch::{Kernel, KernelArgs};
 use crate::memory::DeviceBuffer;
 use crate::nvrtc::CompileOptions;
-use crate::timing::GpuTimer;
+use cudarc::driver::CudaEvent;
+use cudarc::driver::sys::CUevent_flags;
 
 /// Most prompt tokens one prefill piece processes (scratch is sized for it);
 /// longer prompts run as several pieces.
@@ -249,14 +250,17 @@ impl Prefill {
     }
 
     /// Queues one piece: `tokens` (1..=piece_tokens ids, already validated)
-    /// at positions `start..`. With `profile`, each launch is timed (and the
-    /// stream synchronised after it) and its milliseconds added to its label.
+    /// at positions `start..`. With `profile`, an event is recorded before
+    /// every launch and after the last; each launch's milliseconds (its start
+    /// event to the next one, GPU clock: the kernel plus any wait for the
+    /// host's next launch) are added to its label, so the stages sum to the
+    /// piece's GPU time. Profiling waits for the piece to finish.
     pub fn queue_piece(
         &mut self,
         gpu: &Gpu,
         tokens: &[u32],
         start: u32,
-        mut profile: Option<&mut Vec<PrefillStage>>,
+        profile: Option<&mut Vec<PrefillStage>>,
     ) -> Result<()> {
         let t = tokens.len() as u32;
         if t == 0 || t > self.piece_tokens {
@@ -267,10 +271,16 @@ impl Prefill {
         }
         // Synchronous: the launches below read it.
         self.tokens.upload_at(0, tokens)?;
-        let timer = match profile {
-            Some(_) => Some(GpuTimer::new(gpu)?),
-            None => None,
+        let event = || {
+            gpu.context()
+                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(|e| RuntimeError::driver("cuEventCreate", e))
         };
+        let record = |ev: &CudaEvent| {
+            ev.record(gpu.stream())
+                .map_err(|e| RuntimeError::driver("cuEventRecord", e))
+        };
+        let mut marks = Vec::new();
         for l in &self.launches {
             let mut args = KernelArgs::new();
             for a in &l.args {
@@ -281,26 +291,37 @@ impl Prefill {
                     Resolved::StartPos => args.i32(start as i32),
                 };
             }
-            let grid = l.grid.dims(t);
+            if profile.is_some() {
+                let ev = event()?;
+                record(&ev)?;
+                marks.push(ev);
+            }
             let kernel = &self.kernels[l.kernel];
-            match (&timer, profile.as_deref_mut()) {
-                (Some(timer), Some(stages)) => {
-                    let ms = timer.time_ms(gpu, || {
-                        gpu.launch_grid(kernel, grid, l.block, l.dynamic_smem, args)
-                    })?;
-                    match stages.iter_mut().find(|s| s.label == l.label) {
-                        Some(s) => {
-                            s.launches += 1;
-                            s.ms += ms;
-                        }
-                        None => stages.push(PrefillStage {
-                            label: l.label.clone(),
-                            launches: 1,
-                            ms,
-                        }),
+            gpu.launch_grid(kernel, l.grid.dims(t), l.block, l.dynamic_smem, args)?;
+        }
+        if let Some(stages) = profile {
+            let end = event()?;
+            record(&end)?;
+            end.synchronize()
+                .map_err(|e| RuntimeError::driver("cuEventSynchronize", e))?;
+            for (i, l) in self.launches.iter().enumerate() {
+                let next = marks.get(i + 1).unwrap_or(&end);
+                let ms = f64::from(
+                    marks[i]
+                        .elapsed_ms(next)
+                        .map_err(|e| RuntimeError::driver("cuEventElapsedTime", e))?,
+                );
+                match stages.iter_mut().find(|s| s.label == l.label) {
+                    Some(s) => {
+                        s.launches += 1;
+                        s.ms += ms;
                     }
+                    None => stages.push(PrefillStage {
+                        label: l.label.clone(),
+                        launches: 1,
+                        ms,
+                    }),
                 }
-                _ => gpu.launch_grid(kernel, grid, l.block, l.dynamic_smem, args)?,
             }
         }
         Ok(())

@@ -10,8 +10,9 @@
 //! and take absolute speed from `lucebox bench`.
 //!
 //! `--prefill` profiles prompt processing instead: the plain engine times
-//! `--pp` tokens of prefill (median of `--reps`), then times every prefill
-//! launch alone and sums them per kernel (GEMMs per weight).
+//! `--pp` tokens of prefill (median of `--reps`), then runs it once more with
+//! an event before every launch and sums the GPU time per kernel (GEMMs per
+//! weight).
 
 use anyhow::{Context, ensure};
 use lucebox_runtime::Gpu;
@@ -60,7 +61,7 @@ pub struct PrefillProfileReport {
     pub device: String,
     pub schedule_preset: String,
     pub timing: lucebox_runtime::decode::PrefillTiming,
-    /// Each launch timed alone, summed per label.
+    /// GPU time per launch (its start event to the next launch's), summed per label.
     pub stages: Vec<lucebox_runtime::prefill::PrefillStage>,
 }
 
@@ -136,7 +137,7 @@ fn run_prefill(args: Args) -> anyhow::Result<()> {
     }
     println!(
         "{:<w$} {:>8} {:>10.3}",
-        "sum of launches timed alone",
+        "sum (GPU time of the profiled prefill)",
         report.stages.iter().map(|s| s.launches).sum::<usize>(),
         total
     );
