@@ -16,23 +16,8 @@ use crate::launch::{KernelArgs, LaunchConfig};
 use crate::nvrtc::CompileOptions;
 use crate::timing::{GpuTimer, Stats};
 
-/// Deterministic pseudo-random numbers (splitmix64) for test inputs.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    pub fn next_f32(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-}
+/// Deterministic pseudo-random numbers for test inputs: the sampler's generator.
+pub use lucebox_models::sampling::SplitMix64;
 
 fn opts(schedule: &Schedule, name: &str) -> CompileOptions {
     CompileOptions::new(schedule.arch, name)
@@ -57,7 +42,7 @@ pub fn run_probe(
     let loaded = gpu.compile_and_load(cache, kernels::PROBE, &opts(schedule, "probe.cu"))?;
     let kernel = loaded.module.kernel("probe_axpb")?;
     let n = 1 << 20 | 37; // not a multiple of the grid: exercises the tail
-    let mut rng = SplitMix64(seed);
+    let mut rng = SplitMix64::new(seed);
     let x: Vec<bf16> = (0..n)
         .map(|_| bf16::from_f32(rng.next_f32() * 8.0))
         .collect();
@@ -415,8 +400,8 @@ mod tests {
 
     #[test]
     fn splitmix_is_deterministic_and_in_range() {
-        let mut a = SplitMix64(7);
-        let mut b = SplitMix64(7);
+        let mut a = SplitMix64::new(7);
+        let mut b = SplitMix64::new(7);
         for _ in 0..1000 {
             let x = a.next_f32();
             assert_eq!(x.to_bits(), b.next_f32().to_bits());

@@ -80,23 +80,12 @@ impl Protocol {
     }
 }
 
-/// SplitMix64, bit-exact with `splitmix64` in scripts/bench/hf_bench.py.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
+/// The sampler's SplitMix64, bit-exact with `splitmix64` in scripts/bench/hf_bench.py.
+pub use lucebox_models::sampling::SplitMix64;
 
 /// `len` token ids uniform in `[0, vocab)` from `seed`.
 pub fn random_prompt(len: usize, vocab: usize, seed: u64) -> Vec<u32> {
-    let mut rng = SplitMix64(seed);
+    let mut rng = SplitMix64::new(seed);
     (0..len)
         .map(|_| (rng.next_u64() % vocab.max(1) as u64) as u32)
         .collect()
@@ -798,7 +787,7 @@ mod tests {
     #[test]
     fn splitmix_matches_reference_values() {
         // Reference values of SplitMix64 seeded with 0 (Vigna's splitmix64.c).
-        let mut r = SplitMix64(0);
+        let mut r = SplitMix64::new(0);
         assert_eq!(r.next_u64(), 0xE220_A839_7B1D_CDAF);
         assert_eq!(r.next_u64(), 0x6E78_9E6A_A1B9_65F4);
         // The same ids as scripts/bench/hf_bench.py's random_prompt(6, 248320, 7).

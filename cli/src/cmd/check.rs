@@ -323,7 +323,7 @@ mod decode_checks {
 
     /// Deterministic pseudo-random token ids (fresh per checkpoint).
     fn tokens(vocab: usize, n: usize, seed: u64) -> Vec<u32> {
-        let mut rng = SplitMix64(seed);
+        let mut rng = SplitMix64::new(seed);
         (0..n)
             .map(|_| (rng.next_u64() % vocab as u64) as u32)
             .collect()
