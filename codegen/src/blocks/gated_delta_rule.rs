@@ -15,9 +15,9 @@ __device__ void gated_delta_rule_step(const float* qkv, const float* beta_buf, c
     constexpr int ITEMS = GDN_HV * ITEMS_PER_HEAD;
     constexpr int KPL = GDN_DK / GDN_KEY_GROUPS;  // state values per lane
     const int lane = threadIdx.x & 31;
-    const int gwarp = blockIdx.x * WARPS + (threadIdx.x >> 5);
     const int kg = lane / GDN_COLS, col = lane % GDN_COLS;
-    for (int item = gwarp; item < ITEMS; item += GRID_BLOCKS * WARPS) {
+    // Items round-robin over blocks first, so every SM shares the state traffic.
+    for (int item = (threadIdx.x >> 5) * GRID_BLOCKS + blockIdx.x; item < ITEMS; item += GRID_BLOCKS * WARPS) {
         const int h = item / ITEMS_PER_HEAD;
         const int col0 = (item % ITEMS_PER_HEAD) * GDN_COLS;
         const int kh = h / GDN_V_PER_K;  // v-head h uses k-head h / r (interleaved repeat)

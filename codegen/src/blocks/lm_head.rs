@@ -5,8 +5,8 @@
 //! the on-device token counts, and keeps (a) its top SAMPLE_CAND_PER_BLOCK
 //! candidates and (b) online softmax statistics of logits/T over all its
 //! rows. Blocks merge their warps; the last-arriving block (atomic ticket)
-//! merges every block's candidates with a bitonic sort, and picks the token:
-//! greedy = exact argmax (ties -> lowest id); otherwise temperature, top-k,
+//! picks the token: greedy = exact argmax over every block's candidates
+//! (ties -> lowest id); otherwise it merges them with a bitonic sort and applies temperature, top-k,
 //! top-p with probabilities normalised over the *whole* vocabulary (from the
 //! merged statistics), drawing from the candidate pool (documented cap: the
 //! union of per-block top-SAMPLE_CAND_PER_BLOCK, at most SAMPLE_CAND_MAX).
@@ -136,6 +136,7 @@ __device__ bool lm_head_logits(const u16* W, const float* xs, const u32* counts,
                 const int os = __shfl_xor_sync(FULL_MASK, bslot, o);
                 if (cand_before(ov, oi, bv, bi)) { bv = ov; bi = oi; bslot = os; }
             }
+            __syncwarp();  // every lane's scan of smem_i is done before lane 0 marks a slot
             if (lane == 0) {
                 cand_v[blockIdx.x * SAMPLE_CAND_PER_BLOCK + j] = bv;
                 cand_i[blockIdx.x * SAMPLE_CAND_PER_BLOCK + j] = bi;
@@ -166,6 +167,35 @@ __device__ bool lm_head_logits(const u16* W, const float* xs, const u32* counts,
 __device__ void sample_token(const DecodeParams& p, u32 n_generated, const float* cand_v, const u32* cand_i,
                              const float* block_stats, float* smem_v, u32* smem_i, u32* smem_keep, u32* counts,
                              u32* out_tokens, u32* token_slot, unsigned long long* draws) {
+    if (!(p.temperature > 0.0f)) {
+        // Greedy: the pool's first candidate under cand_before is what the sort
+        // below would put first; a block argmax finds it without the sort's
+        // ~66 block barriers.
+        const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+        float bv = NEG_INF; u32 bi = 0xffffffffu;
+        for (int i = threadIdx.x; i < SAMPLE_POOL; i += THREADS) {
+            const float v = ld_shared_f32(cand_v + i);
+            const u32 id = ld_shared_u32(cand_i + i);
+            if (cand_before(v, id, bv, bi)) { bv = v; bi = id; }
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            const float ov = __shfl_xor_sync(FULL_MASK, bv, o);
+            const u32 oi = __shfl_xor_sync(FULL_MASK, bi, o);
+            if (cand_before(ov, oi, bv, bi)) { bv = ov; bi = oi; }
+        }
+        if (lane == 0) { smem_v[warp] = bv; smem_i[warp] = bi; }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            for (int w = 1; w < WARPS; ++w)
+                if (cand_before(smem_v[w], smem_i[w], bv, bi)) { bv = smem_v[w]; bi = smem_i[w]; }
+            out_tokens[n_generated] = bi;
+            if (bi < (u32)VOCAB) counts[bi] += 1u;  // no candidate at all: the next step reports ERR_BAD_TOKEN
+            *token_slot = bi;
+            __threadfence();
+        }
+        return;
+    }
     for (int i = threadIdx.x; i < SAMPLE_POOL_POW2; i += THREADS) {
         if (i < SAMPLE_POOL) { smem_v[i] = ld_shared_f32(cand_v + i); smem_i[i] = ld_shared_u32(cand_i + i); }
         else { smem_v[i] = NEG_INF; smem_i[i] = 0xffffffffu; }
@@ -229,7 +259,7 @@ __device__ void sample_token(const DecodeParams& p, u32 n_generated, const float
     }
     if (threadIdx.x == 0) {
         out_tokens[n_generated] = tok;
-        counts[tok] += 1u;
+        if (tok < (u32)VOCAB) counts[tok] += 1u;
         *token_slot = tok;
         __threadfence();
     }

@@ -6,6 +6,9 @@
 //! give every warp of the grid an item). Lanes read 16-byte chunks, so each
 //! lane keeps `R x unroll` 16-byte loads in flight. The item -> (block, team)
 //! map is static, which is what lets a warp prefetch its next phase's rows.
+//! Items go round-robin over blocks first (item i -> block i % GRID_BLOCKS,
+//! team i / GRID_BLOCKS): a phase with fewer items than teams still spreads
+//! over every SM, and no block holds more than one item above the mean.
 
 pub const MATVEC: &str = r#"// ---- matvec: rows over all warps of the grid, 16-byte loads, fused epilogue ----
 // Partial dot products of R rows (pointers rows[r], K bf16 each) with xs (f32, shared).
@@ -71,12 +74,23 @@ __device__ __forceinline__ void matvec_phase(int n_items, const float* __restric
     constexpr int TEAMS = WARPS / KSPLIT;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int team = warp / KSPLIT, wt = warp % KSPLIT;
-    for (int item = blockIdx.x * TEAMS + team; item < n_items; item += GRID_BLOCKS * TEAMS) {
-        const uint4* rows[R];
-#pragma unroll
-        for (int r = 0; r < R; ++r) rows[r] = reinterpret_cast<const uint4*>(row_ptr(item, r));
+    // With KSPLIT > 1 every team of the block runs as many iterations as team 0
+    // (which has the most items), so all teams meet their named barriers
+    // equally often; a team past the end computes nothing.
+    const int pace = KSPLIT > 1 ? blockIdx.x : team * GRID_BLOCKS + blockIdx.x;
+    for (int k = 0; pace + k * GRID_BLOCKS * TEAMS < n_items; ++k) {
+        const int item = team * GRID_BLOCKS + blockIdx.x + k * GRID_BLOCKS * TEAMS;
+        const bool valid = item < n_items;
         float acc[R];
-        matvec_rows_partial<R, K, KSPLIT>(rows, xs, wt, acc);
+        if (valid) {
+            const uint4* rows[R];
+#pragma unroll
+            for (int r = 0; r < R; ++r) rows[r] = reinterpret_cast<const uint4*>(row_ptr(item, r));
+            matvec_rows_partial<R, K, KSPLIT>(rows, xs, wt, acc);
+        } else {
+#pragma unroll
+            for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+        }
         if constexpr (KSPLIT > 1) {
             if (lane == 0) {
 #pragma unroll
@@ -95,7 +109,7 @@ __device__ __forceinline__ void matvec_phase(int n_items, const float* __restric
             team_sync(team, KSPLIT * 32);
             if (wt != 0) continue;
         }
-        if (lane < EPI_LANES) epi(item, lane, acc);
+        if (valid && lane < EPI_LANES) epi(item, lane, acc);
     }
 }
 
@@ -106,7 +120,7 @@ __device__ __forceinline__ void matvec_phase_prefetch(int n_items, RowPtr row_pt
     constexpr int TEAMS = WARPS / KSPLIT;
     const int warp = threadIdx.x >> 5;
     const int team = warp / KSPLIT, wt = warp % KSPLIT;
-    const int item = blockIdx.x * TEAMS + team;
+    const int item = team * GRID_BLOCKS + blockIdx.x;
     if (item >= n_items) return;
     const uint4* rows[R];
 #pragma unroll

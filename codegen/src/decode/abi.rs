@@ -393,15 +393,30 @@ pub fn weight_slots(cfg: &Qwen35Config) -> (Vec<WeightSlot>, Vec<usize>) {
     (w, bases)
 }
 
+/// Chunks one level-1 attention merge combines.
+pub const ATT_SUPER: u64 = 8;
+
+/// Tile counters: the LM head's, one per attention head (level-2 merge),
+/// one per (head, super-chunk) (level-1 merge); at least 64.
+pub fn tile_counter_words(cfg: &Qwen35Config, z: &DecodeSizes) -> u64 {
+    let heads = cfg.num_attention_heads as u64;
+    (1 + heads + heads * z.att_max_supers).max(64)
+}
+
 /// Derived sizes of the decode kernel's state and scratch.
 pub struct DecodeSizes {
     pub att_max_chunks: u64,
+    /// Level-1 merge groups of the decode attention (ATT_SUPER chunks each).
+    pub att_max_supers: u64,
     pub sample_pool: u64,
 }
 
 pub fn decode_sizes(_cfg: &Qwen35Config, s: &Schedule) -> DecodeSizes {
     DecodeSizes {
         att_max_chunks: (s.max_context as u64).div_ceil(s.decode.attn_kv_chunk as u64),
+        att_max_supers: (s.max_context as u64)
+            .div_ceil(s.decode.attn_kv_chunk as u64)
+            .div_ceil(ATT_SUPER),
         sample_pool: s.grid_blocks() as u64 * s.decode.sample_candidates_per_block as u64,
     }
 }
@@ -489,9 +504,9 @@ pub fn buffer_slots(cfg: &Qwen35Config, s: &Schedule) -> Vec<BufferSlot> {
         ),
         (
             "tile_counters",
-            64 * 4,
+            tile_counter_words(cfg, &z) * 4,
             ZeroOnce,
-            "u32 [64]: self-resetting last-arrival counters",
+            "u32: self-resetting last-arrival counters (LM head, attention merges)",
         ),
         (
             "resid",

@@ -184,11 +184,11 @@ __device__ void attn_layer(const Bufs& B, const void* const* Wt, int layer, u32 
             B.v[row - ATT_KV_DIM] = v;
         });
     SYNC_ATT_QKV
-    // Phase 2: q/k norm + RoPE, KV append, attention over (kv-head, chunk), merge + gate.
+    // Phase 2: q/k norm + RoPE, KV append, attention over (q-head, chunk), two-level merge + gate.
     const size_t cache_layer = (size_t)slot * ATT_HKV * MAX_CTX * ATT_HD;
     decode_attention(B.qg, B.k, B.v, WPTR(float, wb + W_ATT_Q_NORM), WPTR(float, wb + W_ATT_K_NORM),
                      B.k_cache + cache_layer, B.v_cache + cache_layer, B.part_acc, B.part_ml,
-                     B.counters + CNT_ATT_MERGE, B.att_out, pos);
+                     B.counters + CNT_ATT_MERGE, B.att_out, pos, xs + (threadIdx.x >> 5) * 2 * ATT_HD);
     if (PREFETCH) matvec_phase_prefetch<MV_R, ATT_OUT_DIM, KS_ATT_O>(HIDDEN_ITEMS, plain_rows<ATT_OUT_DIM>(WPTR(u16, wb + W_ATT_O)));
     SYNC_ATT_CORE
     // Phase 3: o_proj + residual.

@@ -159,10 +159,12 @@ pub fn layer_program(cfg: &Qwen35Config, s: &Schedule, ty: LayerType) -> Vec<Pha
             },
             Phase {
                 marker: "ATT_CORE",
-                what: "q/k norm + RoPE, KV append, attention over (q-head, chunk), last-arrival merge + gate",
+                what: "q/k norm + RoPE, KV append, attention over (q-head, chunk), two-level last-arrival merge + gate",
                 split: format!(
-                    "{} q heads x ceil((pos+1)/{}) chunk items",
-                    cfg.num_attention_heads, s.decode.attn_kv_chunk
+                    "{} q heads x ceil((pos+1)/{}) chunk items, merged {} at a time",
+                    cfg.num_attention_heads,
+                    s.decode.attn_kv_chunk,
+                    abi::ATT_SUPER
                 ),
                 sync_after: SyncPoint::GridBarrier,
                 weights: vec!["self_attn.q_norm.weight", "self_attn.k_norm.weight"],
@@ -430,8 +432,10 @@ pub fn dynamic_smem_bytes(cfg: &Qwen35Config, s: &Schedule) -> u32 {
         .max(cfg.linear_value_dim())
         .max(cfg.attn_out_dim()) as u32;
     let gdn = s.warps_per_block() * 2 * cfg.linear_key_head_dim as u32;
+    // decode attention: each warp's query and new key
+    let attention = s.warps_per_block() * 2 * cfg.head_dim as u32;
     let lm = cfg.hidden_size as u32 + pool_pow2 * 2;
-    widest.max(gdn).max(lm) * 4
+    widest.max(gdn).max(attention).max(lm) * 4
 }
 
 /// The runtime's view of the kernel.
@@ -498,7 +502,12 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
                 s.decode.attn_kv_chunk,
                 "KV positions per attention item",
             ),
-            Constant::int("ATT_BATCH", 4, "KV positions loaded together"),
+            Constant::int("ATT_BATCH", 4, "V rows loaded together in the P.V pass"),
+            Constant::int(
+                "ATT_SUPER",
+                abi::ATT_SUPER as i64,
+                "chunks merged by one level-1 last arrival",
+            ),
             Constant::bool(
                 "PREFETCH",
                 s.decode.prefetch == PrefetchMode::L2 && s.decode.prefetch_bytes_per_warp > 0,
@@ -533,6 +542,13 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
             Constant::int(
                 "ATT_MAX_CHUNKS",
                 s.max_context.div_ceil(s.decode.attn_kv_chunk),
+                "",
+            ),
+            Constant::int(
+                "ATT_MAX_SUPERS",
+                s.max_context
+                    .div_ceil(s.decode.attn_kv_chunk)
+                    .div_ceil(abi::ATT_SUPER as u32),
                 "",
             ),
         ],
@@ -664,7 +680,7 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
             Constant::int(
                 "CNT_ATT_MERGE",
                 1,
-                "ATT_HKV last-arrival counters of the attention merge",
+                "attention merge counters: ATT_H (level 2), then ATT_H x ATT_MAX_SUPERS (level 1)",
             ),
             Constant::int("FLAG_WRITE_LOGITS", abi::FLAG_WRITE_LOGITS, ""),
             Constant::int("FLAG_COUNT_INPUT", abi::FLAG_COUNT_INPUT, ""),
