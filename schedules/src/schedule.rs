@@ -75,8 +75,9 @@ pub struct DecodeSplit {
     /// GDN recurrence: value columns of one head's state that one warp
     /// updates (the state splits over (v-head, column slice) across the grid).
     pub gdn_value_cols_per_warp: u32,
-    /// Attention: KV positions per work item (a warp owns one (kv-head,
-    /// chunk) item; chunks are merged by the last-arriving warp).
+    /// Attention: KV positions per work item (a warp owns one (q-head,
+    /// chunk) item; chunks merge in two levels, each by a last arrival).
+    /// 8, 16 or a multiple of 32.
     pub attn_kv_chunk: u32,
     /// Sync after the GDN input projections (all-to-all by head).
     pub sync_gdn_in_proj: SyncMode,
