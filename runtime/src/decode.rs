@@ -159,9 +159,7 @@ impl GpuEngine {
         cache: &KernelCache,
     ) -> Result<Self> {
         let cfg = weights.config().clone();
-        let schedule = schedule.capped_to_model_context(
-            u32::try_from(cfg.max_position_embeddings).unwrap_or(u32::MAX),
-        );
+        let schedule = schedule.fitted_to_model(&lucebox_codegen::model_dims(&cfg));
         let abi = decode_abi(&cfg, &schedule);
         let field_bytes: usize = abi.params_layout.fields.iter().map(|f| f.ty.size()).sum();
         if std::mem::size_of::<DecodeParams>() != abi.params_layout.size

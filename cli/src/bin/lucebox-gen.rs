@@ -112,9 +112,9 @@ fn main() -> Result<()> {
     }
     sched.decode.profile_phases |= args.profile_phases;
     let cfg = load_config(&args.model_config)?;
-    // A small model may hold fewer positions than the preset's context.
-    sched = sched
-        .capped_to_model_context(u32::try_from(cfg.max_position_embeddings).unwrap_or(u32::MAX));
+    // A small model may hold fewer positions than the preset's context, or
+    // row counts the preset's rows per warp do not divide.
+    sched = sched.fitted_to_model(&lucebox_codegen::model_dims(&cfg));
     sched
         .validate(Some(&lucebox_codegen::model_dims(&cfg)))
         .context("the schedule does not fit this model")?;

@@ -67,10 +67,12 @@ __device__ __forceinline__ float pick(const float (&acc)[R], int i) {
 }
 
 // One matvec phase. row_ptr(item, r) -> const u16* of row r of the item;
-// epi(item, lane, acc) runs on lanes 0..EPI_LANES-1 with the item's R sums.
-template <int R, int K, int KSPLIT, int EPI_LANES, class RowPtr, class Epi>
-__device__ __forceinline__ void matvec_phase(int n_items, const float* __restrict__ xs, float* red,
-                                             RowPtr row_ptr, Epi epi) {
+// on lanes 0..EPI_LANES-1, pre(item, lane) runs before the item's dot
+// products (to issue the epilogue's own loads early) and epi(item, lane,
+// acc, pre's result) after them, with the item's R sums.
+template <int R, int K, int KSPLIT, int EPI_LANES, class RowPtr, class Pre, class Epi>
+__device__ __forceinline__ void matvec_phase_pre(int n_items, const float* __restrict__ xs, float* red,
+                                                 RowPtr row_ptr, Pre pre, Epi epi) {
     constexpr int TEAMS = WARPS / KSPLIT;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int team = warp / KSPLIT, wt = warp % KSPLIT;
@@ -81,6 +83,8 @@ __device__ __forceinline__ void matvec_phase(int n_items, const float* __restric
     for (int k = 0; pace + k * GRID_BLOCKS * TEAMS < n_items; ++k) {
         const int item = team * GRID_BLOCKS + blockIdx.x + k * GRID_BLOCKS * TEAMS;
         const bool valid = item < n_items;
+        decltype(pre(0, 0)) ctx{};
+        if (valid && lane < EPI_LANES) ctx = pre(item, lane);
         float acc[R];
         if (valid) {
             const uint4* rows[R];
@@ -109,8 +113,16 @@ __device__ __forceinline__ void matvec_phase(int n_items, const float* __restric
             team_sync(team, KSPLIT * 32);
             if (wt != 0) continue;
         }
-        if (valid && lane < EPI_LANES) epi(item, lane, acc);
+        if (valid && lane < EPI_LANES) epi(item, lane, acc, ctx);
     }
+}
+
+// matvec_phase_pre without early epilogue loads: epi(item, lane, acc).
+template <int R, int K, int KSPLIT, int EPI_LANES, class RowPtr, class Epi>
+__device__ __forceinline__ void matvec_phase(int n_items, const float* __restrict__ xs, float* red,
+                                             RowPtr row_ptr, Epi epi) {
+    matvec_phase_pre<R, K, KSPLIT, EPI_LANES>(n_items, xs, red, row_ptr, [](int, int) { return 0; },
+        [&](int item, int lane, const float (&acc)[R], int) { epi(item, lane, acc); });
 }
 
 // The prefetch matching matvec_phase's first item of this warp.

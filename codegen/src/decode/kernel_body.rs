@@ -135,12 +135,19 @@ __device__ void gdn_layer(const Bufs& B, const void* const* Wt, int layer, u32 t
         const float* dt_bias = WPTR(float, wb + W_GDN_DT_BIAS);
         const float* a_log = WPTR(float, wb + W_GDN_A_LOG);
         float* conv_state = B.conv_state + (size_t)slot * CONV_DIM * (CONV_K - 1);
-        matvec_phase<MV_R, HIDDEN, KS_GDN_IN, MV_R>(GDN_IN_ITEMS, xs, red, gdn_in_rows(Wt, wb),
-            [&](int item, int r, const float (&acc)[MV_R]) {
+        matvec_phase_pre<MV_R, HIDDEN, KS_GDN_IN, MV_R>(GDN_IN_ITEMS, xs, red, gdn_in_rows(Wt, wb),
+            // The conv taps of a q/k/v row load while the row's dot product runs.
+            [&](int item, int r) {
+                const int row = item * MV_R + r;
+                ConvTaps t{};
+                if (row < CONV_DIM) t = load_conv_taps(conv_w + row * CONV_K, conv_state + row * (CONV_K - 1));
+                return t;
+            },
+            [&](int item, int r, const float (&acc)[MV_R], const ConvTaps& taps) {
                 const float v = pick(acc, r);
                 int row = item * MV_R + r;
                 if (row < CONV_DIM) {
-                    B.qkv[row] = causal_conv_step(v, conv_w + row * CONV_K, conv_state + row * (CONV_K - 1));
+                    B.qkv[row] = causal_conv_step(v, taps, conv_state + row * (CONV_K - 1));
                     return;
                 }
                 row -= CONV_DIM;
