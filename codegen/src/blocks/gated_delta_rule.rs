@@ -23,6 +23,15 @@ __device__ void gated_delta_rule_step(const float* qkv, const float* beta_buf, c
         const int kh = h / GDN_V_PER_K;  // v-head h uses k-head h / r (interleaved repeat)
         const float* q = qkv + kh * GDN_DK;
         const float* k = qkv + KEY_DIM + kh * GDN_DK;
+        // The state column loads first: it does not depend on this token, so
+        // the loads overlap the q/k normalisation below.
+        float* S = state + (size_t)h * GDN_DK * GDN_DV + col0 + col;
+        float s[KPL];
+#pragma unroll
+        for (int t = 0; t < KPL; ++t) s[t] = ld_shared_f32(S + (size_t)(kg + GDN_KEY_GROUPS * t) * GDN_DV);
+        const float beta = ld_shared_f32(beta_buf + h);
+        const float g = ld_shared_f32(g_buf + h);
+        const float v = ld_shared_f32(qkv + 2 * KEY_DIM + h * GDN_DV + col0 + col);
         // L2-normalise q and k (x * rsqrt(sum x^2 + 1e-6)), scale q by dk^-1/2.
         float sq = 0.0f, sk = 0.0f;
         for (int i = lane; i < GDN_DK; i += 32) {
@@ -35,16 +44,12 @@ __device__ void gated_delta_rule_step(const float* qkv, const float* beta_buf, c
         const float q_scale = rsqrtf(warp_sum(sq) + 1e-6f) * GDN_Q_SCALE;
         const float k_scale = rsqrtf(warp_sum(sk) + 1e-6f);
         __syncwarp();
-        const float beta = ld_shared_f32(beta_buf + h);
-        const float decay = expf(ld_shared_f32(g_buf + h));
-        const float v = ld_shared_f32(qkv + 2 * KEY_DIM + h * GDN_DV + col0 + col);
-        float* S = state + (size_t)h * GDN_DK * GDN_DV + col0 + col;
-        float s[KPL];
+        const float decay = expf(g);
         float kd = 0.0f;
 #pragma unroll
         for (int t = 0; t < KPL; ++t) {
             const int i = kg + GDN_KEY_GROUPS * t;
-            s[t] = ld_shared_f32(S + (size_t)i * GDN_DV) * decay;
+            s[t] *= decay;
             kd = fmaf(s[t], qk_s[GDN_DK + i] * k_scale, kd);
         }
 #pragma unroll

@@ -81,6 +81,17 @@ __device__ __forceinline__ auto mlp_up_rows(const void* const* Wt, int wb) {
 constexpr int MLP_UP_ITEMS = INTER / MV_R;
 constexpr int HIDDEN_ITEMS = HIDDEN / MV_R;
 
+// Out-projection epilogue: the row's residual loads before the dot product
+// (resid_load) and the sum is stored after it (resid_add).
+__device__ __forceinline__ auto resid_load(const Bufs& B) {
+    const float* resid = B.resid;
+    return [=](int item, int r) { return ld_shared_f32(resid + item * MV_R + r); };
+}
+__device__ __forceinline__ auto resid_add(const Bufs& B) {
+    float* resid = B.resid;
+    return [=](int item, int r, const float (&acc)[MV_R], float old) { resid[item * MV_R + r] = old + pick(acc, r); };
+}
+
 // Prefetch the first phase of `layer` (or the LM head after the last layer,
 // when this step runs it).
 __device__ void prefetch_layer_entry(const void* const* Wt, int layer, bool want_lm) {
@@ -116,14 +127,17 @@ __device__ void mlp_block(const Bufs& B, const void* const* Wt, int layer, int w
     if (PREFETCH) matvec_phase_prefetch<MV_R, INTER, KS_MLP_DOWN>(HIDDEN_ITEMS, plain_rows<INTER>(WPTR(u16, wb + W_MLP_DOWN)));
     SYNC_MLP_UP
     load_vec_to_smem(xs, B.mlp_h, INTER);
-    matvec_phase<MV_R, INTER, KS_MLP_DOWN, MV_R>(HIDDEN_ITEMS, xs, red, plain_rows<INTER>(WPTR(u16, wb + W_MLP_DOWN)),
-        [&](int item, int r, const float (&acc)[MV_R]) {
-            const int row = item * MV_R + r;
-            B.resid[row] = ld_shared_f32(B.resid + row) + pick(acc, r);
-        });
+    matvec_phase_pre<MV_R, INTER, KS_MLP_DOWN, MV_R>(HIDDEN_ITEMS, xs, red, plain_rows<INTER>(WPTR(u16, wb + W_MLP_DOWN)),
+        resid_load(B), resid_add(B));
     if (PREFETCH) prefetch_layer_entry(Wt, layer + 1, want_lm);
     SYNC_MLP_DOWN
 }
+
+// Epilogue operands of the GDN in_proj rows, loaded before the dot products.
+struct GdnInOperands {
+    ConvTaps conv;        // q/k/v rows
+    float a_log, dt_bias; // decay (a) rows
+};
 
 __device__ void gdn_layer(const Bufs& B, const void* const* Wt, int layer, u32 token, float* xs, float* red, bool want_lm) {
     const int wb = LAYER_WBASE[layer];
@@ -136,18 +150,24 @@ __device__ void gdn_layer(const Bufs& B, const void* const* Wt, int layer, u32 t
         const float* a_log = WPTR(float, wb + W_GDN_A_LOG);
         float* conv_state = B.conv_state + (size_t)slot * CONV_DIM * (CONV_K - 1);
         matvec_phase_pre<MV_R, HIDDEN, KS_GDN_IN, MV_R>(GDN_IN_ITEMS, xs, red, gdn_in_rows(Wt, wb),
-            // The conv taps of a q/k/v row load while the row's dot product runs.
+            // A q/k/v row's conv taps, or a decay row's A_log and dt_bias, load
+            // while the row's dot product runs.
             [&](int item, int r) {
                 const int row = item * MV_R + r;
-                ConvTaps t{};
-                if (row < CONV_DIM) t = load_conv_taps(conv_w + row * CONV_K, conv_state + row * (CONV_K - 1));
-                return t;
+                GdnInOperands o{};
+                if (row < CONV_DIM) {
+                    o.conv = load_conv_taps(conv_w + row * CONV_K, conv_state + row * (CONV_K - 1));
+                } else if (row >= CONV_DIM + VALUE_DIM + GDN_HV) {
+                    o.a_log = a_log[row - (CONV_DIM + VALUE_DIM + GDN_HV)];
+                    o.dt_bias = dt_bias[row - (CONV_DIM + VALUE_DIM + GDN_HV)];
+                }
+                return o;
             },
-            [&](int item, int r, const float (&acc)[MV_R], const ConvTaps& taps) {
+            [&](int item, int r, const float (&acc)[MV_R], const GdnInOperands& o) {
                 const float v = pick(acc, r);
                 int row = item * MV_R + r;
                 if (row < CONV_DIM) {
-                    B.qkv[row] = causal_conv_step(v, taps, conv_state + row * (CONV_K - 1));
+                    B.qkv[row] = causal_conv_step(v, o.conv, conv_state + row * (CONV_K - 1));
                     return;
                 }
                 row -= CONV_DIM;
@@ -155,7 +175,7 @@ __device__ void gdn_layer(const Bufs& B, const void* const* Wt, int layer, u32 t
                 row -= VALUE_DIM;
                 if (row < GDN_HV) { B.beta[row] = sigmoid_f(v); return; }
                 row -= GDN_HV;
-                B.g[row] = -expf(a_log[row]) * softplus_f(v + dt_bias[row]);
+                B.g[row] = -expf(o.a_log) * softplus_f(v + o.dt_bias);
             });
     }
     SYNC_GDN_IN
@@ -166,11 +186,8 @@ __device__ void gdn_layer(const Bufs& B, const void* const* Wt, int layer, u32 t
     SYNC_GDN_REC
     // Phase 3: gated RMSNorm (per block, per head) + out_proj + residual.
     gated_rms_norm_to_smem(xs, B.gdn_o, B.z, WPTR(float, wb + W_GDN_NORM));
-    matvec_phase<MV_R, VALUE_DIM, KS_GDN_OUT, MV_R>(HIDDEN_ITEMS, xs, red, plain_rows<VALUE_DIM>(WPTR(u16, wb + W_GDN_OUT)),
-        [&](int item, int r, const float (&acc)[MV_R]) {
-            const int row = item * MV_R + r;
-            B.resid[row] = ld_shared_f32(B.resid + row) + pick(acc, r);
-        });
+    matvec_phase_pre<MV_R, VALUE_DIM, KS_GDN_OUT, MV_R>(HIDDEN_ITEMS, xs, red, plain_rows<VALUE_DIM>(WPTR(u16, wb + W_GDN_OUT)),
+        resid_load(B), resid_add(B));
     if (PREFETCH) matvec_phase_prefetch<2 * MV_R, HIDDEN, KS_MLP_UP>(MLP_UP_ITEMS, mlp_up_rows(Wt, wb));
     SYNC_GDN_OUT
     mlp_block(B, Wt, layer, wb, xs, red, want_lm);
@@ -200,11 +217,8 @@ __device__ void attn_layer(const Bufs& B, const void* const* Wt, int layer, u32 
     SYNC_ATT_CORE
     // Phase 3: o_proj + residual.
     load_vec_to_smem(xs, B.att_out, ATT_OUT_DIM);
-    matvec_phase<MV_R, ATT_OUT_DIM, KS_ATT_O, MV_R>(HIDDEN_ITEMS, xs, red, plain_rows<ATT_OUT_DIM>(WPTR(u16, wb + W_ATT_O)),
-        [&](int item, int r, const float (&acc)[MV_R]) {
-            const int row = item * MV_R + r;
-            B.resid[row] = ld_shared_f32(B.resid + row) + pick(acc, r);
-        });
+    matvec_phase_pre<MV_R, ATT_OUT_DIM, KS_ATT_O, MV_R>(HIDDEN_ITEMS, xs, red, plain_rows<ATT_OUT_DIM>(WPTR(u16, wb + W_ATT_O)),
+        resid_load(B), resid_add(B));
     if (PREFETCH) matvec_phase_prefetch<2 * MV_R, HIDDEN, KS_MLP_UP>(MLP_UP_ITEMS, mlp_up_rows(Wt, wb));
     SYNC_ATT_OUT
     mlp_block(B, Wt, layer, wb, xs, red, want_lm);
