@@ -1,7 +1,7 @@
 //! Synchronisation: a grid barrier on a monotonic 64-bit counter (reusable
-//! across launches without any host memset: each arrival computes its
-//! target from the count it observed), and per-tile "last arriving" counters
-//! that reset themselves.
+//! across launches without any host memset: each block derives its targets
+//! from the count it reads at kernel start), and per-tile "last arriving"
+//! counters that reset themselves.
 
 pub const SYNC: &str = r#"// ---- sync: grid barrier and tile counters ----
 __device__ __forceinline__ unsigned long long ld_acquire_u64(const unsigned long long* p) {
@@ -10,18 +10,33 @@ __device__ __forceinline__ unsigned long long ld_acquire_u64(const unsigned long
     return v;
 }
 
-// All GRID_BLOCKS blocks meet. The counter only ever grows (2^64 arrivals
-// never wrap), so the barrier needs no reset between barriers or launches:
-// an arrival that sees `old` waits for the next multiple of GRID_BLOCKS.
-// Requires every block to be co-resident (cooperative launch).
+// The counter value this block's next grid barrier completes at; only
+// thread 0 reads or writes it.
+__device__ __forceinline__ unsigned long long& grid_barrier_target() {
+    __shared__ unsigned long long target;
+    return target;
+}
+
+// Called by every block at kernel start, before its first grid_barrier. The
+// counter only ever grows by GRID_BLOCKS per barrier (2^64 arrivals never
+// wrap), so it needs no reset between barriers or launches: at launch it is
+// a multiple of GRID_BLOCKS, and a block reading it late still sees less than
+// one barrier's arrivals on top (the first barrier needs this block too).
+__device__ __forceinline__ void grid_barrier_init(const unsigned long long* counter) {
+    if (threadIdx.x == 0) grid_barrier_target() = ld_acquire_u64(counter) / GRID_BLOCKS * GRID_BLOCKS;
+}
+
+// All GRID_BLOCKS blocks meet. Arrival is a fire-and-forget release add (the
+// block already knows its target), so the last block to arrive starts polling
+// without waiting for an atomic's reply. Requires every block to be
+// co-resident (cooperative launch).
 __device__ __forceinline__ void grid_barrier(unsigned long long* counter) {
     __syncthreads();
     if (threadIdx.x == 0) {
-        __threadfence();  // publish this block's writes before arriving
-        const unsigned long long old = atomicAdd(counter, 1ull);
-        const unsigned long long target = (old / GRID_BLOCKS + 1ull) * GRID_BLOCKS;
+        const unsigned long long target = grid_barrier_target() + GRID_BLOCKS;
+        grid_barrier_target() = target;
+        asm volatile("red.release.gpu.global.add.u64 [%0], 1;" :: "l"(counter) : "memory");
         while (ld_acquire_u64(counter) < target) { }
-        __threadfence();
     }
     __syncthreads();
 }

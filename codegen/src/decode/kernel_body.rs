@@ -244,6 +244,7 @@ KERNEL_NAME(const void* const* __restrict__ Wt, void* const* __restrict__ Bt, co
     if (threadIdx.x == 0) B_shared = bind_buffers(Bt);
     PROFILE_BIND
     __syncthreads();
+    grid_barrier_init(B_shared.barrier);
     const Bufs& B = B_shared;
     u32 err = ERR_NONE, stop = STOP_INPUT_DONE, n_gen = 0, processed = 0;
     if (p.n_input == 0u) { err = ERR_NO_INPUT; stop = STOP_ERROR; }

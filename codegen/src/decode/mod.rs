@@ -315,11 +315,10 @@ __device__ __forceinline__ void profiled_grid_barrier(unsigned long long* counte
     __syncthreads();
     if (threadIdx.x == 0) {
         const unsigned long long t0 = globaltimer_ns();
-        __threadfence();
-        const unsigned long long old = atomicAdd(counter, 1ull);
-        const unsigned long long target = (old / GRID_BLOCKS + 1ull) * GRID_BLOCKS;
+        const unsigned long long target = grid_barrier_target() + GRID_BLOCKS;
+        grid_barrier_target() = target;
+        asm volatile("red.release.gpu.global.add.u64 [%0], 1;" :: "l"(counter) : "memory");
         while (ld_acquire_u64(counter) < target) { }
-        __threadfence();
         const unsigned long long t1 = globaltimer_ns();
         const u32 step = prof_step;
         if (step < PROFILE_MAX_STEPS) {

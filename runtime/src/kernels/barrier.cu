@@ -3,6 +3,7 @@
 
 // `rounds` bare barriers: the cost per barrier.
 extern "C" __global__ void barrier_only(unsigned long long* counter, u32 rounds) {
+    grid_barrier_init(counter);
     for (u32 r = 0; r < rounds; ++r) grid_barrier(counter);
 }
 
@@ -11,6 +12,7 @@ extern "C" __global__ void barrier_only(unsigned long long* counter, u32 rounds)
 // `base` differs per launch, so stale values from an earlier launch fail too.
 extern "C" __global__ void barrier_checked(unsigned long long* counter, u32* slots,
                                           u32* errors, u32 rounds, u32 base) {
+    grid_barrier_init(counter);
     for (u32 r = 0; r < rounds; ++r) {
         const u32 v = base + r + 1u;
         if (threadIdx.x == 0) ((volatile u32*)slots)[blockIdx.x] = v;
