@@ -85,13 +85,17 @@ __device__ bool lm_head_logits(const u16* W, const float* xs, const u32* counts,
         const uint4* rows[R];
 #pragma unroll
         for (int r = 0; r < R; ++r) rows[r] = reinterpret_cast<const uint4*>(W + (size_t)(item * R + r) * HIDDEN);
+        // The rows' token counts load with the weights, not after the dot products.
+        u32 cnt[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) cnt[r] = ld_shared_u32(counts + item * R + r);
         float acc[R];
         matvec_rows_partial<R, HIDDEN, 1>(rows, xs, 0, acc);
 #pragma unroll
         for (int r = 0; r < R; ++r) {
             const u32 row = (u32)(item * R + r);
             if (write_logits && lane == r) logits_out[row] = acc[r];
-            float v = apply_penalties(acc[r], ld_shared_u32(counts + row), p);
+            float v = apply_penalties(acc[r], cnt[r], p);
             if (!(v == v)) v = NEG_INF;  // NaN never wins
             if (v != NEG_INF) {
                 const float sv = v * inv_t;
