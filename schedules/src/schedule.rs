@@ -375,17 +375,11 @@ impl Schedule {
     /// model may have, e.g., 6 value heads where the preset wants 4 rows).
     pub fn fitted_to_model(self, m: &ModelDims) -> Self {
         let mut s = self.capped_to_model_context(m.max_position_embeddings);
-        let rows = [
-            m.hidden_size,
-            m.intermediate_size,
-            m.linear_num_value_heads,
-            m.num_key_value_heads * m.head_dim,
-            m.vocab_size,
-        ];
+        let rows = matvec_row_counts(m);
         while s.decode.matvec_rows_per_warp > 1
             && rows
                 .iter()
-                .any(|r| !r.is_multiple_of(s.decode.matvec_rows_per_warp))
+                .any(|(_, r)| !r.is_multiple_of(s.decode.matvec_rows_per_warp))
         {
             s.decode.matvec_rows_per_warp /= 2;
         }
@@ -774,16 +768,7 @@ impl Schedule {
     fn validate_dims(&self, m: &ModelDims) -> Result<(), ScheduleError> {
         let d = &self.decode;
         let r = d.matvec_rows_per_warp;
-        for (what, rows) in [
-            ("hidden_size", m.hidden_size),
-            ("intermediate_size", m.intermediate_size),
-            ("linear_num_value_heads", m.linear_num_value_heads),
-            (
-                "num_key_value_heads * head_dim",
-                m.num_key_value_heads * m.head_dim,
-            ),
-            ("vocab_size", m.vocab_size),
-        ] {
+        for (what, rows) in matvec_row_counts(m) {
             if rows % r != 0 {
                 return Err(Self::invalid(
                     "decode.matvec_rows_per_warp",
@@ -900,6 +885,21 @@ impl Schedule {
 
 /// Per-warp prefetch depth: a quarter of L2 shared by all warps, in whole
 /// 128-byte lines, at most 32 KiB.
+/// Row counts the decode kernel splits into items of `matvec_rows_per_warp`
+/// rows (each must be a multiple of it).
+fn matvec_row_counts(m: &ModelDims) -> [(&'static str, u32); 5] {
+    [
+        ("hidden_size", m.hidden_size),
+        ("intermediate_size", m.intermediate_size),
+        ("linear_num_value_heads", m.linear_num_value_heads),
+        (
+            "num_key_value_heads * head_dim",
+            m.num_key_value_heads * m.head_dim,
+        ),
+        ("vocab_size", m.vocab_size),
+    ]
+}
+
 fn prefetch_depth(l2: u64, blocks: u32, threads: u32) -> u32 {
     let warps = (blocks as u64 * (threads as u64 / 32)).max(1);
     let bytes = (l2 / 4 / warps).min(32 * 1024);

@@ -114,9 +114,10 @@ fn main() -> Result<()> {
     let cfg = load_config(&args.model_config)?;
     // A small model may hold fewer positions than the preset's context, or
     // row counts the preset's rows per warp do not divide.
-    sched = sched.fitted_to_model(&lucebox_codegen::model_dims(&cfg));
+    let dims = lucebox_codegen::model_dims(&cfg);
+    sched = sched.fitted_to_model(&dims);
     sched
-        .validate(Some(&lucebox_codegen::model_dims(&cfg)))
+        .validate(Some(&dims))
         .context("the schedule does not fit this model")?;
     let kinds: Vec<KernelKind> = match args.kernel {
         KernelChoice::Decode => vec![KernelKind::Decode],

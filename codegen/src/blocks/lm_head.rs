@@ -164,6 +164,14 @@ __device__ bool lm_head_logits(const u16* W, const float* xs, const u32* counts,
     return *smem_flag != 0u;
 }
 
+// Thread 0 of the sampling block: record the token, count it, feed it back.
+__device__ __forceinline__ void publish_token(u32 tok, u32 n_generated, u32* counts, u32* out_tokens, u32* token_slot) {
+    out_tokens[n_generated] = tok;
+    if (tok < (u32)VOCAB) counts[tok] += 1u;  // no candidate at all: the next step reports ERR_BAD_TOKEN
+    *token_slot = tok;
+    __threadfence();
+}
+
 // Run by the last block only: pick the token and publish it. Mirrors the CPU
 // sampler (lucebox_models::sampling::Sampler): greedy = argmax; otherwise
 // logits/T, top-k, softmax, top-p (descending probability, lower id first on
@@ -193,10 +201,7 @@ __device__ void sample_token(const DecodeParams& p, u32 n_generated, const float
         if (threadIdx.x == 0) {
             for (int w = 1; w < WARPS; ++w)
                 if (cand_before(smem_v[w], smem_i[w], bv, bi)) { bv = smem_v[w]; bi = smem_i[w]; }
-            out_tokens[n_generated] = bi;
-            if (bi < (u32)VOCAB) counts[bi] += 1u;  // no candidate at all: the next step reports ERR_BAD_TOKEN
-            *token_slot = bi;
-            __threadfence();
+            publish_token(bi, n_generated, counts, out_tokens, token_slot);
         }
         return;
     }
@@ -261,11 +266,6 @@ __device__ void sample_token(const DecodeParams& p, u32 n_generated, const float
             }
         }
     }
-    if (threadIdx.x == 0) {
-        out_tokens[n_generated] = tok;
-        if (tok < (u32)VOCAB) counts[tok] += 1u;
-        *token_slot = tok;
-        __threadfence();
-    }
+    if (threadIdx.x == 0) publish_token(tok, n_generated, counts, out_tokens, token_slot);
 }
 "#;

@@ -30,14 +30,16 @@ __device__ __forceinline__ void grid_barrier_init(const unsigned long long* coun
 // block already knows its target), so the last block to arrive starts polling
 // without waiting for an atomic's reply. Requires every block to be
 // co-resident (cooperative launch).
+// Thread 0's part: arrive, then wait for the block's next target.
+__device__ __forceinline__ void grid_barrier_arrive_and_wait(unsigned long long* counter) {
+    const unsigned long long target = grid_barrier_target() + GRID_BLOCKS;
+    grid_barrier_target() = target;
+    asm volatile("red.release.gpu.global.add.u64 [%0], 1;" :: "l"(counter) : "memory");
+    while (ld_acquire_u64(counter) < target) { }
+}
 __device__ __forceinline__ void grid_barrier(unsigned long long* counter) {
     __syncthreads();
-    if (threadIdx.x == 0) {
-        const unsigned long long target = grid_barrier_target() + GRID_BLOCKS;
-        grid_barrier_target() = target;
-        asm volatile("red.release.gpu.global.add.u64 [%0], 1;" :: "l"(counter) : "memory");
-        while (ld_acquire_u64(counter) < target) { }
-    }
+    if (threadIdx.x == 0) grid_barrier_arrive_and_wait(counter);
     __syncthreads();
 }
 

@@ -412,11 +412,10 @@ pub struct DecodeSizes {
 }
 
 pub fn decode_sizes(_cfg: &Qwen35Config, s: &Schedule) -> DecodeSizes {
+    let att_max_chunks = (s.max_context as u64).div_ceil(s.decode.attn_kv_chunk as u64);
     DecodeSizes {
-        att_max_chunks: (s.max_context as u64).div_ceil(s.decode.attn_kv_chunk as u64),
-        att_max_supers: (s.max_context as u64)
-            .div_ceil(s.decode.attn_kv_chunk as u64)
-            .div_ceil(ATT_SUPER),
+        att_max_chunks,
+        att_max_supers: att_max_chunks.div_ceil(ATT_SUPER),
         sample_pool: s.grid_blocks() as u64 * s.decode.sample_candidates_per_block as u64,
     }
 }

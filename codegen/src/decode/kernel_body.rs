@@ -158,8 +158,9 @@ __device__ void gdn_layer(const Bufs& B, const void* const* Wt, int layer, u32 t
                 if (row < CONV_DIM) {
                     o.conv = load_conv_taps(conv_w + row * CONV_K, conv_state + row * (CONV_K - 1));
                 } else if (row >= CONV_DIM + VALUE_DIM + GDN_HV) {
-                    o.a_log = a_log[row - (CONV_DIM + VALUE_DIM + GDN_HV)];
-                    o.dt_bias = dt_bias[row - (CONV_DIM + VALUE_DIM + GDN_HV)];
+                    const int h = row - (CONV_DIM + VALUE_DIM + GDN_HV);
+                    o.a_log = a_log[h];
+                    o.dt_bias = dt_bias[h];
                 }
                 return o;
             },

@@ -315,10 +315,7 @@ __device__ __forceinline__ void profiled_grid_barrier(unsigned long long* counte
     __syncthreads();
     if (threadIdx.x == 0) {
         const unsigned long long t0 = globaltimer_ns();
-        const unsigned long long target = grid_barrier_target() + GRID_BLOCKS;
-        grid_barrier_target() = target;
-        asm volatile("red.release.gpu.global.add.u64 [%0], 1;" :: "l"(counter) : "memory");
-        while (ld_acquire_u64(counter) < target) { }
+        grid_barrier_arrive_and_wait(counter);
         const unsigned long long t1 = globaltimer_ns();
         const u32 step = prof_step;
         if (step < PROFILE_MAX_STEPS) {
@@ -457,6 +454,7 @@ pub fn decode_abi(cfg: &Qwen35Config, sched: &Schedule) -> DecodeAbi {
 
 fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String, CodegenError> {
     let sp = splits(cfg, s);
+    let sizes = abi::decode_sizes(cfg, s);
     let i = |v: usize| v as i64;
     let mut out = String::new();
     write_constants(
@@ -538,18 +536,8 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
                 "cap on the sampling candidate set",
             ),
             Constant::int("MAX_CTX", s.max_context, "KV cache positions"),
-            Constant::int(
-                "ATT_MAX_CHUNKS",
-                s.max_context.div_ceil(s.decode.attn_kv_chunk),
-                "",
-            ),
-            Constant::int(
-                "ATT_MAX_SUPERS",
-                s.max_context
-                    .div_ceil(s.decode.attn_kv_chunk)
-                    .div_ceil(abi::ATT_SUPER as u32),
-                "",
-            ),
+            Constant::int("ATT_MAX_CHUNKS", sizes.att_max_chunks as i64, ""),
+            Constant::int("ATT_MAX_SUPERS", sizes.att_max_supers as i64, ""),
         ],
     )?;
     let epl = cfg.head_dim / 32;
