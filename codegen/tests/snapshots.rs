@@ -26,7 +26,10 @@ fn settings() -> insta::Settings {
 }
 
 fn snapshot_all(cfg: &Qwen35Config, preset: &str) {
-    let sched = Schedule::preset(preset).expect("preset");
+    // Fitted to the model, as the runtime and lucebox-gen generate it.
+    let sched = Schedule::preset(preset)
+        .expect("preset")
+        .fitted_to_model(&lucebox_codegen::model_dims(cfg));
     for kind in KernelKind::GENERATED {
         let k = match generate(cfg, &sched, kind) {
             Ok(k) => k,

@@ -6,7 +6,7 @@
 use lucebox_codegen::decode::{decode_abi, generate_decode};
 use lucebox_models::config::Qwen35Config;
 use lucebox_runtime::nvrtc::{CompileOptions, compile_to_cubin, nvrtc_available};
-use lucebox_schedules::Schedule;
+use lucebox_schedules::{PrefetchMode, Schedule};
 
 #[test]
 fn decode_megakernel_compiles_for_gpu_presets() {
@@ -19,21 +19,26 @@ fn decode_megakernel_compiles_for_gpu_presets() {
         return;
     }
     let cfg = Qwen35Config::qwen35_0_8b();
-    for (preset, profile) in [
-        ("h100", false),
-        ("rtx3090", false),
-        ("h100", true),
-        ("rtx3090", true),
+    for (preset, profile, ring) in [
+        ("h100", false, false),
+        ("rtx3090", false, false),
+        ("h100", true, false),
+        ("rtx3090", true, false),
+        ("h100", false, true),
+        ("h100", true, true),
     ] {
         let mut sched = Schedule::preset(preset).expect("preset");
-        // The opt-in profiling build (phase stamps + barrier waits) must
-        // also fit without spills.
+        // The opt-in profiling build (phase stamps + barrier waits) and the
+        // opt-in weight rings must also fit without spills.
         sched.decode.profile_phases = profile;
-        let preset = if profile {
-            format!("{preset}+profile")
-        } else {
-            preset.to_string()
-        };
+        if ring {
+            sched.decode.prefetch = PrefetchMode::SharedRing;
+        }
+        let preset = format!(
+            "{preset}{}{}",
+            if profile { "+profile" } else { "" },
+            if ring { "+ring" } else { "" }
+        );
         let abi = decode_abi(&cfg, &sched);
         let k = generate_decode(&cfg, &sched).unwrap_or_else(|e| panic!("{preset}: codegen: {e}"));
         let t0 = std::time::Instant::now();

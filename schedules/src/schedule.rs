@@ -31,6 +31,12 @@ pub enum PrefetchMode {
     /// `prefetch.global.L2` of the weight rows the warp owns in the next
     /// phase, issued before arriving at the sync point.
     L2,
+    /// Every warp streams the weight rows it owns through its own
+    /// shared-memory ring (`ring_bytes_per_warp`) with bulk async copies
+    /// (sm_90+): copies run ahead of the dot products across sync points,
+    /// the recurrence and attention, so the memory system never idles while
+    /// the grid waits. sm_90 and newer only.
+    SharedRing,
 }
 
 /// Element type of a state buffer.
@@ -88,6 +94,10 @@ pub struct DecodeSplit {
     pub prefetch: PrefetchMode,
     /// Bytes of next-phase weights each warp prefetches while waiting.
     pub prefetch_bytes_per_warp: u32,
+    /// `SharedRing` only: bytes of each warp's weight ring (a multiple of
+    /// 128; must hold the warp's largest matvec item).
+    #[serde(default)]
+    pub ring_bytes_per_warp: u32,
     /// LM head sampling: candidates each block keeps (per-block top-k).
     pub sample_candidates_per_block: u32,
     /// Global cap on the sampling candidate set (top-k/top-p act on these).
@@ -383,6 +393,24 @@ impl Schedule {
         {
             s.decode.matvec_rows_per_warp /= 2;
         }
+        if s.decode.prefetch == PrefetchMode::SharedRing {
+            // The largest ring the shared memory leaves room for, or no ring
+            // when that cannot hold the largest item (big hidden sizes).
+            let mut without = s.clone();
+            without.decode.prefetch = PrefetchMode::None;
+            let free = s
+                .limits
+                .shared_mem_per_block_optin
+                .saturating_sub(without.decode_smem_estimate(Some(m)) + RING_STATIC_RESERVE);
+            let fit = (free / s.warps_per_block().max(1)) / 128 * 128;
+            s.decode.ring_bytes_per_warp = s.decode.ring_bytes_per_warp.min(fit);
+            if s.decode.ring_bytes_per_warp
+                < ring_item_bytes_bound(m, s.decode.matvec_rows_per_warp)
+            {
+                s.decode.prefetch = PrefetchMode::None;
+                s.decode.ring_bytes_per_warp = 0;
+            }
+        }
         s
     }
 
@@ -422,10 +450,14 @@ impl Schedule {
                 sync_gdn_in_proj: SyncMode::GridBarrier,
                 sync_attn_qkv: SyncMode::GridBarrier,
                 barrier_per_phase: true,
-                // On sm_90 the L2 prefetch before each sync point costs more
-                // than it saves now that every phase spreads over all SMs
-                // (H100, pp520/tg128: 811 tok/s without, 782 with 8 KB/warp,
-                // 793 with 4 KB). Other archs keep it (not measured since).
+                // sm_90 moves no weights ahead: the L2 prefetch before each
+                // sync point cost more than it saved (H100, pp520/tg128: 811
+                // tok/s without, 782 with 8 KB/warp), and so did the
+                // shared-memory rings (989 tok/s without, 955 with 16 KiB
+                // rings, 989 with 8 KiB): the phases wait on chains of
+                // dependent loads, not on weight bandwidth. The ring size
+                // stays set so `prefetch: shared_ring` can be tried with a
+                // patch. Other archs keep the L2 prefetch (not measured since).
                 prefetch: if arch.number() / 10 == 9 {
                     PrefetchMode::None
                 } else {
@@ -436,6 +468,11 @@ impl Schedule {
                     sms * blocks_per_sm,
                     threads,
                 ),
+                ring_bytes_per_warp: if arch.number() / 10 == 9 {
+                    RING_BYTES_PER_WARP_SM90
+                } else {
+                    0
+                },
                 sample_candidates_per_block: 8,
                 sample_candidates_max: 256,
                 max_regs_per_thread: 0,
@@ -759,8 +796,32 @@ impl Schedule {
                 "a multiple of 32 in 32..=1024",
             ));
         }
+        if d.prefetch == PrefetchMode::SharedRing {
+            if self.arch.number() < 90 {
+                return Err(Self::invalid(
+                    "decode.prefetch",
+                    "shared_ring",
+                    format!("bulk async copies need sm_90 or newer, not {}", self.arch),
+                ));
+            }
+            if d.ring_bytes_per_warp < 1024 || !d.ring_bytes_per_warp.is_multiple_of(128) {
+                return Err(Self::invalid(
+                    "decode.ring_bytes_per_warp",
+                    d.ring_bytes_per_warp,
+                    "a multiple of 128, at least 1024",
+                ));
+            }
+        }
         if let Some(m) = dims {
             self.validate_dims(m)?;
+            let need = ring_item_bytes_bound(m, d.matvec_rows_per_warp);
+            if d.prefetch == PrefetchMode::SharedRing && d.ring_bytes_per_warp < need {
+                return Err(Self::invalid(
+                    "decode.ring_bytes_per_warp",
+                    d.ring_bytes_per_warp,
+                    format!("must hold a warp's largest matvec item ({need} bytes for this model)"),
+                ));
+            }
         }
         Ok(())
     }
@@ -879,12 +940,36 @@ impl Schedule {
         let sort = pool * 8;
         let warp_cands = self.warps_per_block() * self.decode.sample_candidates_per_block * 8
             + self.warps_per_block() * 8;
-        (widest * 4).max(sort).max(warp_cands) + 256
+        let base = (widest * 4).max(sort).max(warp_cands) + 256;
+        if self.decode.prefetch == PrefetchMode::SharedRing {
+            base + RING_STATIC_RESERVE + self.warps_per_block() * self.decode.ring_bytes_per_warp
+        } else {
+            base
+        }
     }
 }
 
-/// Per-warp prefetch depth: a quarter of L2 shared by all warps, in whole
-/// 128-byte lines, at most 32 KiB.
+/// Weight ring per warp on sm_90 presets (used with `prefetch: shared_ring`):
+/// 12 warps x 16 KiB = 192 KiB of the 227 KiB a block may use, ~7.5 us of an
+/// H100 SM's share of HBM bandwidth.
+pub const RING_BYTES_PER_WARP_SM90: u32 = 16 * 1024;
+
+/// Shared memory the ring's bookkeeping takes (mbarriers, cursors) plus the
+/// kernel's static arrays, kept free when sizing the ring.
+const RING_STATIC_RESERVE: u32 = 4 * 1024;
+
+/// The most bytes one warp's matvec item can take in the weight ring: R rows
+/// (2R for the fused MLP gate/up) of the widest K, without any K split.
+pub fn ring_item_bytes_bound(m: &ModelDims, rows_per_warp: u32) -> u32 {
+    let value_dim = m.linear_num_value_heads * m.linear_value_head_dim;
+    let attn_out = m.num_attention_heads * m.head_dim;
+    let widest_k = (2 * m.hidden_size)
+        .max(m.intermediate_size)
+        .max(value_dim)
+        .max(attn_out);
+    rows_per_warp * widest_k * 2
+}
+
 /// Row counts the decode kernel splits into items of `matvec_rows_per_warp`
 /// rows (each must be a multiple of it).
 fn matvec_row_counts(m: &ModelDims) -> [(&'static str, u32); 5] {
@@ -900,6 +985,8 @@ fn matvec_row_counts(m: &ModelDims) -> [(&'static str, u32); 5] {
     ]
 }
 
+/// Per-warp prefetch depth: a quarter of L2 shared by all warps, in whole
+/// 128-byte lines, at most 32 KiB.
 fn prefetch_depth(l2: u64, blocks: u32, threads: u32) -> u32 {
     let warps = (blocks as u64 * (threads as u64 / 32)).max(1);
     let bytes = (l2 / 4 / warps).min(32 * 1024);
@@ -1051,6 +1138,68 @@ mod tests {
     }
 
     #[test]
+    fn weight_rings_fit_the_model_or_turn_off() {
+        let mut h100 = Schedule::preset("h100").unwrap();
+        assert_eq!(h100.decode.prefetch, PrefetchMode::None);
+        assert_eq!(h100.decode.ring_bytes_per_warp, RING_BYTES_PER_WARP_SM90);
+        h100.decode.prefetch = PrefetchMode::SharedRing;
+        // 0.8B: 12 rings of 16 KiB fit next to the working space.
+        let f = h100.clone().fitted_to_model(&dims_08b());
+        assert_eq!(f.decode, h100.decode);
+        assert!(f.decode_smem_estimate(Some(&dims_08b())) <= f.limits.shared_mem_per_block_optin);
+        // Less shared memory: the ring shrinks to what is left (15 KiB here).
+        let mut small = h100.clone();
+        let mut off = h100.clone();
+        off.decode.prefetch = PrefetchMode::None;
+        small.limits.shared_mem_per_block_optin = off.decode_smem_estimate(Some(&dims_08b()))
+            + RING_STATIC_RESERVE
+            + 12 * 15 * 1024
+            + 100;
+        let f = small.fitted_to_model(&dims_08b());
+        assert_eq!(f.decode.prefetch, PrefetchMode::SharedRing);
+        assert_eq!(f.decode.ring_bytes_per_warp, 15 * 1024);
+        assert!(f.decode.ring_bytes_per_warp >= ring_item_bytes_bound(&dims_08b(), 2));
+        f.validate(Some(&dims_08b()))
+            .expect("shrunk ring validates");
+        // 27B-like widths: no ring can hold one item, so the rings turn off.
+        let mut big = dims_08b();
+        big.hidden_size = 5120;
+        big.intermediate_size = 17_408;
+        let f = h100.clone().fitted_to_model(&big);
+        assert_eq!(f.decode.prefetch, PrefetchMode::None);
+        f.validate(Some(&big))
+            .expect("ring-less schedule validates");
+        // Unfitted, the same schedule is refused with the reason.
+        let e = h100.validate(Some(&big)).unwrap_err();
+        assert!(
+            matches!(
+                field_of(e.clone()),
+                "decode.ring_bytes_per_warp" | "shared memory per block"
+            ),
+            "{e}"
+        );
+        // Other presets keep the L2 prefetch; asking for rings there is refused.
+        let mut s = Schedule::preset("rtx3090").unwrap();
+        assert_eq!(s.decode.prefetch, PrefetchMode::L2);
+        s.decode.prefetch = PrefetchMode::SharedRing;
+        s.decode.ring_bytes_per_warp = 4096;
+        let e = s.validate(None).unwrap_err();
+        assert_eq!(field_of(e.clone()), "decode.prefetch");
+        assert!(e.to_string().contains("sm_90"), "{e}");
+        let mut s = h100.clone();
+        s.decode.ring_bytes_per_warp = 1000;
+        assert_eq!(
+            field_of(s.validate(None).unwrap_err()),
+            "decode.ring_bytes_per_warp"
+        );
+        s.decode.ring_bytes_per_warp = 4096;
+        assert_eq!(
+            field_of(s.validate(Some(&dims_08b())).unwrap_err()),
+            "decode.ring_bytes_per_warp"
+        );
+    }
+
+    #[test]
     fn rejects_smem_over_optin() {
         let s = Schedule::preset("rtx2080ti").unwrap();
         let mut big = dims_08b();
@@ -1141,6 +1290,7 @@ mod tests {
         }
         let mut s = Schedule::preset("h100").unwrap();
         s.decode.sample_candidates_per_block = 16;
+        s.decode.prefetch = PrefetchMode::None; // the rings would not fit 300 SMs' sampler pool
         s.sm_count = 300;
         assert_eq!(
             field_of(s.validate(None).unwrap_err()),

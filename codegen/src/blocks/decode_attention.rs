@@ -92,7 +92,10 @@ __device__ __forceinline__ void att_merge(const float* ml, const float* acc, int
 // k_cache/v_cache: this layer's [ATT_HKV][MAX_CTX][ATT_HD] bf16. att_s: this warp's
 // 2 * ATT_HD floats of shared memory (the query, then the new k). counters: [ATT_H]
 // head counters, then [ATT_H][ATT_MAX_SUPERS] super-chunk counters.
-__device__ void decode_attention(const float* qg, const float* kraw, const float* vraw,
+// (qg/kraw/vraw are never written here: __restrict__ lets their loads move
+// ahead of the cache and shared-memory stores.)
+__device__ void decode_attention(const float* __restrict__ qg, const float* __restrict__ kraw,
+                                 const float* __restrict__ vraw,
                                  const float* q_norm_w, const float* k_norm_w,
                                  u16* k_cache, u16* v_cache, float* part_acc, float* part_ml,
                                  u32* counters, float* attn_out, u32 pos, float* att_s) {

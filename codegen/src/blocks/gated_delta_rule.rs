@@ -33,13 +33,26 @@ __device__ void gated_delta_rule_step(const float* qkv, const float* beta_buf, c
         const float g = ld_shared_f32(g_buf + h);
         const float v = ld_shared_f32(qkv + 2 * KEY_DIM + h * GDN_DV + col0 + col);
         // L2-normalise q and k (x * rsqrt(sum x^2 + 1e-6)), scale q by dk^-1/2.
+        // Every q/k load is issued before the first store to shared memory
+        // (a load after a store through a generic pointer waits for it).
+        constexpr int QKL = (GDN_DK + 31) / 32;  // q (and k) values per lane
+        float qa[QKL], ka[QKL];
+#pragma unroll
+        for (int t = 0; t < QKL; ++t) {
+            const int i = lane + 32 * t;
+            qa[t] = i < GDN_DK ? ld_shared_f32(q + i) : 0.0f;
+            ka[t] = i < GDN_DK ? ld_shared_f32(k + i) : 0.0f;
+        }
         float sq = 0.0f, sk = 0.0f;
-        for (int i = lane; i < GDN_DK; i += 32) {
-            const float a = ld_shared_f32(q + i), b = ld_shared_f32(k + i);
-            qk_s[i] = a;
-            qk_s[GDN_DK + i] = b;
-            sq = fmaf(a, a, sq);
-            sk = fmaf(b, b, sk);
+#pragma unroll
+        for (int t = 0; t < QKL; ++t) {
+            const int i = lane + 32 * t;
+            if (i < GDN_DK) {
+                qk_s[i] = qa[t];
+                qk_s[GDN_DK + i] = ka[t];
+            }
+            sq = fmaf(qa[t], qa[t], sq);
+            sk = fmaf(ka[t], ka[t], sk);
         }
         const float q_scale = rsqrtf(warp_sum(sq) + 1e-6f) * GDN_Q_SCALE;
         const float k_scale = rsqrtf(warp_sum(sk) + 1e-6f);
@@ -72,18 +85,53 @@ __device__ void gated_delta_rule_step(const float* qkv, const float* beta_buf, c
 
 // Gated RMSNorm of every GDN head into shared memory (the out_proj input),
 // recomputed by each block: xs[h*dv + j] = w[j] * o/rms(o_h) * silu(z) (w not zero-centred).
+// BATCHED (PROLOGUE_BATCHED, sm_90): every load of the warp's heads (o, z)
+// is issued before any is used, one round trip to L2 for the prologue.
+// Otherwise one head at a time.
+template <bool BATCHED>
 __device__ void gated_rms_norm_to_smem(float* xs, const float* o_buf, const float* z_buf, const float* w) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    for (int h = warp; h < GDN_HV; h += WARPS) {
-        float ss = 0.0f;
-        for (int j = lane; j < GDN_DV; j += 32) {
-            const float o = ld_shared_f32(o_buf + h * GDN_DV + j);
-            xs[h * GDN_DV + j] = o;
-            ss = fmaf(o, o, ss);
+    if constexpr (BATCHED) {
+        constexpr int HPW = (GDN_HV + WARPS - 1) / WARPS;  // heads per warp
+        constexpr int EPL = (GDN_DV + 31) / 32;            // values per lane of a head
+        float o[HPW][EPL], z[HPW][EPL];
+#pragma unroll
+        for (int t = 0; t < HPW; ++t) {
+            const int h = warp + t * WARPS;
+#pragma unroll
+            for (int e = 0; e < EPL; ++e) {
+                const int j = lane + 32 * e;
+                const bool ok = h < GDN_HV && j < GDN_DV;
+                o[t][e] = ok ? ld_shared_f32(o_buf + h * GDN_DV + j) : 0.0f;
+                z[t][e] = ok ? ld_shared_f32(z_buf + h * GDN_DV + j) : 0.0f;
+            }
         }
-        const float inv = rsqrtf(warp_sum(ss) / (float)GDN_DV + RMS_EPS);
-        for (int j = lane; j < GDN_DV; j += 32)
-            xs[h * GDN_DV + j] = w[j] * (xs[h * GDN_DV + j] * inv) * silu_f(ld_shared_f32(z_buf + h * GDN_DV + j));
+#pragma unroll
+        for (int t = 0; t < HPW; ++t) {
+            const int h = warp + t * WARPS;
+            if (h >= GDN_HV) break;  // warp-uniform
+            float ss = 0.0f;
+#pragma unroll
+            for (int e = 0; e < EPL; ++e) ss = fmaf(o[t][e], o[t][e], ss);
+            const float inv = rsqrtf(warp_sum(ss) / (float)GDN_DV + RMS_EPS);
+#pragma unroll
+            for (int e = 0; e < EPL; ++e) {
+                const int j = lane + 32 * e;
+                if (j < GDN_DV) xs[h * GDN_DV + j] = w[j] * (o[t][e] * inv) * silu_f(z[t][e]);
+            }
+        }
+    } else {
+        for (int h = warp; h < GDN_HV; h += WARPS) {
+            float ss = 0.0f;
+            for (int j = lane; j < GDN_DV; j += 32) {
+                const float o = ld_shared_f32(o_buf + h * GDN_DV + j);
+                xs[h * GDN_DV + j] = o;
+                ss = fmaf(o, o, ss);
+            }
+            const float inv = rsqrtf(warp_sum(ss) / (float)GDN_DV + RMS_EPS);
+            for (int j = lane; j < GDN_DV; j += 32)
+                xs[h * GDN_DV + j] = w[j] * (xs[h * GDN_DV + j] * inv) * silu_f(ld_shared_f32(z_buf + h * GDN_DV + j));
+        }
     }
     __syncthreads();
 }

@@ -90,7 +90,13 @@ __device__ bool lm_head_logits(const u16* W, const float* xs, const u32* counts,
 #pragma unroll
         for (int r = 0; r < R; ++r) cnt[r] = ld_shared_u32(counts + item * R + r);
         float acc[R];
-        matvec_rows_partial<R, HIDDEN, 1>(rows, xs, 0, acc);
+        if constexpr (WEIGHT_STREAM) {
+            // The rows arrive through the warp's ring (the cursor's LM head phase).
+            matvec_rows_partial_ring<R, HIDDEN, 1>(ws_acquire<false>(), xs, 0, acc);
+            ws_release_lm();
+        } else {
+            matvec_rows_partial<R, HIDDEN, 1>(rows, xs, 0, acc);
+        }
 #pragma unroll
         for (int r = 0; r < R; ++r) {
             const u32 row = (u32)(item * R + r);
@@ -116,6 +122,7 @@ __device__ bool lm_head_logits(const u16* W, const float* xs, const u32* counts,
             }
         }
     }
+    ws_top_up();  // the next step's first weights stream while the token is picked
     // Block merge: warps -> shared -> warp 0 selects the block's best.
     if (lane == 0) {
 #pragma unroll

@@ -5,7 +5,8 @@
 //! through shared memory (KSPLIT > 1 only where a phase has too few rows to
 //! give every warp of the grid an item). Lanes read 16-byte chunks, so each
 //! lane keeps `R x unroll` 16-byte loads in flight. The item -> (block, team)
-//! map is static, which is what lets a warp prefetch its next phase's rows.
+//! map is static, which is what lets a warp prefetch its next phase's rows
+//! (into L2, or through its shared-memory ring: see `weight_stream`).
 //! Items go round-robin over blocks first (item i -> block i % GRID_BLOCKS,
 //! team i / GRID_BLOCKS): a phase with fewer items than teams still spreads
 //! over every SM, and no block holds more than one item above the mean.
@@ -87,10 +88,16 @@ __device__ __forceinline__ void matvec_phase_pre(int n_items, const float* __res
         if (valid && lane < EPI_LANES) ctx = pre(item, lane);
         float acc[R];
         if (valid) {
-            const uint4* rows[R];
+            if constexpr (WEIGHT_STREAM) {
+                // The item's rows arrive through the warp's ring, in this order.
+                matvec_rows_partial_ring<R, K, KSPLIT>(ws_acquire(), xs, wt, acc);
+                ws_release();
+            } else {
+                const uint4* rows[R];
 #pragma unroll
-            for (int r = 0; r < R; ++r) rows[r] = reinterpret_cast<const uint4*>(row_ptr(item, r));
-            matvec_rows_partial<R, K, KSPLIT>(rows, xs, wt, acc);
+                for (int r = 0; r < R; ++r) rows[r] = reinterpret_cast<const uint4*>(row_ptr(item, r));
+                matvec_rows_partial<R, K, KSPLIT>(rows, xs, wt, acc);
+            }
         } else {
 #pragma unroll
             for (int r = 0; r < R; ++r) acc[r] = 0.0f;
@@ -129,7 +136,6 @@ __device__ __forceinline__ void matvec_phase(int n_items, const float* __restric
 template <int R, int K, int KSPLIT, class RowPtr>
 __device__ __forceinline__ void matvec_phase_prefetch(int n_items, RowPtr row_ptr) {
     if (PREFETCH_BYTES_PER_WARP == 0) return;
-    constexpr int TEAMS = WARPS / KSPLIT;
     const int warp = threadIdx.x >> 5;
     const int team = warp / KSPLIT, wt = warp % KSPLIT;
     const int item = team * GRID_BLOCKS + blockIdx.x;

@@ -13,3 +13,4 @@ pub mod prelude;
 pub mod rms_norm;
 pub mod rope;
 pub mod sync;
+pub mod weight_stream;

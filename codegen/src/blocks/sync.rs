@@ -31,15 +31,21 @@ __device__ __forceinline__ void grid_barrier_init(const unsigned long long* coun
 // without waiting for an atomic's reply. Requires every block to be
 // co-resident (cooperative launch).
 // Thread 0's part: arrive, then wait for the block's next target.
-__device__ __forceinline__ void grid_barrier_arrive_and_wait(unsigned long long* counter) {
-    const unsigned long long target = grid_barrier_target() + GRID_BLOCKS;
-    grid_barrier_target() = target;
+__device__ __forceinline__ void grid_barrier_arrive(unsigned long long* counter) {
+    grid_barrier_target() += GRID_BLOCKS;
     asm volatile("red.release.gpu.global.add.u64 [%0], 1;" :: "l"(counter) : "memory");
+}
+__device__ __forceinline__ void grid_barrier_wait(const unsigned long long* counter) {
+    const unsigned long long target = grid_barrier_target();
     while (ld_acquire_u64(counter) < target) { }
 }
+// Between arriving and waiting every warp tops up its weight ring (a no-op
+// without one): the copies are issued while the grid catches up.
 __device__ __forceinline__ void grid_barrier(unsigned long long* counter) {
     __syncthreads();
-    if (threadIdx.x == 0) grid_barrier_arrive_and_wait(counter);
+    if (threadIdx.x == 0) grid_barrier_arrive(counter);
+    ws_top_up_at_barrier();
+    if (threadIdx.x == 0) grid_barrier_wait(counter);
     __syncthreads();
 }
 

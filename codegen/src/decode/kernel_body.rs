@@ -111,22 +111,22 @@ __device__ void layer_input_norm(const Bufs& B, const void* const* Wt, int layer
                                  float* xs, float* red) {
     if (layer == 0) {
         embedding_to_smem(xs, WPTR(u16, W_EMBED), token, B.resid, blockIdx.x == 0);
-        rms_norm_to_smem(xs, nullptr, WPTR(float, wb + W_LN_IN), HIDDEN, red);
+        rms_norm_to_smem<HIDDEN>(xs, nullptr, WPTR(float, wb + W_LN_IN), red);
     } else {
-        rms_norm_to_smem(xs, B.resid, WPTR(float, wb + W_LN_IN), HIDDEN, red);
+        rms_norm_to_smem<HIDDEN>(xs, B.resid, WPTR(float, wb + W_LN_IN), red);
     }
 }
 
 // MLP: post-attention norm, gate/up (SwiGLU fused), down (+ residual).
 __device__ void mlp_block(const Bufs& B, const void* const* Wt, int layer, int wb, float* xs, float* red, bool want_lm) {
-    rms_norm_to_smem(xs, B.resid, WPTR(float, wb + W_LN_POST), HIDDEN, red);
+    rms_norm_to_smem<HIDDEN>(xs, B.resid, WPTR(float, wb + W_LN_POST), red);
     matvec_phase<2 * MV_R, HIDDEN, KS_MLP_UP, MV_R>(MLP_UP_ITEMS, xs, red, mlp_up_rows(Wt, wb),
         [&](int item, int r, const float (&acc)[2 * MV_R]) {
             B.mlp_h[item * MV_R + r] = silu_f(pick(acc, r)) * pick(acc, r + MV_R);
         });
     if (PREFETCH) matvec_phase_prefetch<MV_R, INTER, KS_MLP_DOWN>(HIDDEN_ITEMS, plain_rows<INTER>(WPTR(u16, wb + W_MLP_DOWN)));
     SYNC_MLP_UP
-    load_vec_to_smem(xs, B.mlp_h, INTER);
+    load_vec_to_smem<INTER>(xs, B.mlp_h);
     matvec_phase_pre<MV_R, INTER, KS_MLP_DOWN, MV_R>(HIDDEN_ITEMS, xs, red, plain_rows<INTER>(WPTR(u16, wb + W_MLP_DOWN)),
         resid_load(B), resid_add(B));
     if (PREFETCH) prefetch_layer_entry(Wt, layer + 1, want_lm);
@@ -186,7 +186,7 @@ __device__ void gdn_layer(const Bufs& B, const void* const* Wt, int layer, u32 t
     if (PREFETCH) matvec_phase_prefetch<MV_R, VALUE_DIM, KS_GDN_OUT>(HIDDEN_ITEMS, plain_rows<VALUE_DIM>(WPTR(u16, wb + W_GDN_OUT)));
     SYNC_GDN_REC
     // Phase 3: gated RMSNorm (per block, per head) + out_proj + residual.
-    gated_rms_norm_to_smem(xs, B.gdn_o, B.z, WPTR(float, wb + W_GDN_NORM));
+    gated_rms_norm_to_smem<PROLOGUE_BATCHED>(xs, B.gdn_o, B.z, WPTR(float, wb + W_GDN_NORM));
     matvec_phase_pre<MV_R, VALUE_DIM, KS_GDN_OUT, MV_R>(HIDDEN_ITEMS, xs, red, plain_rows<VALUE_DIM>(WPTR(u16, wb + W_GDN_OUT)),
         resid_load(B), resid_add(B));
     if (PREFETCH) matvec_phase_prefetch<2 * MV_R, HIDDEN, KS_MLP_UP>(MLP_UP_ITEMS, mlp_up_rows(Wt, wb));
@@ -217,12 +217,70 @@ __device__ void attn_layer(const Bufs& B, const void* const* Wt, int layer, u32 
     if (PREFETCH) matvec_phase_prefetch<MV_R, ATT_OUT_DIM, KS_ATT_O>(HIDDEN_ITEMS, plain_rows<ATT_OUT_DIM>(WPTR(u16, wb + W_ATT_O)));
     SYNC_ATT_CORE
     // Phase 3: o_proj + residual.
-    load_vec_to_smem(xs, B.att_out, ATT_OUT_DIM);
+    load_vec_to_smem<ATT_OUT_DIM>(xs, B.att_out);
     matvec_phase_pre<MV_R, ATT_OUT_DIM, KS_ATT_O, MV_R>(HIDDEN_ITEMS, xs, red, plain_rows<ATT_OUT_DIM>(WPTR(u16, wb + W_ATT_O)),
         resid_load(B), resid_add(B));
     if (PREFETCH) matvec_phase_prefetch<2 * MV_R, HIDDEN, KS_MLP_UP>(MLP_UP_ITEMS, mlp_up_rows(Wt, wb));
     SYNC_ATT_OUT
     mlp_block(B, Wt, layer, wb, xs, red, want_lm);
+}
+"#;
+
+/// The weight stream's cursor (`prefetch: shared_ring` only): the matvec
+/// phases of the layer programs above and the LM head, in the order the
+/// token loop runs them, step after step.
+pub const STREAM_CURSOR: &str = r#"// ---- weight stream cursor: the token program's weight reads in order, step after step ----
+// The LM head runs on the steps that produce a token (as in the token loop).
+__device__ __forceinline__ bool ws_step_has_lm_head(u32 step) {
+    const WsLaunch& l = ws_launch();
+    return l.max_new_tokens > 0u && step + 1u >= l.n_input;
+}
+
+__device__ __noinline__ bool ws_issue_next(WarpStream& s) {
+    const void* const* Wt = ws_launch().weights;
+    // A warp with no item in a whole token's phases has nothing to stream.
+    for (int idle = 0; idle <= 4 * N_LAYERS + 2; ++idle) {
+        WsIssue r;
+        if (s.layer == N_LAYERS) {
+            // LM head rows: lm_head_logits' item map, one warp per item.
+            const int item = blockIdx.x * WARPS + (threadIdx.x >> 5) + s.k * GRID_BLOCKS * WARPS;
+            r = !ws_step_has_lm_head(s.step) || item >= VOCAB / MV_R
+                    ? WS_PHASE_DONE
+                    : ws_try_issue_item<MV_R, HIDDEN, 1>(s, item, plain_rows<HIDDEN>(WPTR(u16, W_LM_HEAD)));
+            if (r == WS_PHASE_DONE) {
+                s.k = 0;
+                s.layer = 0;
+                ++s.step;
+                continue;
+            }
+            return r == WS_ISSUED;
+        }
+        const int wb = LAYER_WBASE[s.layer];
+        const bool attn = LAYER_IS_ATTN[s.layer];
+        switch (s.phase) {
+        case 0:  // GDN_IN | ATT_QKV
+            r = attn ? ws_try_issue<MV_R, HIDDEN, KS_ATT_QKV>(s, ATT_QKV_ITEMS, att_qkv_rows(Wt, wb))
+                     : ws_try_issue<MV_R, HIDDEN, KS_GDN_IN>(s, GDN_IN_ITEMS, gdn_in_rows(Wt, wb));
+            break;
+        case 1:  // GDN_OUT | ATT_OUT
+            r = attn ? ws_try_issue<MV_R, ATT_OUT_DIM, KS_ATT_O>(s, HIDDEN_ITEMS, plain_rows<ATT_OUT_DIM>(WPTR(u16, wb + W_ATT_O)))
+                     : ws_try_issue<MV_R, VALUE_DIM, KS_GDN_OUT>(s, HIDDEN_ITEMS, plain_rows<VALUE_DIM>(WPTR(u16, wb + W_GDN_OUT)));
+            break;
+        case 2:  // MLP_UP
+            r = ws_try_issue<2 * MV_R, HIDDEN, KS_MLP_UP>(s, MLP_UP_ITEMS, mlp_up_rows(Wt, wb));
+            break;
+        default:  // MLP_DOWN
+            r = ws_try_issue<MV_R, INTER, KS_MLP_DOWN>(s, HIDDEN_ITEMS, plain_rows<INTER>(WPTR(u16, wb + W_MLP_DOWN)));
+            break;
+        }
+        if (r != WS_PHASE_DONE) return r == WS_ISSUED;
+        s.k = 0;
+        if (++s.phase == 4) {
+            s.phase = 0;
+            ++s.layer;  // N_LAYERS: the LM head
+        }
+    }
+    return false;
 }
 "#;
 
@@ -246,6 +304,7 @@ KERNEL_NAME(const void* const* __restrict__ Wt, void* const* __restrict__ Bt, co
     PROFILE_BIND
     __syncthreads();
     grid_barrier_init(B_shared.barrier);
+    ws_start(Wt, p);
     const Bufs& B = B_shared;
     u32 err = ERR_NONE, stop = STOP_INPUT_DONE, n_gen = 0, processed = 0;
     if (p.n_input == 0u) { err = ERR_NO_INPUT; stop = STOP_ERROR; }
@@ -272,7 +331,7 @@ KERNEL_NAME(const void* const* __restrict__ Wt, void* const* __restrict__ Bt, co
             continue;
         }
         // Final norm + LM head + sampler; the last block publishes the token.
-        rms_norm_to_smem(xs, B.resid, WPTR(float, W_FINAL_NORM), HIDDEN, red);
+        rms_norm_to_smem<HIDDEN>(xs, B.resid, WPTR(float, W_FINAL_NORM), red);
         float* pool_v = smem + HIDDEN;  // after the normed hidden state
         u32* pool_i = reinterpret_cast<u32*>(pool_v + SAMPLE_POOL_POW2);
         const bool last = lm_head_logits(WPTR(u16, W_LM_HEAD), xs, B.counts, p, B.logits, B.cand_v, B.cand_i,
@@ -286,6 +345,7 @@ KERNEL_NAME(const void* const* __restrict__ Wt, void* const* __restrict__ Bt, co
         if (is_eos(next, p)) { stop = STOP_EOS; break; }
         if (n_gen >= p.max_new_tokens) { stop = STOP_MAX_TOKENS; break; }
     }
+    ws_drain();
     if (blockIdx.x == 0 && threadIdx.x == 0) {
         B.status[STATUS_N_GENERATED] = n_gen;
         B.status[STATUS_ERROR] = err;

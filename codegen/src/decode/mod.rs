@@ -6,8 +6,9 @@
 //! A token is a fixed program of phases; each phase spreads its work over
 //! every warp of the grid and ends at a sync point (a grid barrier where the
 //! next phase has an all-to-all dependency). Row ownership is static, so
-//! before waiting at a sync point each warp prefetches (L2) the weight rows
-//! it will read in the next phase.
+//! weights can move ahead of the sync points: on sm_90 every warp streams
+//! the rows it owns through its own shared-memory ring (`weight_stream`),
+//! elsewhere it prefetches (L2) its next phase's rows before waiting.
 
 pub mod abi;
 mod kernel_body;
@@ -294,6 +295,7 @@ const PROFILE: &str = r#"// ---- profiling (decode.profile_phases): phase end st
 __shared__ unsigned long long* prof_times;
 __shared__ unsigned long long* prof_waits;
 __shared__ u32 prof_step;
+__shared__ unsigned long long prof_arrived;
 
 __device__ __forceinline__ unsigned long long globaltimer_ns() {
     unsigned long long t;
@@ -310,13 +312,19 @@ __device__ __forceinline__ void profile_step_start(u32 step) {
 
 // grid_barrier that also records, for phase `phase` of the current step, the
 // block's wait (arrival to release: max and sum over blocks) and block 0's
-// release time.
-__device__ __forceinline__ void profiled_grid_barrier(unsigned long long* counter, int phase) {
+// release time. With weight rings it is not inlined (inlined at every sync
+// point, with the ring top-up, it spills registers); without, it is.
+__device__ PROFILED_BARRIER_INLINING void profiled_grid_barrier(unsigned long long* counter, int phase) {
     __syncthreads();
     if (threadIdx.x == 0) {
-        const unsigned long long t0 = globaltimer_ns();
-        grid_barrier_arrive_and_wait(counter);
+        prof_arrived = globaltimer_ns();  // in shared memory: no register held across the ring top-up
+        grid_barrier_arrive(counter);
+    }
+    ws_top_up_at_barrier();
+    if (threadIdx.x == 0) {
+        grid_barrier_wait(counter);
         const unsigned long long t1 = globaltimer_ns();
+        const unsigned long long t0 = prof_arrived;
         const u32 step = prof_step;
         if (step < PROFILE_MAX_STEPS) {
             unsigned long long* w = prof_waits + ((size_t)step * N_PHASES + phase) * 2;
@@ -400,6 +408,17 @@ fn check_lowerable(cfg: &Qwen35Config, s: &Schedule) -> Result<(), CodegenError>
             "more than 62 kv heads (tile counter table)".into(),
         ));
     }
+    if weight_stream(s) {
+        let need = largest_ring_item_bytes(cfg, s);
+        if s.decode.ring_bytes_per_warp < need {
+            return Err(lucebox_schedules::ScheduleError::Invalid {
+                field: "decode.ring_bytes_per_warp",
+                value: s.decode.ring_bytes_per_warp.to_string(),
+                limit: format!("must hold a warp's largest matvec item ({need} bytes)"),
+            }
+            .into());
+        }
+    }
     if cfg.eos_token_ids.len() > abi::MAX_EOS_IDS {
         return Err(CodegenError::Config(format!(
             "more than {} eos ids",
@@ -419,8 +438,49 @@ fn sample_pool_pow2(s: &Schedule) -> u32 {
         .next_power_of_two()
 }
 
-/// Dynamic shared memory of the decode kernel (bytes).
+/// Whether the schedule streams matvec weights through per-warp rings.
+fn weight_stream(s: &Schedule) -> bool {
+    s.decode.prefetch == PrefetchMode::SharedRing
+}
+
+/// Byte offset of the weight rings in dynamic shared memory (after
+/// everything else, 128-byte aligned).
+fn ring_offset(cfg: &Qwen35Config, s: &Schedule) -> u32 {
+    working_smem_bytes(cfg, s).div_ceil(128) * 128
+}
+
+/// Dynamic shared memory of the decode kernel (bytes): the working space and
+/// the weight rings.
 pub fn dynamic_smem_bytes(cfg: &Qwen35Config, s: &Schedule) -> u32 {
+    if weight_stream(s) {
+        ring_offset(cfg, s) + s.warps_per_block() * s.decode.ring_bytes_per_warp
+    } else {
+        working_smem_bytes(cfg, s)
+    }
+}
+
+/// The bytes one warp's largest matvec item takes in its ring (its K slice
+/// of R rows, 2R for the fused MLP gate/up).
+pub fn largest_ring_item_bytes(cfg: &Qwen35Config, s: &Schedule) -> u32 {
+    let sp = splits(cfg, s);
+    let r = sp.r as u32;
+    let slice = |k: u64, ks: u32| (k as u32 / 8).div_ceil(ks) * 16;
+    [
+        r * slice(cfg.hidden_size as u64, sp.ks_gdn_in),
+        r * slice(cfg.linear_value_dim() as u64, sp.ks_gdn_out),
+        r * slice(cfg.hidden_size as u64, sp.ks_att_qkv),
+        r * slice(cfg.attn_out_dim() as u64, sp.ks_att_o),
+        2 * r * slice(cfg.hidden_size as u64, sp.ks_mlp_up),
+        r * slice(cfg.intermediate_size as u64, sp.ks_mlp_down),
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0)
+}
+
+/// Dynamic shared memory besides the rings: the matvec input vector, the
+/// recurrence's and attention's per-warp vectors, the sampler pool.
+fn working_smem_bytes(cfg: &Qwen35Config, s: &Schedule) -> u32 {
     let pool_pow2 = sample_pool_pow2(s);
     let widest = cfg
         .hidden_size
@@ -504,6 +564,34 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
                 "ATT_SUPER",
                 abi::ATT_SUPER as i64,
                 "chunks merged by one level-1 last arrival",
+            ),
+            Constant::bool(
+                "PROLOGUE_BATCHED",
+                s.arch.number() >= 90,
+                "phase prologues issue all their loads at once (spills registers before sm_90)",
+            ),
+            Constant::bool(
+                "WEIGHT_STREAM",
+                weight_stream(s),
+                "matvec rows stream through per-warp shared-memory rings",
+            ),
+            Constant::int(
+                "WS_RING_OFFSET",
+                if weight_stream(s) {
+                    ring_offset(cfg, s)
+                } else {
+                    0
+                },
+                "bytes: the rings' place in dynamic shared memory",
+            ),
+            Constant::int(
+                "WS_RING_BYTES",
+                if weight_stream(s) {
+                    s.decode.ring_bytes_per_warp
+                } else {
+                    0
+                },
+                "bytes of each warp's ring",
             ),
             Constant::bool(
                 "PREFETCH",
@@ -755,12 +843,19 @@ pub fn generate_decode(
             cfg.num_full_attention_layers()
         ),
         format!(
-            "dynamic smem {} B/block; L2 prefetch {} B/warp before each sync; sampler pool {} (cap {})",
+            "dynamic smem {} B/block; {}; sampler pool {} (cap {})",
             abi.dynamic_smem_bytes,
-            if sched.decode.prefetch == PrefetchMode::L2 {
-                sched.decode.prefetch_bytes_per_warp
-            } else {
-                0
+            match sched.decode.prefetch {
+                PrefetchMode::L2 => format!(
+                    "L2 prefetch {} B/warp before each sync",
+                    sched.decode.prefetch_bytes_per_warp
+                ),
+                PrefetchMode::SharedRing => format!(
+                    "weights stream through a {} B shared-memory ring per warp (bulk async copies, largest item {} B)",
+                    sched.decode.ring_bytes_per_warp,
+                    largest_ring_item_bytes(cfg, sched)
+                ),
+                PrefetchMode::None => "no weight prefetch".to_string(),
             },
             sched.grid_blocks() * sched.decode.sample_candidates_per_block,
             sched.decode.sample_candidates_max
@@ -801,6 +896,11 @@ pub fn generate_decode(
     src.push_str(&abi.params_layout.cuda());
     src.push('\n');
     for part in [
+        if weight_stream(sched) {
+            blocks::weight_stream::WEIGHT_STREAM
+        } else {
+            blocks::weight_stream::WEIGHT_STREAM_OFF
+        },
         blocks::sync::SYNC,
         blocks::sync::TILE_COUNTER,
         blocks::rms_norm::RMS_NORM,
@@ -819,10 +919,22 @@ pub fn generate_decode(
     let profile = sched.decode.profile_phases;
     if profile {
         src.push_str(&profile_constants(cfg, sched)?);
-        src.push_str(PROFILE);
+        src.push_str(&PROFILE.replace(
+            "PROFILED_BARRIER_INLINING",
+            if weight_stream(sched) {
+                "__noinline__"
+            } else {
+                "__forceinline__"
+            },
+        ));
         src.push('\n');
     }
-    let mut body = kernel_body::LAYERS.to_string() + "\n" + kernel_body::ENTRY;
+    let mut body = kernel_body::LAYERS.to_string() + "\n";
+    if weight_stream(sched) {
+        body += kernel_body::STREAM_CURSOR;
+        body += "\n";
+    }
+    body += kernel_body::ENTRY;
     let layer_phases = gdn
         .iter()
         .enumerate()
@@ -943,6 +1055,88 @@ mod tests {
         s.decode.profile_phases = false;
         let json = serde_json::to_string(&s).unwrap();
         assert!(!json.contains("profile_phases"));
+    }
+
+    /// `KS_*` split constants of the matvec phases in `text`, in order.
+    fn matvec_splits(text: &str, call: &str) -> Vec<String> {
+        text.match_indices(call)
+            .filter_map(|(i, _)| {
+                let args = &text[i..text[i..].find('>')? + i];
+                args.split(',')
+                    .map(str::trim)
+                    .find(|a| a.starts_with("KS_"))
+                    .map(str::to_string)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stream_cursor_walks_the_layer_programs_matvecs_in_order() {
+        let layers = kernel_body::LAYERS;
+        let body = |name: &str| {
+            let start = layers.find(name).expect(name);
+            let end = layers[start..].find("\n}\n").expect("end") + start;
+            &layers[start..end]
+        };
+        let calls = |f: &str| {
+            let mut v = matvec_splits(body(f), "matvec_phase<");
+            v.extend(matvec_splits(body(f), "matvec_phase_pre<"));
+            // order of appearance, not of call kind
+            v.sort_by_key(|ks| body(f).find(&format!(", {ks}")).unwrap_or(usize::MAX));
+            v
+        };
+        let mlp = calls("__device__ void mlp_block(");
+        let mut gdn = calls("__device__ void gdn_layer(");
+        gdn.extend(mlp.clone());
+        let mut att = calls("__device__ void attn_layer(");
+        att.extend(mlp);
+        assert_eq!(gdn, ["KS_GDN_IN", "KS_GDN_OUT", "KS_MLP_UP", "KS_MLP_DOWN"]);
+        assert_eq!(att, ["KS_ATT_QKV", "KS_ATT_O", "KS_MLP_UP", "KS_MLP_DOWN"]);
+        // The cursor's cases 0..3; cases 0 and 1 name the attention variant
+        // before the GDN one, 2 and 3 (the MLP) serve both.
+        let cursor = matvec_splits(kernel_body::STREAM_CURSOR, "ws_try_issue<");
+        assert_eq!(
+            cursor,
+            [&att[0], &gdn[0], &att[1], &gdn[1], &gdn[2], &gdn[3]].map(String::as_str)
+        );
+    }
+
+    #[test]
+    fn weight_rings_only_where_the_schedule_asks() {
+        let c = Qwen35Config::qwen35_0_8b();
+        let mut s = Schedule::preset("h100").unwrap();
+        let plain = generate_decode(&c, &s).unwrap().source;
+        assert!(
+            !plain.contains("cp.async.bulk"),
+            "rings are opt-in on sm_90"
+        );
+        s.decode.prefetch = PrefetchMode::SharedRing;
+        let k = generate_decode(&c, &s).unwrap().source;
+        assert!(k.contains("constexpr bool  WEIGHT_STREAM           = true;"));
+        assert!(k.contains("cp.async.bulk.shared::cluster.global"));
+        assert!(k.contains("ws_issue_next(WarpStream& s) {"));
+        let abi = decode_abi(&c, &s);
+        assert_eq!(
+            abi.dynamic_smem_bytes,
+            ring_offset(&c, &s) + 12 * s.decode.ring_bytes_per_warp
+        );
+        assert!(ring_offset(&c, &s).is_multiple_of(128));
+        assert!(abi.dynamic_smem_bytes + 4096 <= s.limits.shared_mem_per_block_optin);
+        // gate+up: 4 rows of 1024 bf16; down: 2 rows of half of 3584 (K split 2).
+        assert_eq!(largest_ring_item_bytes(&c, &s), 4 * 2048);
+        let r = Schedule::preset("rtx3090").unwrap();
+        let k = generate_decode(&c, &r).unwrap().source;
+        assert!(k.contains("constexpr bool  WEIGHT_STREAM           = false;"));
+        assert!(!k.contains("cp.async.bulk") && !k.contains("ws_issue_next"));
+        assert_eq!(
+            decode_abi(&c, &r).dynamic_smem_bytes,
+            working_smem_bytes(&c, &r)
+        );
+        // A ring too small for the largest item is refused, with the size.
+        let mut small = s.clone();
+        small.decode.ring_bytes_per_warp = 6144;
+        let e = generate_decode(&c, &small).unwrap_err().to_string();
+        assert!(e.contains("ring_bytes_per_warp"), "{e}");
     }
 
     #[test]
