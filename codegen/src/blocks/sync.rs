@@ -39,12 +39,17 @@ __device__ __forceinline__ void grid_barrier_wait(const unsigned long long* coun
     const unsigned long long target = grid_barrier_target();
     while (ld_acquire_u64(counter) < target) { }
 }
-// Between arriving and waiting every warp tops up its weight ring (a no-op
-// without one): the copies are issued while the grid catches up.
-__device__ __forceinline__ void grid_barrier(unsigned long long* counter) {
+// `while_waiting()` runs on every thread between the block's arrival and its
+// wait (the decode megakernel tops up its weight rings there, so the copies
+// are issued while the grid catches up).
+struct NoBarrierWork {
+    __device__ void operator()() const { }
+};
+template <class WhileWaiting = NoBarrierWork>
+__device__ __forceinline__ void grid_barrier(unsigned long long* counter, WhileWaiting while_waiting = {}) {
     __syncthreads();
     if (threadIdx.x == 0) grid_barrier_arrive(counter);
-    ws_top_up_at_barrier();
+    while_waiting();
     if (threadIdx.x == 0) grid_barrier_wait(counter);
     __syncthreads();
 }

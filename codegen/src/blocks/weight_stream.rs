@@ -178,6 +178,9 @@ __device__ __forceinline__ void ws_release() {
 __device__ __forceinline__ void ws_top_up_at_barrier() {
     if ((threadIdx.x & 31) == 0) ws_fill(ws_state());
 }
+struct WsTopUp {
+    __device__ void operator()() const { ws_top_up_at_barrier(); }
+};
 
 // The LM head's items (the cursor's layer N_LAYERS), inline: the LM head
 // loop keeps its candidate lists in registers, which a call would spill.
@@ -256,6 +259,9 @@ __device__ __forceinline__ const uint4* ws_acquire() { return nullptr; }
 __device__ __forceinline__ void ws_release() { }
 __device__ __forceinline__ void ws_release_lm() { }
 __device__ __forceinline__ void ws_top_up_at_barrier() { }
+struct WsTopUp {
+    __device__ void operator()() const { }
+};
 __device__ __forceinline__ void ws_top_up() { }
 template <int R, int K, int KSPLIT>
 __device__ __forceinline__ void matvec_rows_partial_ring(const uint4*, const float*, int, float (&acc)[R]) {

@@ -945,7 +945,7 @@ pub fn generate_decode(
         let call = if profile {
             format!("profiled_grid_barrier(B.barrier, {slot})")
         } else {
-            "grid_barrier(B.barrier)".to_string()
+            "grid_barrier(B.barrier, WsTopUp{})".to_string()
         };
         body = body.replace(
             &format!("SYNC_{}\n", p.marker),
@@ -1046,7 +1046,7 @@ mod tests {
         // Every barrier call site is the profiled one (8 in the layer
         // programs + 1 after the LM head), none plain.
         assert_eq!(k.matches("profiled_grid_barrier(B.barrier,").count(), 9);
-        assert!(!k.contains(" grid_barrier(B.barrier)"));
+        assert!(!k.contains(" grid_barrier(B.barrier"));
         assert!(k.contains("profile_step_start(step);"));
         assert!(k.contains("BUF_PHASE_TIMES") && k.contains("BUF_PHASE_WAITS"));
         assert!(k.contains("%%globaltimer"));
