@@ -158,19 +158,21 @@ __device__ __forceinline__ const uint4* ws_acquire() {
     return reinterpret_cast<const uint4*>(ws_ring() + s.start[c % WS_SLOTS]);
 }
 
+// Lane 0: free the oldest item's bytes.
+__device__ __forceinline__ void ws_free_oldest(WarpStream& s) {
+    s.tail = s.end[s.consumed % WS_SLOTS];
+    ++s.consumed;
+    // The freed bytes were read through the generic proxy; order those reads
+    // before the async proxy overwrites them.
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+}
+
 // Every lane is done with the acquired item: free it. The ring is topped up
 // at the next grid barrier (while the warp would wait anyway), not here on
 // the phase's critical path.
 __device__ __forceinline__ void ws_release() {
     __syncwarp();
-    if ((threadIdx.x & 31) == 0) {
-        WarpStream& s = ws_state();
-        s.tail = s.end[s.consumed % WS_SLOTS];
-        ++s.consumed;
-        // The freed bytes were read through the generic proxy; order those
-        // reads before the async proxy overwrites them.
-        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-    }
+    if ((threadIdx.x & 31) == 0) ws_free_oldest(ws_state());
     __syncwarp();
 }
 
@@ -189,9 +191,7 @@ __device__ __forceinline__ void ws_release_lm() {
     __syncwarp();
     if ((threadIdx.x & 31) == 0) {
         WarpStream& s = ws_state();
-        s.tail = s.end[s.consumed % WS_SLOTS];
-        ++s.consumed;
-        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        ws_free_oldest(s);
         while (s.layer == N_LAYERS) {
             const int item = blockIdx.x * WARPS + (threadIdx.x >> 5) + s.k * GRID_BLOCKS * WARPS;
             if (item >= VOCAB / MV_R) break;
