@@ -32,10 +32,10 @@ pub enum PrefetchMode {
     /// phase, issued before arriving at the sync point.
     L2,
     /// Every warp streams the weight rows it owns through its own
-    /// shared-memory ring (`ring_bytes_per_warp`) with bulk async copies
-    /// (sm_90+): copies run ahead of the dot products across sync points,
-    /// the recurrence and attention, so the memory system never idles while
-    /// the grid waits. sm_90 and newer only.
+    /// shared-memory ring (`ring_bytes_per_warp`) with bulk async copies:
+    /// copies run ahead of the dot products across sync points, the
+    /// recurrence and attention. sm_90 and newer only; on an H100 it
+    /// measured no faster than `None` (RESULTS.md).
     SharedRing,
 }
 
