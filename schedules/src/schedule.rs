@@ -396,12 +396,10 @@ impl Schedule {
         if s.decode.prefetch == PrefetchMode::SharedRing {
             // The largest ring the shared memory leaves room for, or no ring
             // when that cannot hold the largest item (big hidden sizes).
-            let mut without = s.clone();
-            without.decode.prefetch = PrefetchMode::None;
             let free = s
                 .limits
                 .shared_mem_per_block_optin
-                .saturating_sub(without.decode_smem_estimate(Some(m)) + RING_STATIC_RESERVE);
+                .saturating_sub(s.decode_working_smem(Some(m)) + RING_STATIC_RESERVE);
             let fit = (free / s.warps_per_block().max(1)) / 128 * 128;
             s.decode.ring_bytes_per_warp = s.decode.ring_bytes_per_warp.min(fit);
             if s.decode.ring_bytes_per_warp
@@ -925,8 +923,19 @@ impl Schedule {
     }
 
     /// Dynamic shared memory the decode megakernel needs per block: the
-    /// widest matvec input held in f32 plus sampling scratch.
+    /// working space plus, with `SharedRing`, the weight rings.
     pub fn decode_smem_estimate(&self, dims: Option<&ModelDims>) -> u32 {
+        let base = self.decode_working_smem(dims);
+        if self.decode.prefetch == PrefetchMode::SharedRing {
+            base + RING_STATIC_RESERVE + self.warps_per_block() * self.decode.ring_bytes_per_warp
+        } else {
+            base
+        }
+    }
+
+    /// The decode megakernel's working space: the widest matvec input held
+    /// in f32 plus sampling scratch.
+    fn decode_working_smem(&self, dims: Option<&ModelDims>) -> u32 {
         let widest = dims
             .map(|m| {
                 m.hidden_size
@@ -940,12 +949,7 @@ impl Schedule {
         let sort = pool * 8;
         let warp_cands = self.warps_per_block() * self.decode.sample_candidates_per_block * 8
             + self.warps_per_block() * 8;
-        let base = (widest * 4).max(sort).max(warp_cands) + 256;
-        if self.decode.prefetch == PrefetchMode::SharedRing {
-            base + RING_STATIC_RESERVE + self.warps_per_block() * self.decode.ring_bytes_per_warp
-        } else {
-            base
-        }
+        (widest * 4).max(sort).max(warp_cands) + 256
     }
 }
 

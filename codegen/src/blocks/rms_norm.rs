@@ -22,6 +22,28 @@ template <int N>
 struct PerThread { static constexpr int V = (N + THREADS - 1) / THREADS; };
 constexpr int MAX_HELD = 6;  // beyond this, batches of MAX_HELD (more spills the megakernel on sm_90)
 
+// xs[i] = src[i] (src null: xs already holds the values), MAX_HELD loads in
+// flight per thread; returns this thread's sum of squares.
+template <int N>
+__device__ __forceinline__ float stage_vec_batched(float* xs, const float* src) {
+    float ss = 0.0f;
+    for (int i0 = 0; i0 < N; i0 += MAX_HELD * THREADS) {
+        float v[MAX_HELD];
+#pragma unroll
+        for (int k = 0; k < MAX_HELD; ++k) {
+            const int i = i0 + threadIdx.x + k * THREADS;
+            v[k] = i < N ? (src ? ld_shared_f32(src + i) : xs[i]) : 0.0f;
+        }
+#pragma unroll
+        for (int k = 0; k < MAX_HELD; ++k) {
+            const int i = i0 + threadIdx.x + k * THREADS;
+            if (i < N) xs[i] = v[k];
+            ss = fmaf(v[k], v[k], ss);
+        }
+    }
+    return ss;
+}
+
 // xs[i] = src[i] / sqrt(mean(src^2) + eps) * (1 + w[i])   (Qwen3_5RMSNorm)
 // `src` is f32 produced by other blocks (read at L2), or null with `xs`
 // already filled (the embedding row).
@@ -57,22 +79,7 @@ __device__ void rms_norm_to_smem(float* xs, const float* src, const float* w, fl
             if (i < N) xs[i] = v[k] * inv * (1.0f + wv[k]);
         }
     } else {
-        float ss = 0.0f;
-        for (int i0 = 0; i0 < N; i0 += MAX_HELD * THREADS) {
-            float v[MAX_HELD];
-#pragma unroll
-            for (int k = 0; k < MAX_HELD; ++k) {
-                const int i = i0 + threadIdx.x + k * THREADS;
-                v[k] = i < N ? (src ? ld_shared_f32(src + i) : xs[i]) : 0.0f;
-            }
-#pragma unroll
-            for (int k = 0; k < MAX_HELD; ++k) {
-                const int i = i0 + threadIdx.x + k * THREADS;
-                if (i < N) xs[i] = v[k];
-                ss = fmaf(v[k], v[k], ss);
-            }
-        }
-        ss = block_sum(ss, red);
+        const float ss = block_sum(stage_vec_batched<N>(xs, src), red);
         const float inv = rsqrtf(ss / (float)N + RMS_EPS);
         for (int i = threadIdx.x; i < N; i += THREADS) xs[i] = xs[i] * inv * (1.0f + w[i]);
     }
@@ -83,23 +90,10 @@ __device__ void rms_norm_to_smem(float* xs, const float* src, const float* w, fl
 // MAX_HELD loads in flight per thread.
 template <int N>
 __device__ void load_vec_to_smem(float* xs, const float* src) {
-    if constexpr (!PROLOGUE_BATCHED) {
+    if constexpr (PROLOGUE_BATCHED) {
+        stage_vec_batched<N>(xs, src);  // the unused sum of squares compiles away
+    } else {
         for (int i = threadIdx.x; i < N; i += THREADS) xs[i] = ld_shared_f32(src + i);
-        __syncthreads();
-        return;
-    }
-    for (int i0 = 0; i0 < N; i0 += MAX_HELD * THREADS) {
-        float v[MAX_HELD];
-#pragma unroll
-        for (int k = 0; k < MAX_HELD; ++k) {
-            const int i = i0 + threadIdx.x + k * THREADS;
-            v[k] = i < N ? ld_shared_f32(src + i) : 0.0f;
-        }
-#pragma unroll
-        for (int k = 0; k < MAX_HELD; ++k) {
-            const int i = i0 + threadIdx.x + k * THREADS;
-            if (i < N) xs[i] = v[k];
-        }
     }
     __syncthreads();
 }

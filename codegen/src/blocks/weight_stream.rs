@@ -176,13 +176,24 @@ __device__ __forceinline__ void ws_release() {
     __syncwarp();
 }
 
-// Lane 0 of every warp, between arriving at a grid barrier and waiting.
-__device__ __forceinline__ void ws_top_up_at_barrier() {
-    if ((threadIdx.x & 31) == 0) ws_fill(ws_state());
-}
+// Lane 0 of every warp tops its ring up: the grid barrier's work between
+// arriving and waiting.
 struct WsTopUp {
-    __device__ void operator()() const { ws_top_up_at_barrier(); }
+    __device__ void operator()() const {
+        if ((threadIdx.x & 31) == 0) ws_fill(ws_state());
+    }
 };
+
+// The warp's LM head item `s.k` (lm_head_logits' item map, one warp per
+// item), from the cached LM head pointer.
+__device__ __forceinline__ WsIssue ws_try_issue_lm(WarpStream& s) {
+    const int item = blockIdx.x * WARPS + (threadIdx.x >> 5) + s.k * GRID_BLOCKS * WARPS;
+    if (item >= VOCAB / MV_R) return WS_PHASE_DONE;
+    const u16* lm = ws_launch().lm_head;
+    return ws_try_issue_item<MV_R, HIDDEN, 1>(s, item, [lm](int it, int r) {
+        return lm + (size_t)(it * MV_R + r) * HIDDEN;
+    });
+}
 
 // The LM head's items (the cursor's layer N_LAYERS), inline: the LM head
 // loop keeps its candidate lists in registers, which a call would spill.
@@ -192,21 +203,14 @@ __device__ __forceinline__ void ws_release_lm() {
     if ((threadIdx.x & 31) == 0) {
         WarpStream& s = ws_state();
         ws_free_oldest(s);
-        while (s.layer == N_LAYERS) {
-            const int item = blockIdx.x * WARPS + (threadIdx.x >> 5) + s.k * GRID_BLOCKS * WARPS;
-            if (item >= VOCAB / MV_R) break;
-            const u16* lm = ws_launch().lm_head;
-            if (ws_try_issue_item<MV_R, HIDDEN, 1>(s, item, [lm](int it, int r) {
-                    return lm + (size_t)(it * MV_R + r) * HIDDEN;
-                }) != WS_ISSUED) break;
-        }
+        while (s.layer == N_LAYERS && ws_try_issue_lm(s) == WS_ISSUED) { }
     }
     __syncwarp();
 }
 
-// Lane 0: top the ring up (after a loop that used ws_release_lm).
+// Top the ring up (after a loop that used ws_release_lm).
 __device__ __forceinline__ void ws_top_up() {
-    if ((threadIdx.x & 31) == 0) ws_fill(ws_state());
+    WsTopUp{}();
     __syncwarp();
 }
 
@@ -258,7 +262,6 @@ template <bool TOP_UP_EMPTY = true>
 __device__ __forceinline__ const uint4* ws_acquire() { return nullptr; }
 __device__ __forceinline__ void ws_release() { }
 __device__ __forceinline__ void ws_release_lm() { }
-__device__ __forceinline__ void ws_top_up_at_barrier() { }
 struct WsTopUp {
     __device__ void operator()() const { }
 };

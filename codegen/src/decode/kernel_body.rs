@@ -242,11 +242,7 @@ __device__ __noinline__ bool ws_issue_next(WarpStream& s) {
     for (int idle = 0; idle <= 4 * N_LAYERS + 2; ++idle) {
         WsIssue r;
         if (s.layer == N_LAYERS) {
-            // LM head rows: lm_head_logits' item map, one warp per item.
-            const int item = blockIdx.x * WARPS + (threadIdx.x >> 5) + s.k * GRID_BLOCKS * WARPS;
-            r = !ws_step_has_lm_head(s.step) || item >= VOCAB / MV_R
-                    ? WS_PHASE_DONE
-                    : ws_try_issue_item<MV_R, HIDDEN, 1>(s, item, plain_rows<HIDDEN>(WPTR(u16, W_LM_HEAD)));
+            r = ws_step_has_lm_head(s.step) ? ws_try_issue_lm(s) : WS_PHASE_DONE;
             if (r == WS_PHASE_DONE) {
                 s.k = 0;
                 s.layer = 0;

@@ -320,7 +320,7 @@ __device__ PROFILED_BARRIER_INLINING void profiled_grid_barrier(unsigned long lo
         prof_arrived = globaltimer_ns();  // in shared memory: no register held across the ring top-up
         grid_barrier_arrive(counter);
     }
-    ws_top_up_at_barrier();
+    WsTopUp{}();
     if (threadIdx.x == 0) {
         grid_barrier_wait(counter);
         const unsigned long long t1 = globaltimer_ns();
@@ -575,24 +575,6 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
                 weight_stream(s),
                 "matvec rows stream through per-warp shared-memory rings",
             ),
-            Constant::int(
-                "WS_RING_OFFSET",
-                if weight_stream(s) {
-                    ring_offset(cfg, s)
-                } else {
-                    0
-                },
-                "bytes: the rings' place in dynamic shared memory",
-            ),
-            Constant::int(
-                "WS_RING_BYTES",
-                if weight_stream(s) {
-                    s.decode.ring_bytes_per_warp
-                } else {
-                    0
-                },
-                "bytes of each warp's ring",
-            ),
             Constant::bool(
                 "PREFETCH",
                 s.decode.prefetch == PrefetchMode::L2 && s.decode.prefetch_bytes_per_warp > 0,
@@ -628,6 +610,24 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
             Constant::int("ATT_MAX_SUPERS", sizes.att_max_supers as i64, ""),
         ],
     )?;
+    if weight_stream(s) {
+        write_constants(
+            &mut out,
+            "weight rings",
+            &[
+                Constant::int(
+                    "WS_RING_OFFSET",
+                    ring_offset(cfg, s),
+                    "bytes: the rings' place in dynamic shared memory",
+                ),
+                Constant::int(
+                    "WS_RING_BYTES",
+                    s.decode.ring_bytes_per_warp,
+                    "bytes of each warp's ring",
+                ),
+            ],
+        )?;
+    }
     let epl = cfg.head_dim / 32;
     write_constants(
         &mut out,
