@@ -79,6 +79,19 @@ fn every_kernel_of_every_preset_compiles() {
         .expect("preset")
         .fitted_to_model(&lucebox_codegen::model_dims(&big));
     jobs.extend(generate_all(&big, &s).expect("generate 27b"));
+    // The opt-in wgmma prefill GEMM (sm_90a), one and two warpgroups per block.
+    for patch in [
+        r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_tile_n": 128, "gemm_threads": 128}}"#,
+        r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_tile_m": 128, "gemm_tile_n": 256, "gemm_threads": 256, "gemm_stages": 2}}"#,
+    ] {
+        let s = Schedule::preset("h100")
+            .expect("preset")
+            .patched(patch)
+            .expect("wgmma patch");
+        let k = lucebox_codegen::prefill::generate_prefill(&cfg, &s).expect("generate wgmma");
+        assert!(k.arch.arch_specific, "wgmma compiles for sm_90a");
+        jobs.push(k);
+    }
     if let Some(kind) = only {
         jobs.retain(|k| k.kind == kind);
     }

@@ -18,7 +18,7 @@ use lucebox_codegen::decode::abi::{
     STATUS_WORDS, STOP_EOS,
 };
 use lucebox_codegen::decode::{
-    BufferInit, DecodeAbi, DecodeParams, WeightDType, decode_abi, generate_decode,
+    BufferInit, DecodeAbi, DecodeParams, WeightDType, WeightSlot, decode_abi, generate_decode,
 };
 use lucebox_models::config::Qwen35Config;
 use lucebox_models::engine::{Engine, GenerationOutcome, GenerationRequest, StopReason};
@@ -199,11 +199,30 @@ impl GpuEngine {
             });
         }
 
-        // Weights, in slot order.
+        // Weights: each layer's input projections share one allocation, back
+        // to back in their group's order (the prefill GEMMs read them as one
+        // matrix); every other weight gets its own.
         let mut dev_weights = Vec::with_capacity(abi.weights.len());
         let mut table = vec![0u64; abi.weights.len()];
         let mut weight_bytes = 0u64;
-        for slot in &abi.weights {
+        let slot_of: std::collections::HashMap<&str, &WeightSlot> = abi
+            .weights
+            .iter()
+            .map(|w| (w.canonical_name.as_str(), w))
+            .collect();
+        let mut grouped = std::collections::HashSet::new();
+        let mut groups: Vec<Vec<&WeightSlot>> = Vec::new();
+        for names in lucebox_codegen::prefill::contiguous_weight_groups(&cfg) {
+            let members: Option<Vec<&WeightSlot>> = names
+                .iter()
+                .map(|n| slot_of.get(n.as_str()).copied())
+                .collect();
+            if let Some(members) = members {
+                grouped.extend(members.iter().map(|w| w.index));
+                groups.push(members);
+            }
+        }
+        let host_bytes = |slot: &WeightSlot| -> Result<Vec<u8>> {
             let t = weights.tensor(&slot.canonical_name).map_err(model_err)?;
             expect_shape(&t, &slot.shape).map_err(model_err)?;
             let bytes: Vec<u8> = match slot.dtype {
@@ -220,7 +239,22 @@ impl GpuEngine {
                     slot.bytes()
                 )));
             }
-            let buf = gpu.upload(&bytes)?;
+            Ok(bytes)
+        };
+        for members in &groups {
+            let total: u64 = members.iter().map(|w| w.bytes()).sum();
+            let mut buf = gpu.alloc::<u8>(total as usize)?;
+            let mut offset = 0u64;
+            for slot in members {
+                buf.upload_at(offset as usize, &host_bytes(slot)?)?;
+                table[slot.index] = buf.device_ptr() + offset;
+                offset += slot.bytes();
+            }
+            weight_bytes += total;
+            dev_weights.push(buf);
+        }
+        for slot in abi.weights.iter().filter(|w| !grouped.contains(&w.index)) {
+            let buf = gpu.upload(&host_bytes(slot)?)?;
             table[slot.index] = buf.device_ptr();
             weight_bytes += slot.bytes();
             dev_weights.push(buf);
@@ -258,10 +292,10 @@ impl GpuEngine {
         let buffer_table = gpu.upload(&btable)?;
         gpu.synchronize()?;
 
-        let weight_ptrs: std::collections::HashMap<String, u64> = abi
+        let weight_ptrs: std::collections::HashMap<String, (u64, u64)> = abi
             .weights
             .iter()
-            .map(|w| (w.canonical_name.clone(), table[w.index]))
+            .map(|w| (w.canonical_name.clone(), (table[w.index], w.bytes())))
             .collect();
         let buffer_ptrs: std::collections::HashMap<String, (u64, u64)> = abi
             .buffers

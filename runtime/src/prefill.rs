@@ -59,8 +59,8 @@ struct ResolvedLaunch {
 /// Addresses of the decode engine's buffers and weights that the plan
 /// refers to.
 pub struct DecodeBindings<'a> {
-    /// Canonical weight name -> device address.
-    pub weights: &'a HashMap<String, u64>,
+    /// Canonical weight name -> (device address, bytes).
+    pub weights: &'a HashMap<String, (u64, u64)>,
     /// Decode ABI buffer name -> (device address, bytes).
     pub buffers: &'a HashMap<String, (u64, u64)>,
 }
@@ -96,20 +96,22 @@ fn state_slots(cfg: &Qwen35Config, buffer: &str) -> Option<u64> {
 
 /// A label that sums the same work over layers: the kernel name, or for a
 /// GEMM the weight without its layer prefix.
-fn label_of(kernel: &str, args: &[Arg]) -> String {
+fn label_of<'a>(kernel: &str, args: &'a [Arg]) -> String {
     if kernel != "prefill_gemm" {
         return kernel.trim_start_matches("prefill_").to_string();
     }
+    let short = |n: &'a str| -> &'a str {
+        n.split_once("layers.")
+            .and_then(|(_, rest)| rest.split_once('.'))
+            .map_or(n, |(_, name)| name)
+            .trim_end_matches(".weight")
+    };
     let w: Vec<&str> = args
         .iter()
-        .filter_map(|a| match a {
-            Arg::Weight(n) => Some(
-                n.split_once("layers.")
-                    .and_then(|(_, rest)| rest.split_once('.'))
-                    .map_or(n.as_str(), |(_, name)| name)
-                    .trim_end_matches(".weight"),
-            ),
-            _ => None,
+        .flat_map(|a| match a {
+            Arg::Weight(n) => vec![short(n)],
+            Arg::Weights(ns) => ns.iter().map(|n| short(n)).collect(),
+            _ => vec![],
         })
         .collect();
     format!("gemm {}", w.join("+"))
@@ -174,13 +176,40 @@ impl Prefill {
             for a in &l.args {
                 args.push(match a {
                     Arg::Weight(n) => {
-                        Resolved::Ptr(*bind.weights.get(n).ok_or_else(|| missing("weight", n))?)
+                        Resolved::Ptr(bind.weights.get(n).ok_or_else(|| missing("weight", n))?.0)
+                    }
+                    Arg::Weights(names) => {
+                        // One matrix of all their rows: each must start where the one before ends.
+                        let mut first = None;
+                        let mut end = 0u64;
+                        for n in names {
+                            let (ptr, bytes) =
+                                *bind.weights.get(n).ok_or_else(|| missing("weight", n))?;
+                            if first.is_some() && ptr != end {
+                                return Err(RuntimeError::InvalidArgument(format!(
+                                    "prefill launch {} (layer {:?}) reads {} as one matrix, but `{n}` is not stored right after the weight before it",
+                                    l.kernel,
+                                    l.layer,
+                                    names.join(" + ")
+                                )));
+                            }
+                            first.get_or_insert(ptr);
+                            end = ptr + bytes;
+                        }
+                        Resolved::Ptr(first.ok_or_else(|| missing("weight", "(empty group)"))?)
                     }
                     Arg::Scratch(n) => Resolved::Ptr(
                         scratch
                             .get(n)
                             .ok_or_else(|| missing("scratch buffer", n))?
                             .device_ptr(),
+                    ),
+                    Arg::ScratchCol { name, col } => Resolved::Ptr(
+                        scratch
+                            .get(name)
+                            .ok_or_else(|| missing("scratch buffer", name))?
+                            .device_ptr()
+                            + u64::from(*col) * 4,
                     ),
                     Arg::State { buffer, slot } => {
                         let (ptr, bytes) = *bind
@@ -369,6 +398,18 @@ mod tests {
                 ]
             ),
             "gemm mlp.gate_proj+mlp.up_proj"
+        );
+        assert_eq!(
+            label_of(
+                "prefill_gemm",
+                &[Arg::Weights(
+                    ["q_proj", "k_proj", "v_proj"]
+                        .iter()
+                        .map(|n| format!("layers.7.self_attn.{n}.weight"))
+                        .collect()
+                )]
+            ),
+            "gemm self_attn.q_proj+self_attn.k_proj+self_attn.v_proj"
         );
         assert_eq!(label_of("prefill_attention", &[]), "attention");
     }

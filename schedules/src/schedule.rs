@@ -135,6 +135,13 @@ pub struct PrefillTiles {
     /// activations.
     #[serde(default = "default_true")]
     pub split_activations: bool,
+    /// sm_90 only: the prefill GEMM issues `wgmma` (warpgroup MMA, operands
+    /// in shared memory) instead of `mma.sync`; the prefill file is then
+    /// compiled for `sm_90a`. Needs `gemm_tile_k` 64, `gemm_tile_m` 64 or
+    /// 128, 128 threads per 64 rows, and `gemm_tile_n` a multiple of 16 up
+    /// to 256.
+    #[serde(default)]
+    pub gemm_wgmma: bool,
 }
 
 fn default_true() -> bool {
@@ -491,6 +498,7 @@ impl Schedule {
                 use_tensor_cores: sm80,
                 use_cp_async: sm80,
                 split_activations: true,
+                gemm_wgmma: false,
             },
             tree: TreeParams {
                 budget: 22,
@@ -731,9 +739,42 @@ impl Schedule {
                 ),
             ));
         }
+        if p.gemm_wgmma {
+            let why = if (self.arch.major, self.arch.minor) != (9, 0) {
+                Some(format!("wgmma needs sm_90, target is {}", self.arch))
+            } else if !p.use_tensor_cores || !p.use_cp_async {
+                Some("wgmma needs use_tensor_cores and use_cp_async".to_string())
+            } else if p.gemm_tile_k != 64 {
+                Some(format!(
+                    "wgmma needs gemm_tile_k 64 (one 128-byte swizzle row), got {}",
+                    p.gemm_tile_k
+                ))
+            } else if ![64, 128].contains(&p.gemm_tile_m) || p.gemm_threads != 2 * p.gemm_tile_m {
+                Some(format!(
+                    "wgmma needs gemm_tile_m 64 or 128 and one 128-thread warpgroup per 64 rows, got {} rows and {} threads",
+                    p.gemm_tile_m, p.gemm_threads
+                ))
+            } else if p.gemm_tile_n > 256 {
+                Some(format!(
+                    "wgmma needs gemm_tile_n <= 256, got {}",
+                    p.gemm_tile_n
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(Self::invalid("prefill.gemm_wgmma", "true", why));
+            }
+        }
         let parts = if p.split_activations { 2 } else { 1 };
-        let gemm_smem =
-            p.gemm_stages * (parts * p.gemm_tile_m + p.gemm_tile_n) * (p.gemm_tile_k + 8) * 2;
+        // wgmma rows are unpadded (128 bytes) but the ring needs 1 KiB of alignment slack.
+        let row_bytes = if p.gemm_wgmma {
+            p.gemm_tile_k * 2
+        } else {
+            (p.gemm_tile_k + 8) * 2
+        };
+        let gemm_smem = p.gemm_stages * (parts * p.gemm_tile_m + p.gemm_tile_n) * row_bytes
+            + if p.gemm_wgmma { 1024 } else { 0 };
         if gemm_smem > self.limits.shared_mem_per_block_optin {
             return Err(Self::invalid(
                 "prefill.gemm_stages",
@@ -1014,6 +1055,38 @@ mod tests {
         f.validate(Some(&m)).expect("fitted schedule validates");
         let f = s.fitted_to_model(&dims_08b());
         assert_eq!(f.decode.matvec_rows_per_warp, 8);
+    }
+
+    #[test]
+    fn wgmma_prefill_gemm_is_validated_against_arch_and_tiles() {
+        let ok = r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_tile_n": 128, "gemm_threads": 128}}"#;
+        let h100 = Schedule::preset("h100").expect("preset");
+        h100.patched(ok)
+            .expect("patch")
+            .validate(None)
+            .expect("64x128x64, one warpgroup");
+        for bad in [
+            // k tile is not one 128-byte swizzle row
+            r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 32, "gemm_tile_n": 128, "gemm_threads": 128}}"#,
+            // 64 rows need exactly one warpgroup
+            r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_threads": 256}}"#,
+            // N above the instruction's 256
+            r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_tile_n": 512, "gemm_threads": 128, "gemm_stages": 2}}"#,
+        ] {
+            let e = h100
+                .patched(bad)
+                .expect("patch")
+                .validate(None)
+                .unwrap_err();
+            assert_eq!(field_of(e), "prefill.gemm_wgmma", "{bad}");
+        }
+        let e = Schedule::preset("rtx3090")
+            .expect("preset")
+            .patched(ok)
+            .expect("patch")
+            .validate(None)
+            .unwrap_err();
+        assert!(e.to_string().contains("sm_90"), "{e}");
     }
 
     #[test]

@@ -61,6 +61,11 @@ struct Args {
     /// Generate the profiling build of the decode kernel (decode.profile_phases).
     #[arg(long)]
     profile_phases: bool,
+    /// Merge this JSON into the schedule before generating, e.g.
+    /// '{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_tile_n": 128, "gemm_threads": 128}}'
+    /// (the form `LUCEBOX_SCHEDULE_PATCH` takes at run time).
+    #[arg(long, value_name = "JSON")]
+    patch: Option<String>,
 }
 
 fn load_config(spec: &str) -> Result<Qwen35Config> {
@@ -111,6 +116,11 @@ fn main() -> Result<()> {
         sched = sched.with_sm_count(n);
     }
     sched.decode.profile_phases |= args.profile_phases;
+    if let Some(patch) = &args.patch {
+        sched = sched
+            .patched(patch)
+            .context("--patch does not apply to the schedule")?;
+    }
     let cfg = load_config(&args.model_config)?;
     // A small model may hold fewer positions than the preset's context, or
     // row counts the preset's rows per warp do not divide.

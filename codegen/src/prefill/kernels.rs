@@ -53,11 +53,17 @@ prefill_rms_norm(const float* __restrict__ x, const float* __restrict__ w, int T
 
 /// Async 16-byte global->shared copies with cp.async (sm_80+).
 pub const COPY_CP_ASYNC: &str = r#"// ---- 16-byte global->shared copies: cp.async (zero-fill when !valid) ----
-__device__ __forceinline__ void copy16(void* smem, const void* gmem, bool valid) {
+// Destinations are shared-window addresses (smem_ptr): converted once per kernel, so a copy
+// costs no address conversion.
+typedef u32 smem_ptr;
+__device__ __forceinline__ smem_ptr to_smem_ptr(void* p) {
     u32 s;
-    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(s) : "l"(smem));
-    const int bytes = valid ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(s), "l"(gmem), "r"(bytes));
+    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(s) : "l"(p));
+    return s;
+}
+// src_bytes: 16, or 0 to zero-fill the destination without reading gmem.
+__device__ __forceinline__ void copy16(smem_ptr s, const void* gmem, u32 src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(s), "l"(gmem), "r"(src_bytes));
 }
 __device__ __forceinline__ void copy_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 // Wait until at most N committed groups are still in flight.
@@ -66,69 +72,36 @@ template <int N> __device__ __forceinline__ void copy_wait() { asm volatile("cp.
 
 /// Plain synchronous copies for archs without cp.async.
 pub const COPY_PLAIN: &str = r#"// ---- 16-byte global->shared copies: plain loads (no cp.async on this arch) ----
-__device__ __forceinline__ void copy16(void* smem, const void* gmem, bool valid) {
+typedef unsigned char* smem_ptr;
+__device__ __forceinline__ smem_ptr to_smem_ptr(void* p) { return reinterpret_cast<smem_ptr>(p); }
+__device__ __forceinline__ void copy16(smem_ptr s, const void* gmem, u32 src_bytes) {
     uint4 v;
-    if (valid) { v = *reinterpret_cast<const uint4*>(gmem); } else { v.x = 0u; v.y = 0u; v.z = 0u; v.w = 0u; }
-    *reinterpret_cast<uint4*>(smem) = v;
+    if (src_bytes != 0u) { v = *reinterpret_cast<const uint4*>(gmem); } else { v.x = 0u; v.y = 0u; v.z = 0u; v.w = 0u; }
+    *reinterpret_cast<uint4*>(s) = v;
 }
 __device__ __forceinline__ void copy_commit() {}
 template <int N> __device__ __forceinline__ void copy_wait() {}
 "#;
 
-/// GEMM pieces shared by both math paths: smem layout, tile loader, split-K
-/// finish and epilogue.
+/// GEMM pieces shared by every math path: split-K finish and epilogues.
 pub const GEMM_COMMON: &str = r#"// ---- prefill_gemm: Y[M, N] = X[M, K] . W[N, K]^T, bf16 in, f32 accumulate ----
 // Block tile GEMM_BM x GEMM_BN, K in steps of GEMM_BK through a GEMM_STAGES-deep smem ring.
-// Rows of a stage are padded to GEMM_SK halves: 16-byte aligned for the copies and
-// conflict-free for the 32-bit fragment loads. K must be a multiple of GEMM_BK; M and N
-// are bounds-checked (rows past M/N are zero-filled and never stored).
+// K must be a multiple of GEMM_BK; M and N are bounds-checked (rows past M/N are zero-filled
+// and never stored).
 // Activations: each X row holds ACT_PARTS x K bf16, the value's bf16 `hi` then (ACT_PARTS == 2)
 // its bf16 remainder `lo` = bf16(x - hi); a stage holds both parts' A tiles and one W tile, and
 // every W fragment multiplies both (X . W^T = hi . W^T + lo . W^T: 16 mantissa bits of activation).
 // Split-K: blockIdx.z takes a contiguous range of the k tiles; with splits > 1 every split
 // stores its f32 tile to `partials`, and the last to arrive at the tile's counter sums them in
 // split order (deterministic) and runs the epilogue.
-constexpr int GEMM_SK = GEMM_BK + 8;
-constexpr int GEMM_A_TILE = GEMM_BM * GEMM_SK;  // one activation part
-constexpr int GEMM_B_TILE = GEMM_BN * GEMM_SK;
-constexpr int GEMM_STAGE = ACT_PARTS * GEMM_A_TILE + GEMM_B_TILE;
 constexpr int GEMM_CS = GEMM_BN + 4;  // f32 staging row of the epilogue
-constexpr int GEMM_RING_BYTES = GEMM_STAGES * GEMM_STAGE * 2;
 constexpr int GEMM_C_BYTES = GEMM_BM * GEMM_CS * 4;
-constexpr int GEMM_SMEM_BYTES = GEMM_RING_BYTES > GEMM_C_BYTES ? GEMM_RING_BYTES : GEMM_C_BYTES;
-static_assert(GEMM_SMEM_BYTES == GEMM_DYN_SMEM, "the launch plan's dynamic smem size");
-static_assert(GEMM_BK % 16 == 0 && GEMM_BN % 16 == 0 && GEMM_BM % 16 == 0, "mma tiles");
 
 // Epilogues (the `epilogue` argument).
 constexpr int EPI_STORE_F32 = 0;     // Yf = acc
 constexpr int EPI_ADD_F32 = 1;       // Yf += acc (residual add, in place)
 constexpr int EPI_STORE_BF16 = 2;    // Yb = activation(acc): a GEMM input (ACT_PARTS x N per row)
 constexpr int EPI_SWIGLU_BF16 = 3;   // Yb = activation(silu(X.W^T) * (X.W2^T)); W = gate, W2 = up
-
-// One stage: columns [k0, k0+BK) of X rows [m0, m0+BM) (each activation part: ACT_PARTS tiles)
-// and of this block's weight rows. SwiGLU blocks cover BN/2 output columns: weight rows [0, BN/2)
-// from W (gate), the rest from W2 (up).
-__device__ __forceinline__ void gemm_load_stage(u16* st, const u16* __restrict__ X, const u16* __restrict__ W,
-                                                const u16* __restrict__ W2, int M, int N, int K, int m0, int n0,
-                                                int k0, bool swiglu) {
-    constexpr int CPR = GEMM_BK / 8;  // 16-byte chunks per row
-    constexpr int A_ROWS = ACT_PARTS * GEMM_BM;
-    for (int i = threadIdx.x; i < (A_ROWS + GEMM_BN) * CPR; i += GEMM_THREADS) {
-        const int row = i / CPR, ch = (i % CPR) * 8;
-        if (row < A_ROWS) {
-            const int part = row / GEMM_BM, m = m0 + row % GEMM_BM;
-            const bool ok = m < M;
-            copy16(st + row * GEMM_SK + ch, X + (size_t)(ok ? m : 0) * (ACT_PARTS * K) + part * K + k0 + ch, ok);
-        } else {
-            const int r = row - A_ROWS;
-            const u16* src = W;
-            int n = n0 + r;
-            if (swiglu && r >= GEMM_BN / 2) { src = W2; n = n0 + r - GEMM_BN / 2; }
-            const bool ok = n < N;
-            copy16(st + A_ROWS * GEMM_SK + r * GEMM_SK + ch, src + (size_t)(ok ? n : 0) * K + k0 + ch, ok);
-        }
-    }
-}
 
 __device__ __forceinline__ void gemm_epilogue(const float* Cs, int M, int N, int m0, int n0, int epilogue,
                                               float* __restrict__ Yf, u16* __restrict__ Yb) {
@@ -181,10 +154,73 @@ __device__ __forceinline__ void gemm_finish(float* Cs, int M, int N, int m0, int
 }
 "#;
 
+/// The padded smem ring of the mma.sync and FMA paths, and its loader.
+pub const GEMM_PADDED_RING: &str = r#"// ---- prefill_gemm operand ring: padded rows ----
+// Rows of a stage are padded to GEMM_SK halves: 16-byte aligned for the copies and
+// conflict-free for the 32-bit fragment loads.
+constexpr int GEMM_SK = GEMM_BK + 8;
+constexpr int GEMM_A_TILE = GEMM_BM * GEMM_SK;  // one activation part
+constexpr int GEMM_B_TILE = GEMM_BN * GEMM_SK;
+constexpr int GEMM_STAGE = ACT_PARTS * GEMM_A_TILE + GEMM_B_TILE;
+constexpr int GEMM_RING_BYTES = GEMM_STAGES * GEMM_STAGE * 2;
+constexpr int GEMM_SMEM_BYTES = GEMM_RING_BYTES > GEMM_C_BYTES ? GEMM_RING_BYTES : GEMM_C_BYTES;
+static_assert(GEMM_SMEM_BYTES == GEMM_DYN_SMEM, "the launch plan's dynamic smem size");
+static_assert(GEMM_BK % 16 == 0 && GEMM_BN % 16 == 0 && GEMM_BM % 16 == 0, "mma tiles");
+
+// Loading a stage: columns [k, k+BK) of X rows [m0, m0+BM) (each activation part: ACT_PARTS
+// tiles) and of this block's weight rows. SwiGLU blocks cover BN/2 output columns: weight rows
+// [0, BN/2) from W (gate), the rest from W2 (up). A thread copies the same GEMM_LOADS chunks
+// (rows and 16-byte columns of the tile) in every stage, so their sources and destinations are
+// worked out once (`gemm_plan_loads`) and a stage is GEMM_LOADS copies at the k offset: the
+// index arithmetic stays out of the k loop, which is issue-bound otherwise.
+constexpr int GEMM_CPR = GEMM_BK / 8;                               // 16-byte chunks per tile row
+constexpr int GEMM_CHUNKS = (ACT_PARTS * GEMM_BM + GEMM_BN) * GEMM_CPR;  // per stage
+constexpr int GEMM_LOADS = (GEMM_CHUNKS + GEMM_THREADS - 1) / GEMM_THREADS;
+constexpr int GEMM_STAGE_BYTES = GEMM_STAGE * 2;
+struct GemmLoads {
+    const u16* src[GEMM_LOADS];  // the chunk at k = 0 of the block's k range (a valid row when !ok)
+    u32 dst[GEMM_LOADS];         // bytes from the stage's base
+    u32 bytes[GEMM_LOADS];       // 16 inside M / N, else 0: the chunk is zero-filled
+};
+
+__device__ __forceinline__ void gemm_plan_loads(GemmLoads& L, const u16* __restrict__ X, const u16* __restrict__ W,
+                                                const u16* __restrict__ W2, int M, int N, int K, int m0, int n0,
+                                                int k0, bool swiglu) {
+    constexpr int A_ROWS = ACT_PARTS * GEMM_BM;
+#pragma unroll
+    for (int i = 0; i < GEMM_LOADS; ++i) {
+        const int idx = threadIdx.x + i * GEMM_THREADS;
+        const int row = idx / GEMM_CPR, ch = (idx % GEMM_CPR) * 8;
+        L.dst[i] = (u32)(row * GEMM_SK + ch) * 2u;
+        if (row < A_ROWS) {
+            const int part = row / GEMM_BM, m = m0 + row % GEMM_BM;
+            L.bytes[i] = m < M ? 16u : 0u;
+            L.src[i] = X + (size_t)(m < M ? m : 0) * (ACT_PARTS * K) + part * K + k0 + ch;
+        } else {
+            const int r = row - A_ROWS;
+            const u16* w = W;
+            int n = n0 + r;
+            if (swiglu && r >= GEMM_BN / 2) { w = W2; n = n0 + r - GEMM_BN / 2; }
+            L.bytes[i] = n < N && idx < GEMM_CHUNKS ? 16u : 0u;
+            L.src[i] = w + (size_t)(n < N ? n : 0) * K + k0 + ch;
+        }
+    }
+}
+
+// Queue the copies of one stage: k columns [k, k + GEMM_BK) of the block's range.
+__device__ __forceinline__ void gemm_issue_stage(smem_ptr stage, const GemmLoads& L, int k) {
+#pragma unroll
+    for (int i = 0; i < GEMM_LOADS; ++i)
+        if (GEMM_CHUNKS % GEMM_THREADS == 0 || threadIdx.x + i * GEMM_THREADS < GEMM_CHUNKS)
+            copy16(stage + L.dst[i], L.src[i] + k, L.bytes[i]);
+}
+"#;
+
 /// Tensor-core math: each warp owns a (GEMM_WTM x GEMM_WTN) tile of mma.sync m16n8k16.
 pub const GEMM_MMA: &str = r#"// ---- GEMM math: mma.sync m16n8k16 bf16 -> f32 ----
 constexpr int GEMM_MI = GEMM_WTM / 16;
 constexpr int GEMM_NI = GEMM_WTN / 8;
+constexpr u32 GEMM_ROW_BYTES = GEMM_SK * 2;  // one padded smem tile row
 __device__ __forceinline__ u32 smem_addr(const void* p) {
     u32 s;
     asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(s) : "l"(p));
@@ -192,13 +228,13 @@ __device__ __forceinline__ u32 smem_addr(const void* p) {
 }
 // ldmatrix: each 8-lane group gives the row addresses of one 8x8 bf16 matrix; lane l receives
 // row l/4, columns 2(l%4), 2(l%4)+1 of every matrix -- exactly the mma.sync fragment layout.
-__device__ __forceinline__ void ldmatrix_x4(u32* r, const u16* p) {
+__device__ __forceinline__ void ldmatrix_x4(u32* r, u32 addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_addr(p)));
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
 }
-__device__ __forceinline__ void ldmatrix_x2(u32* r, const u16* p) {
+__device__ __forceinline__ void ldmatrix_x2(u32* r, u32 addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
-                 : "=r"(r[0]), "=r"(r[1]) : "r"(smem_addr(p)));
+                 : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
 }
 __device__ __forceinline__ void mma_bf16_16816(float* d, const u32* a, const u32* b) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -211,7 +247,6 @@ prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __
              int epilogue, int splits, float* __restrict__ partials, u32* __restrict__ counters,
              float* __restrict__ Yf, u16* __restrict__ Yb) {
     extern __shared__ __align__(16) unsigned char smem[];
-    u16* ring = reinterpret_cast<u16*>(smem);
     const bool swiglu = epilogue == EPI_SWIGLU_BF16;
     const int m0 = blockIdx.y * GEMM_BM;
     const int n0 = blockIdx.x * (swiglu ? GEMM_BN / 2 : GEMM_BN);
@@ -229,35 +264,54 @@ prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __
     int kt0, kt1;
     gemm_split_range(K / GEMM_BK, splits, kt0, kt1);
     const int KT = kt1 - kt0;
+    GemmLoads loads;
+    gemm_plan_loads(loads, X, W, W2, M, N, K, m0, n0, kt0 * GEMM_BK, swiglu);
+    const smem_ptr ring = to_smem_ptr(smem);
 #pragma unroll
     for (int s = 0; s < GEMM_STAGES - 1; ++s) {
-        if (s < KT) gemm_load_stage(ring + s * GEMM_STAGE, X, W, W2, M, N, K, m0, n0, (kt0 + s) * GEMM_BK, swiglu);
+        if (s < KT) gemm_issue_stage(ring + s * GEMM_STAGE_BYTES, loads, s * GEMM_BK);
         copy_commit();
     }
+    // This lane's ldmatrix row addresses at kk = 0, in bytes from a stage's base.
+    // A 16x16 fragment = four 8x8 matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15): lane l addresses
+    // row l & 15, k offset (l >> 4) * 8 -> registers a0..a3 in mma order.
+    u32 a_lane = ((wm * GEMM_WTM + (lane & 15)) * GEMM_SK + (lane >> 4) * 8) * 2;
+    // B fragments (W rows = n, contiguous k), two 16x8 fragments j, j+1 per x4: lane l addresses
+    // row n = 8 * (j + ((l >> 4) & 1)) + (l & 7), k offset ((l >> 3) & 1) * 8 -> b[j][0..1],
+    // b[j+1][0..1]. With an odd GEMM_NI the last fragment is an x2 (lanes 0-15 as above).
+    u32 b_lane = (ACT_PARTS * GEMM_A_TILE + (wn * GEMM_WTN + ((lane >> 4) & 1) * 8 + (lane & 7)) * GEMM_SK +
+                        ((lane >> 3) & 1) * 8) * 2;
+    u32 ring_s = smem_addr(smem);
+    int read_stage = 0, write_stage = GEMM_STAGES - 1;
     for (int kt = 0; kt < KT; ++kt) {
+        // Opaque to the compiler, so these stay in registers instead of being recomputed from
+        // the thread index in every iteration.
+        asm volatile("" : "+r"(a_lane), "+r"(b_lane), "+r"(ring_s));
         copy_wait<GEMM_STAGES - 2>();
         __syncthreads();  // stage kt landed for every thread; stage kt-1 is free to refill
-        const int nk = kt + GEMM_STAGES - 1;
-        if (nk < KT) gemm_load_stage(ring + (nk % GEMM_STAGES) * GEMM_STAGE, X, W, W2, M, N, K, m0, n0, (kt0 + nk) * GEMM_BK, swiglu);
+        if (kt + GEMM_STAGES - 1 < KT)
+            gemm_issue_stage(ring + write_stage * GEMM_STAGE_BYTES, loads, (kt + GEMM_STAGES - 1) * GEMM_BK);
         copy_commit();
-        const u16* As = ring + (kt % GEMM_STAGES) * GEMM_STAGE;
-        const u16* Bs = As + ACT_PARTS * GEMM_A_TILE;
+        const u32 st = ring_s + read_stage * GEMM_STAGE_BYTES;
+        read_stage = read_stage + 1 == GEMM_STAGES ? 0 : read_stage + 1;
+        write_stage = write_stage + 1 == GEMM_STAGES ? 0 : write_stage + 1;
 #pragma unroll
         for (int kk = 0; kk < GEMM_BK; kk += 16) {
             u32 b[GEMM_NI][2];
-            // B 16x8 fragment (W rows = n, contiguous k) = two 8x8 matrices (k 0-7 | 8-15):
-            // lanes 0-15 address row n = lane & 7, k offset ((lane >> 3) & 1) * 8.
 #pragma unroll
-            for (int j = 0; j < GEMM_NI; ++j)
-                ldmatrix_x2(b[j], Bs + (wn * GEMM_WTN + j * 8 + (lane & 7)) * GEMM_SK + kk + ((lane >> 3) & 1) * 8);
+            for (int j = 0; j + 1 < GEMM_NI; j += 2) {
+                u32 r[4];
+                ldmatrix_x4(r, st + b_lane + j * 8 * GEMM_ROW_BYTES + kk * 2);
+                b[j][0] = r[0]; b[j][1] = r[1]; b[j + 1][0] = r[2]; b[j + 1][1] = r[3];
+            }
+            if (GEMM_NI % 2 == 1)
+                ldmatrix_x2(b[GEMM_NI - 1], st + b_lane + (GEMM_NI - 1) * 8 * GEMM_ROW_BYTES + kk * 2);
 #pragma unroll
             for (int part = 0; part < ACT_PARTS; ++part) {
                 u32 a[GEMM_MI][4];
-                // A 16x16 fragment = four 8x8 matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15): lane l
-                // addresses row l & 15, k offset (l >> 4) * 8 -> registers a0..a3 in mma order.
 #pragma unroll
                 for (int i = 0; i < GEMM_MI; ++i)
-                    ldmatrix_x4(a[i], As + part * GEMM_A_TILE + (wm * GEMM_WTM + i * 16 + (lane & 15)) * GEMM_SK + kk + (lane >> 4) * 8);
+                    ldmatrix_x4(a[i], st + a_lane + part * GEMM_A_TILE * 2 + i * 16 * GEMM_ROW_BYTES + kk * 2);
 #pragma unroll
                 for (int i = 0; i < GEMM_MI; ++i)
 #pragma unroll
@@ -303,16 +357,19 @@ prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __
     int kt0, kt1;
     gemm_split_range(K / GEMM_BK, splits, kt0, kt1);
     const int KT = kt1 - kt0;
+    GemmLoads loads;
+    gemm_plan_loads(loads, X, W, W2, M, N, K, m0, n0, kt0 * GEMM_BK, swiglu);
+    const smem_ptr ring_s = to_smem_ptr(smem);
 #pragma unroll
     for (int s = 0; s < GEMM_STAGES - 1; ++s) {
-        if (s < KT) gemm_load_stage(ring + s * GEMM_STAGE, X, W, W2, M, N, K, m0, n0, (kt0 + s) * GEMM_BK, swiglu);
+        if (s < KT) gemm_issue_stage(ring_s + s * GEMM_STAGE_BYTES, loads, s * GEMM_BK);
         copy_commit();
     }
     for (int kt = 0; kt < KT; ++kt) {
         copy_wait<GEMM_STAGES - 2>();
         __syncthreads();
         const int nk = kt + GEMM_STAGES - 1;
-        if (nk < KT) gemm_load_stage(ring + (nk % GEMM_STAGES) * GEMM_STAGE, X, W, W2, M, N, K, m0, n0, (kt0 + nk) * GEMM_BK, swiglu);
+        if (nk < KT) gemm_issue_stage(ring_s + (nk % GEMM_STAGES) * GEMM_STAGE_BYTES, loads, nk * GEMM_BK);
         copy_commit();
         const u16* As = ring + (kt % GEMM_STAGES) * GEMM_STAGE;
         const u16* Bs = As + ACT_PARTS * GEMM_A_TILE;
@@ -345,8 +402,10 @@ prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __
 "#;
 
 /// Causal conv over the prompt, chunked gated delta rule, gated RMSNorm.
-pub const GDN: &str = r#"// ---- prefill_causal_conv: y[t][c] = silu(sum_j w[c][j] * x_{t-CONV_K+1+j}[c]) ----
-// x: [T][CONV_DIM] pre-conv in_proj_qkv outputs (f32); inputs before the prompt come from
+pub const GDN: &str = r#"static_assert(GDN_PROJ_COLS == CONV_DIM + VALUE_DIM + 2 * GDN_HV, "fused GDN projection row [qkv | z | b | a]");
+// ---- prefill_causal_conv: y[t][c] = silu(sum_j w[c][j] * x_{t-CONV_K+1+j}[c]) ----
+// x: [T][GDN_PROJ_COLS] the fused input projection, whose first CONV_DIM columns are the pre-conv
+// in_proj_qkv outputs (f32); inputs before the prompt come from
 // conv_state [CONV_DIM][CONV_K-1] (oldest first). One thread per (channel, CONV_SEG tokens);
 // the state itself is advanced afterwards by prefill_conv_state (it is read here).
 extern "C" __global__ void __launch_bounds__(ROW_THREADS)
@@ -362,13 +421,13 @@ prefill_causal_conv(const float* __restrict__ x, int T, const float* __restrict_
 #pragma unroll
     for (int j = 0; j < CONV_K - 1; ++j) {
         const int p = t0 - (CONV_K - 1) + j;
-        win[j + 1] = p >= 0 ? x[(size_t)p * CONV_DIM + c] : conv_state[(size_t)c * (CONV_K - 1) + (CONV_K - 1 + p)];
+        win[j + 1] = p >= 0 ? x[(size_t)p * GDN_PROJ_COLS + c] : conv_state[(size_t)c * (CONV_K - 1) + (CONV_K - 1 + p)];
     }
     const int t1 = min(T, t0 + CONV_SEG);
     for (int t = t0; t < t1; ++t) {
 #pragma unroll
         for (int j = 0; j < CONV_K - 1; ++j) win[j] = win[j + 1];
-        win[CONV_K - 1] = x[(size_t)t * CONV_DIM + c];
+        win[CONV_K - 1] = x[(size_t)t * GDN_PROJ_COLS + c];
         float acc = 0.0f;
 #pragma unroll
         for (int j = 0; j < CONV_K; ++j) acc = fmaf(wc[j], win[j], acc);
@@ -386,12 +445,13 @@ prefill_conv_state(const float* __restrict__ x, int T, float* __restrict__ conv_
 #pragma unroll
     for (int i = 0; i < CONV_K - 1; ++i) {
         const int p = T - (CONV_K - 1) + i;
-        st[i] = p >= 0 ? x[(size_t)p * CONV_DIM + c] : st[CONV_K - 1 + p];
+        st[i] = p >= 0 ? x[(size_t)p * GDN_PROJ_COLS + c] : st[CONV_K - 1 + p];
     }
 }
 
 // ---- chunked gated delta rule (chunk GDN_CHUNK = C, WY/UT form): three launches ----
-// qkv: [T][CONV_DIM] post-conv [q | k | v]; b_proj, a_proj: [T][GDN_HV] in_proj_b/a outputs;
+// qkv: [T][CONV_DIM] post-conv [q | k | v]; b_proj, a_proj: in_proj_b/a columns of the fused
+// input projection (row stride GDN_PROJ_COLS);
 // state: this layer's f32 [GDN_HV][GDN_DK][GDN_DV] (S[h, key, value]), continued and updated in place;
 // o: [T][VALUE_DIM] (before the gated norm). Per v-head h and chunk, with gamma = cumsum(g) in the
 // chunk, D_rs = exp(gamma_r - gamma_s), A_rs = beta_r (k_r.k_s) D_rs (s < r), X = (I + A)^-1:
@@ -505,8 +565,8 @@ prefill_gdn_chunked_prep(const float* __restrict__ qkv, const float* __restrict_
             for (int d = lane; d < GDN_DK; d += 32) kr[d] *= inv_k;
             if (lane == 0) {
                 qsc[r] = rsqrtf(sq + 1e-6f) * GDN_Q_SCALE;
-                bet[r] = sigmoid_f(b_proj[(size_t)(c0 + r) * GDN_HV + h]);
-                gam[r] = neg_a * softplus_f(a_proj[(size_t)(c0 + r) * GDN_HV + h] + dtb);
+                bet[r] = sigmoid_f(b_proj[(size_t)(c0 + r) * GDN_PROJ_COLS + h]);
+                gam[r] = neg_a * softplus_f(a_proj[(size_t)(c0 + r) * GDN_PROJ_COLS + h] + dtb);
             }
         } else {
             for (int d = lane; d < GDN_DK; d += 32) kr[d] = 0.0f;
@@ -808,18 +868,22 @@ prefill_gated_rms_norm(const float* __restrict__ o, const float* __restrict__ z,
     if (gw >= T * GDN_HV) return;
     const int lane = threadIdx.x & 31;
     const size_t base = (size_t)(gw / GDN_HV) * VALUE_DIM + (size_t)(gw % GDN_HV) * GDN_DV;
+    // z: a column slice of the fused input projection (row stride GDN_PROJ_COLS).
+    const size_t zbase = (size_t)(gw / GDN_HV) * GDN_PROJ_COLS + (size_t)(gw % GDN_HV) * GDN_DV;
     float ss = 0.0f;
     for (int d = lane; d < GDN_DV; d += 32) ss = fmaf(o[base + d], o[base + d], ss);
     const float inv = rsqrtf(warp_sum(ss) / (float)GDN_DV + RMS_EPS);
     u16* row = out + (size_t)(gw / GDN_HV) * ACT_PARTS * VALUE_DIM;
     for (int d = lane; d < GDN_DV; d += 32)
-        store_act(row, (gw % GDN_HV) * GDN_DV + d, VALUE_DIM, w[d] * (o[base + d] * inv) * silu_f(z[base + d]));
+        store_act(row, (gw % GDN_HV) * GDN_DV + d, VALUE_DIM, w[d] * (o[base + d] * inv) * silu_f(z[zbase + d]));
 }
 "#;
 
 /// q/k norm + RoPE + KV append, then causal flash-style attention.
 pub const ATTENTION: &str = r#"// ---- prefill_qk_norm_rope: one warp per (token, head) over ATT_H query + ATT_HKV kv heads ----
-// qg: [T][ATT_QG_DIM] (per head [query | gate]); k, v: [T][ATT_KV_DIM] projections (f32).
+// qg, k, v: column slices of the fused input projection [T][ATT_PROJ_COLS] = [q+gate | k | v]
+// (f32; per head of q+gate: [query | gate]).
+static_assert(ATT_PROJ_COLS == ATT_QG_DIM + 2 * ATT_KV_DIM, "fused attention projection row");
 // q_out: [T][ATT_H][ATT_HD] f32 (normed, roped, scaled by ATT_HD^-1/2). K (normed, roped) and V
 // go to this layer's caches [ATT_HKV][MAX_CTX][ATT_HD] bf16 at slot start + t, position start + t.
 extern "C" __global__ void __launch_bounds__(ROW_THREADS)
@@ -835,7 +899,7 @@ prefill_qk_norm_rope(const float* __restrict__ qg, const float* __restrict__ k, 
     float x[ATT_EPL];
     if (head < ATT_H) {
 #pragma unroll
-        for (int e = 0; e < ATT_EPL; ++e) x[e] = qg[(size_t)t * ATT_QG_DIM + head * 2 * ATT_HD + d0 + e];
+        for (int e = 0; e < ATT_EPL; ++e) x[e] = qg[(size_t)t * ATT_PROJ_COLS + head * 2 * ATT_HD + d0 + e];
         head_rms_norm(x, q_norm_w);
         rope_partial(x, (u32)slot);
 #pragma unroll
@@ -843,12 +907,12 @@ prefill_qk_norm_rope(const float* __restrict__ qg, const float* __restrict__ k, 
     } else {
         const int kvh = head - ATT_H;
 #pragma unroll
-        for (int e = 0; e < ATT_EPL; ++e) x[e] = k[(size_t)t * ATT_KV_DIM + kvh * ATT_HD + d0 + e];
+        for (int e = 0; e < ATT_EPL; ++e) x[e] = k[(size_t)t * ATT_PROJ_COLS + kvh * ATT_HD + d0 + e];
         head_rms_norm(x, k_norm_w);
         rope_partial(x, (u32)slot);
         store_bf16_vec<ATT_EPL>(k_cache + ((size_t)kvh * MAX_CTX + slot) * ATT_HD + d0, x);
 #pragma unroll
-        for (int e = 0; e < ATT_EPL; ++e) x[e] = v[(size_t)t * ATT_KV_DIM + kvh * ATT_HD + d0 + e];
+        for (int e = 0; e < ATT_EPL; ++e) x[e] = v[(size_t)t * ATT_PROJ_COLS + kvh * ATT_HD + d0 + e];
         store_bf16_vec<ATT_EPL>(v_cache + ((size_t)kvh * MAX_CTX + slot) * ATT_HD + d0, x);
     }
 }
@@ -920,11 +984,172 @@ prefill_attention(const float* __restrict__ q, const float* __restrict__ qg, int
     float o[ATT_EPL];
 #pragma unroll
     for (int e = 0; e < ATT_EPL; ++e) {
-        const float gate = qg[(size_t)t * ATT_QG_DIM + hq * 2 * ATT_HD + ATT_HD + d0 + e];
+        const float gate = qg[(size_t)t * ATT_PROJ_COLS + hq * 2 * ATT_HD + ATT_HD + d0 + e];
         o[e] = acc[e] * inv * sigmoid_f(gate);
     }
     u16* row = out + (size_t)t * ACT_PARTS * ATT_OUT_DIM;
 #pragma unroll
     for (int e = 0; e < ATT_EPL; ++e) store_act(row, hq * ATT_HD + d0 + e, ATT_OUT_DIM, o[e]);
+}
+"#;
+
+/// Warpgroup tensor-core math (sm_90a): `wgmma.mma_async` with both operands
+/// in shared memory, one 64-row slab per 128-thread warpgroup. The ring keeps
+/// the cp.async loader but stores rows unpadded in the 128-byte swizzle that
+/// wgmma's descriptors read. `bn` is the block tile's width (the instruction's
+/// N); the accumulator fragment is `bn / 2` f32 registers per thread.
+pub fn gemm_wgmma(bn: u32) -> String {
+    let regs = bn / 2;
+    let outs: Vec<String> = (0..regs).map(|r| format!("%{r}")).collect();
+    let binds: Vec<String> = (0..regs).map(|r| format!("\"+f\"(d[{r}])")).collect();
+    let mma = format!(
+        r#"// d (64 x GEMM_BN f32 fragment) += A (64 x 16, smem desc_a) . B (GEMM_BN x 16, smem desc_b)^T
+__device__ __forceinline__ void wgmma_m64k16(float* d, u64 desc_a, u64 desc_b) {{
+    asm volatile("wgmma.mma_async.sync.aligned.m64n{bn}k16.f32.bf16.bf16 {{{outs}}}, %{da}, %{db}, 1, 1, 1, 0, 0;\n"
+                 : {binds}
+                 : "l"(desc_a), "l"(desc_b));
+}}
+"#,
+        outs = outs.join(","),
+        da = regs,
+        db = regs + 1,
+        binds = binds.join(", "),
+    );
+    let mut s = String::from(GEMM_WGMMA_HEAD);
+    s.push_str(&mma);
+    s.push_str(GEMM_WGMMA_KERNEL);
+    s
+}
+
+const GEMM_WGMMA_HEAD: &str = r#"// ---- GEMM math: wgmma m64nGEMM_BNk16 bf16 -> f32 (sm_90a), operands in a swizzled smem ring ----
+// Tiles are K-major in the 128-byte swizzle: row r of a tile is 128 bytes (the stage's 64 k
+// values), its 16-byte chunk c stored at chunk c ^ (r % 8); every tile starts on a 1024-byte
+// boundary, so the XOR the hardware applies to the address bits matches the one the loader
+// used. A stage: ACT_PARTS activation tiles (GEMM_BM rows), then the weight tile (GEMM_BN rows).
+constexpr int GEMM_WG = GEMM_BM / 64;                            // warpgroups, 64 rows each
+constexpr u32 GEMM_A_BYTES = GEMM_BM * 128u;                     // one activation part
+constexpr u32 GEMM_STAGE_BYTES = (ACT_PARTS * GEMM_BM + GEMM_BN) * 128u;
+constexpr int GEMM_ROWS = ACT_PARTS * GEMM_BM + GEMM_BN;         // tile rows per stage
+constexpr int GEMM_ROW_STEP = GEMM_THREADS / 8;                  // rows one pass of the block copies
+constexpr int GEMM_RING_BYTES = GEMM_STAGES * GEMM_STAGE_BYTES + 1024;  // + alignment slack
+constexpr int GEMM_SMEM_BYTES = GEMM_RING_BYTES > GEMM_C_BYTES + 1024 ? GEMM_RING_BYTES : GEMM_C_BYTES + 1024;
+static_assert(GEMM_SMEM_BYTES == GEMM_DYN_SMEM, "the launch plan's dynamic smem size");
+static_assert(GEMM_BK == 64, "one 128-byte swizzle row of k per stage");
+static_assert(GEMM_THREADS == GEMM_WG * 128, "one warpgroup per 64 rows");
+static_assert(GEMM_BM % GEMM_ROW_STEP == 0 && GEMM_BN % GEMM_ROW_STEP == 0, "copy passes align with tiles");
+static_assert(GEMM_BN % 16 == 0 && GEMM_BN <= 256, "wgmma N");
+
+// Shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart.
+// Stepping k by 16 (32 bytes) inside the swizzle row adds 2 to the encoded start address.
+__device__ __forceinline__ u64 wgmma_desc(u32 saddr) {
+    return (u64)((saddr & 0x3FFFFu) >> 4) | ((u64)1 << 16) | ((u64)(1024 >> 4) << 32) | ((u64)1 << 62);
+}
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+// Wait until at most N committed wgmma groups of this warpgroup are still running.
+template <int N> __device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" :: "n"(N) : "memory"); }
+// cp.async writes are generic-proxy writes; wgmma reads through the async proxy.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// Queue one stage (k columns [k, k + 64) of the block's rows): thread t copies chunk t % 8 of
+// rows t / 8 + i * GEMM_ROW_STEP; which tile a pass lands in is known at compile time.
+__device__ __forceinline__ void wg_issue_stage(u32 stage, const u16* __restrict__ X, const u16* __restrict__ W,
+                                               const u16* __restrict__ W2, int M, int N, int K, int m0, int n0,
+                                               int k, bool swiglu) {
+    const int c = threadIdx.x & 7, r0 = threadIdx.x >> 3;
+#pragma unroll
+    for (int i = 0; i < GEMM_ROWS / GEMM_ROW_STEP; ++i) {
+        const int row = r0 + i * GEMM_ROW_STEP;
+        const u16* src;
+        bool ok;
+        if (i * GEMM_ROW_STEP < ACT_PARTS * GEMM_BM) {
+            const int part = i * GEMM_ROW_STEP / GEMM_BM;
+            const int m = m0 + row - part * GEMM_BM;
+            ok = m < M;
+            src = X + (size_t)(ok ? m : 0) * (ACT_PARTS * K) + part * K;
+        } else {
+            const int r = row - ACT_PARTS * GEMM_BM;
+            const u16* w = W;
+            int n = n0 + r;
+            if (swiglu && r >= GEMM_BN / 2) { w = W2; n -= GEMM_BN / 2; }
+            ok = n < N;
+            src = w + (size_t)(ok ? n : 0) * K;
+        }
+        copy16(stage + row * 128u + ((c ^ (row & 7)) << 4), src + k + c * 8, ok ? 16u : 0u);
+    }
+}
+
+"#;
+
+const GEMM_WGMMA_KERNEL: &str = r#"
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
+prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __restrict__ W2, int M, int N, int K,
+             int epilogue, int splits, float* __restrict__ partials, u32* __restrict__ counters,
+             float* __restrict__ Yf, u16* __restrict__ Yb) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    // Tiles must start on 1024-byte boundaries; GEMM_DYN_SMEM has 1024 bytes of slack for this.
+    const u32 raw = to_smem_ptr(smem_raw);
+    const u32 ring = (raw + 1023u) & ~1023u;
+    unsigned char* smem = smem_raw + (ring - raw);
+    const bool swiglu = epilogue == EPI_SWIGLU_BF16;
+    const int m0 = blockIdx.y * GEMM_BM;
+    const int n0 = blockIdx.x * (swiglu ? GEMM_BN / 2 : GEMM_BN);
+    const int wg = threadIdx.x >> 7;
+    float d[GEMM_BN / 2];
+#pragma unroll
+    for (int e = 0; e < GEMM_BN / 2; ++e) d[e] = 0.0f;
+
+    int kt0, kt1;
+    gemm_split_range(K / GEMM_BK, splits, kt0, kt1);
+    const int KT = kt1 - kt0;
+#pragma unroll
+    for (int s = 0; s < GEMM_STAGES - 1; ++s) {
+        if (s < KT) wg_issue_stage(ring + s * GEMM_STAGE_BYTES, X, W, W2, M, N, K, m0, n0, (kt0 + s) * GEMM_BK, swiglu);
+        copy_commit();
+    }
+    // One wgmma group stays in flight: stage kt's multiplies run while the block waits for and
+    // refills the stage kt-1 used (free once every warpgroup has waited for that group).
+    int read_stage = 0, write_stage = GEMM_STAGES - 1;
+    for (int kt = 0; kt < KT; ++kt) {
+        copy_wait<GEMM_STAGES - 2>();
+        fence_proxy_async();
+        __syncthreads();  // stage kt landed for every thread
+        const u32 st = ring + read_stage * GEMM_STAGE_BYTES;
+        read_stage = read_stage + 1 == GEMM_STAGES ? 0 : read_stage + 1;
+        const u64 db = wgmma_desc(st + ACT_PARTS * GEMM_A_BYTES);
+        wgmma_fence();
+#pragma unroll
+        for (int part = 0; part < ACT_PARTS; ++part) {
+            const u64 da = wgmma_desc(st + part * GEMM_A_BYTES + wg * 64 * 128);
+#pragma unroll
+            for (int ks = 0; ks < 4; ++ks) wgmma_m64k16(d, da + 2 * ks, db + 2 * ks);
+        }
+        wgmma_commit();
+        wgmma_wait<1>();  // this warpgroup's multiplies of stage kt-1 are done
+        __syncthreads();  // ... and every warpgroup's: the stage kt-1 used is free
+        if (kt + GEMM_STAGES - 1 < KT)
+            wg_issue_stage(ring + write_stage * GEMM_STAGE_BYTES, X, W, W2, M, N, K, m0, n0,
+                           (kt0 + kt + GEMM_STAGES - 1) * GEMM_BK, swiglu);
+        copy_commit();
+        write_stage = write_stage + 1 == GEMM_STAGES ? 0 : write_stage + 1;
+    }
+    wgmma_wait<0>();
+    copy_wait<0>();
+    __syncthreads();  // the ring is reused as the f32 staging tile
+    float* Cs = reinterpret_cast<float*>(smem);
+    // Fragment of m64nNk16: warp w of the warpgroup holds rows 16w + lane/4 (+8), columns
+    // 8j + 2(lane%4) (+1) in d[4j .. 4j+3] -- the mma.sync C layout repeated over N/8 column groups.
+    const int lane = threadIdx.x & 31;
+    const int r = wg * 64 + ((threadIdx.x >> 5) & 3) * 16 + (lane >> 2);
+#pragma unroll
+    for (int j = 0; j < GEMM_BN / 8; ++j) {
+        const int c = j * 8 + (lane & 3) * 2;
+        Cs[r * GEMM_CS + c] = d[4 * j];
+        Cs[r * GEMM_CS + c + 1] = d[4 * j + 1];
+        Cs[(r + 8) * GEMM_CS + c] = d[4 * j + 2];
+        Cs[(r + 8) * GEMM_CS + c + 1] = d[4 * j + 3];
+    }
+    __syncthreads();
+    gemm_finish(Cs, M, N, m0, n0, epilogue, splits, partials, counters, Yf, Yb);
 }
 "#;

@@ -33,7 +33,10 @@ use crate::blocks;
 use crate::cuda::{Constant, HeaderInfo, header, write_constants};
 use crate::{CodegenError, GeneratedKernel, KernelKind};
 
-pub use plan::{Arg, Grid, Handoff, Launch, PrefillPlan, ScratchBuffer, prefill_plan};
+pub use plan::{
+    Arg, Grid, Handoff, Launch, PrefillPlan, ScratchBuffer, att_proj_cols, contiguous_weight_group,
+    contiguous_weight_groups, gdn_proj_cols, prefill_plan,
+};
 
 pub const ENTRY_POINTS: [&str; 12] = [
     "prefill_mark_inputs",
@@ -112,11 +115,16 @@ pub fn geometry(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillGeometry,
             p.gemm_tile_m
         )));
     }
-    let sk = p.gemm_tile_k + 8;
     let act_parts = if p.split_activations { 2 } else { 1 };
-    let ring = stages * (act_parts * p.gemm_tile_m + p.gemm_tile_n) * sk * 2;
     let staging = p.gemm_tile_m * (p.gemm_tile_n + 4) * 4;
-    let gemm_smem = ring.max(staging);
+    let gemm_smem = if p.gemm_wgmma {
+        // Unpadded 128-byte swizzle rows, plus 1 KiB to align the ring (and the staging tile).
+        (stages * (act_parts * p.gemm_tile_m + p.gemm_tile_n) * p.gemm_tile_k * 2).max(staging)
+            + 1024
+    } else {
+        let sk = p.gemm_tile_k + 8;
+        (stages * (act_parts * p.gemm_tile_m + p.gemm_tile_n) * sk * 2).max(staging)
+    };
     if gemm_smem > sched.limits.shared_mem_per_block_optin {
         return Err(CodegenError::Config(format!(
             "prefill GEMM needs {gemm_smem} B of shared memory, above the {} B opt-in limit: lower prefill.gemm_stages or tiles",
@@ -217,7 +225,9 @@ pub fn generate_prefill(
             g.gemm_threads,
             g.gemm_warps_m,
             g.gemm_warps_n,
-            if p.use_tensor_cores {
+            if p.gemm_wgmma {
+                "wgmma m64nNk16 bf16 (sm_90a)"
+            } else if p.use_tensor_cores {
                 "mma.sync m16n8k16 bf16"
             } else {
                 "FMA"
@@ -239,10 +249,13 @@ pub fn generate_prefill(
         ),
         format!("kernels: {}", ENTRY_POINTS.join(", ")),
     ];
+    // The header names the target the file is compiled for (sm_90a with wgmma).
+    let mut target = sched.clone();
+    target.arch.arch_specific |= p.gemm_wgmma;
     let mut src = header(&HeaderInfo {
         title: "Qwen3.5 prefill kernels",
         cfg,
-        sched,
+        sched: &target,
         grid: "per launch, sized by the prompt length T (see PrefillPlan)".into(),
         threads: g.gemm_threads,
         sync_points_per_token: None,
@@ -270,9 +283,6 @@ pub fn generate_prefill(
                 g.act_parts,
                 "bf16 parts per GEMM input value (2: hi + remainder)",
             ),
-            Constant::int("GEMM_WARPS_N", g.gemm_warps_n, "warp grid columns"),
-            Constant::int("GEMM_WTM", g.gemm_bm / g.gemm_warps_m, "warp tile rows"),
-            Constant::int("GEMM_WTN", g.gemm_bn / g.gemm_warps_n, "warp tile columns"),
             Constant::int("ROW_THREADS", ROW_THREADS, "row-wise kernels"),
             Constant::int("CONV_SEG", CONV_SEG, "tokens per conv thread"),
             Constant::int("GDN_CHUNK", p.gdn_chunk, "chunk of the delta rule"),
@@ -300,7 +310,30 @@ pub fn generate_prefill(
             Constant::int("MAX_CTX", sched.max_context, "KV cache positions"),
         ],
     )?;
-    let mut model = vec![Constant::int("HIDDEN", i(cfg.hidden_size), "")];
+    if p.use_tensor_cores && !p.gemm_wgmma {
+        write_constants(
+            &mut src,
+            "mma.sync warp grid",
+            &[
+                Constant::int("GEMM_WARPS_N", g.gemm_warps_n, "warp grid columns"),
+                Constant::int("GEMM_WTM", g.gemm_bm / g.gemm_warps_m, "warp tile rows"),
+                Constant::int("GEMM_WTN", g.gemm_bn / g.gemm_warps_n, "warp tile columns"),
+            ],
+        )?;
+    }
+    let mut model = vec![
+        Constant::int("HIDDEN", i(cfg.hidden_size), ""),
+        Constant::int(
+            "GDN_PROJ_COLS",
+            gdn_proj_cols(cfg),
+            "row of a GDN layer's fused input projection [qkv | z | b | a]",
+        ),
+        Constant::int(
+            "ATT_PROJ_COLS",
+            att_proj_cols(cfg),
+            "row of an attention layer's fused input projection [q+gate | k | v]",
+        ),
+    ];
     model.extend(crate::model_constants::head_constants(
         cfg,
         "head dims per lane",
@@ -324,11 +357,17 @@ pub fn generate_prefill(
     src.push('\n');
     src.push_str(kernels::GEMM_COMMON);
     src.push('\n');
-    src.push_str(if p.use_tensor_cores {
-        kernels::GEMM_MMA
+    if p.gemm_wgmma {
+        src.push_str(&kernels::gemm_wgmma(g.gemm_bn));
     } else {
-        kernels::GEMM_FMA
-    });
+        src.push_str(kernels::GEMM_PADDED_RING);
+        src.push('\n');
+        src.push_str(if p.use_tensor_cores {
+            kernels::GEMM_MMA
+        } else {
+            kernels::GEMM_FMA
+        });
+    }
     src.push('\n');
     src.push_str(kernels::GDN);
     src.push('\n');
@@ -343,7 +382,8 @@ pub fn generate_prefill(
         ),
         source: src,
         entry_points: ENTRY_POINTS.iter().map(|s| s.to_string()).collect(),
-        arch: sched.arch,
+        // wgmma exists only in the arch-specific sm_90a target.
+        arch: target.arch,
         sync_points_per_token: None,
     })
 }

@@ -82,8 +82,15 @@ pub enum Arg {
     /// A weight by canonical name (`layers.3.self_attn.q_proj.weight`), in the
     /// decode ABI's dtype (bf16 matrices, f32 vectors).
     Weight(String),
+    /// Matrices with the same column count whose rows the runtime stores back
+    /// to back, in this order (one of [`contiguous_weight_groups`]): the
+    /// address of the first, read as one matrix of all their rows.
+    Weights(Vec<String>),
     /// A per-prompt scratch buffer ([`PrefillPlan::scratch`]).
     Scratch(&'static str),
+    /// Column `col` of a row-major f32 scratch buffer: the buffer's address
+    /// plus `4 * col` bytes (a kernel reads its slice with the full row stride).
+    ScratchCol { name: &'static str, col: u32 },
     /// A slice of a decode-ABI state buffer (`k_cache`, `v_cache`,
     /// `gdn_state`, `conv_state`) for the layer's slot of that type.
     State { buffer: &'static str, slot: usize },
@@ -151,6 +158,47 @@ pub const EPI_STORE_BF16: i32 = 2;
 pub const EPI_SWIGLU_BF16: i32 = 3;
 
 /// The ordered launches that prefill a prompt for (cfg, sched).
+/// Columns of an attention layer's fused input projection: [q+gate | k | v].
+pub fn att_proj_cols(cfg: &Qwen35Config) -> u32 {
+    (cfg.q_proj_out() + 2 * cfg.kv_dim()) as u32
+}
+
+/// Columns of a GDN layer's fused input projection: [qkv | z | b | a].
+pub fn gdn_proj_cols(cfg: &Qwen35Config) -> u32 {
+    (cfg.conv_dim() + cfg.linear_value_dim() + 2 * cfg.linear_num_value_heads) as u32
+}
+
+/// The input projections of layer `layer`, in the row order of its fused
+/// projection: one GEMM reads them as one matrix, so the runtime must store
+/// them back to back ([`contiguous_weight_groups`]).
+pub fn contiguous_weight_group(cfg: &Qwen35Config, layer: usize) -> Vec<String> {
+    let names: &[&str] = match cfg.layer_types[layer] {
+        LayerType::FullAttention => &[
+            "self_attn.q_proj.weight",
+            "self_attn.k_proj.weight",
+            "self_attn.v_proj.weight",
+        ],
+        LayerType::LinearAttention => &[
+            "linear_attn.in_proj_qkv.weight",
+            "linear_attn.in_proj_z.weight",
+            "linear_attn.in_proj_b.weight",
+            "linear_attn.in_proj_a.weight",
+        ],
+    };
+    names
+        .iter()
+        .map(|n| format!("layers.{layer}.{n}"))
+        .collect()
+}
+
+/// Every layer's [`contiguous_weight_group`]: weights the engine must upload
+/// back to back, in this order, for the prefill GEMMs that read them as one.
+pub fn contiguous_weight_groups(cfg: &Qwen35Config) -> Vec<Vec<String>> {
+    (0..cfg.layer_types.len())
+        .map(|i| contiguous_weight_group(cfg, i))
+        .collect()
+}
+
 pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan, CodegenError> {
     let g = geometry(cfg, sched)?;
     let u = |v: usize| v as u32;
@@ -176,27 +224,10 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
             zeroed: false,
         },
         ScratchBuffer {
-            name: "proj_a",
-            bytes_per_token: cfg.q_proj_out().max(cfg.conv_dim()) as u64 * 4,
-            what: "f32: q_proj (attention) or in_proj_qkv (GDN) output",
-            zeroed: false,
-        },
-        ScratchBuffer {
-            name: "proj_b",
-            bytes_per_token: cfg.kv_dim().max(cfg.linear_value_dim()) as u64 * 4,
-            what: "f32: k_proj or in_proj_z output",
-            zeroed: false,
-        },
-        ScratchBuffer {
-            name: "proj_c",
-            bytes_per_token: cfg.kv_dim().max(cfg.linear_num_value_heads) as u64 * 4,
-            what: "f32: v_proj or in_proj_b output",
-            zeroed: false,
-        },
-        ScratchBuffer {
-            name: "proj_d",
-            bytes_per_token: cfg.linear_num_value_heads as u64 * 4,
-            what: "f32: in_proj_a output",
+            name: "in_proj",
+            bytes_per_token: gdn_proj_cols(cfg).max(att_proj_cols(cfg)) as u64 * 4,
+            what: "f32: the fused input projection of a layer, [q+gate | k | v] (attention) or \
+                   [qkv | z | b | a] (GDN)",
             zeroed: false,
         },
         ScratchBuffer {
@@ -279,7 +310,7 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
         (4 * sched.sm_count).div_ceil(tiles).clamp(1, max_split)
     };
     let gemm = |layer: usize,
-                w: String,
+                w: Arg,
                 w2: Option<String>,
                 x: &'static str,
                 n: u32,
@@ -303,7 +334,7 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
             layer: Some(layer),
             args: vec![
                 Arg::Scratch(x),
-                Arg::Weight(w),
+                w,
                 w2.map(Arg::Weight).unwrap_or(Arg::Null),
                 Arg::PromptLen,
                 Arg::Int(n as i32),
@@ -368,37 +399,17 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
         match ty {
             LayerType::FullAttention => {
                 let (qg, kv, ao) = (u(cfg.q_proj_out()), u(cfg.kv_dim()), u(cfg.attn_out_dim()));
+                let group = contiguous_weight_group(cfg, i);
+                let cols = att_proj_cols(cfg);
                 l.push(gemm(
                     i,
-                    w("self_attn.q_proj.weight"),
+                    Arg::Weights(group),
                     None,
                     "xnorm",
-                    qg,
+                    cols,
                     d,
                     EPI_STORE_F32,
-                    Some("proj_a"),
-                    None,
-                ));
-                l.push(gemm(
-                    i,
-                    w("self_attn.k_proj.weight"),
-                    None,
-                    "xnorm",
-                    kv,
-                    d,
-                    EPI_STORE_F32,
-                    Some("proj_b"),
-                    None,
-                ));
-                l.push(gemm(
-                    i,
-                    w("self_attn.v_proj.weight"),
-                    None,
-                    "xnorm",
-                    kv,
-                    d,
-                    EPI_STORE_F32,
-                    Some("proj_c"),
+                    Some("in_proj"),
                     None,
                 ));
                 l.push(Launch {
@@ -411,9 +422,15 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
                     dynamic_smem: 0,
                     layer: Some(i),
                     args: vec![
-                        Arg::Scratch("proj_a"),
-                        Arg::Scratch("proj_b"),
-                        Arg::Scratch("proj_c"),
+                        Arg::Scratch("in_proj"),
+                        Arg::ScratchCol {
+                            name: "in_proj",
+                            col: qg,
+                        },
+                        Arg::ScratchCol {
+                            name: "in_proj",
+                            col: qg + kv,
+                        },
                         Arg::PromptLen,
                         Arg::StartPos,
                         Arg::Weight(w("self_attn.q_norm.weight")),
@@ -440,7 +457,7 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
                     layer: Some(i),
                     args: vec![
                         Arg::Scratch("mixed"),
-                        Arg::Scratch("proj_a"),
+                        Arg::Scratch("in_proj"),
                         Arg::PromptLen,
                         Arg::StartPos,
                         Arg::State {
@@ -456,7 +473,7 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
                 });
                 l.push(gemm(
                     i,
-                    w("self_attn.o_proj.weight"),
+                    Arg::Weight(w("self_attn.o_proj.weight")),
                     None,
                     "mixer_out",
                     d,
@@ -474,46 +491,13 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
                 );
                 l.push(gemm(
                     i,
-                    w("linear_attn.in_proj_qkv.weight"),
+                    Arg::Weights(contiguous_weight_group(cfg, i)),
                     None,
                     "xnorm",
-                    cd,
+                    gdn_proj_cols(cfg),
                     d,
                     EPI_STORE_F32,
-                    Some("proj_a"),
-                    None,
-                ));
-                l.push(gemm(
-                    i,
-                    w("linear_attn.in_proj_z.weight"),
-                    None,
-                    "xnorm",
-                    vd,
-                    d,
-                    EPI_STORE_F32,
-                    Some("proj_b"),
-                    None,
-                ));
-                l.push(gemm(
-                    i,
-                    w("linear_attn.in_proj_b.weight"),
-                    None,
-                    "xnorm",
-                    hv,
-                    d,
-                    EPI_STORE_F32,
-                    Some("proj_c"),
-                    None,
-                ));
-                l.push(gemm(
-                    i,
-                    w("linear_attn.in_proj_a.weight"),
-                    None,
-                    "xnorm",
-                    hv,
-                    d,
-                    EPI_STORE_F32,
-                    Some("proj_d"),
+                    Some("in_proj"),
                     None,
                 ));
                 l.push(Launch {
@@ -527,7 +511,7 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
                     dynamic_smem: 0,
                     layer: Some(i),
                     args: vec![
-                        Arg::Scratch("proj_a"),
+                        Arg::Scratch("in_proj"),
                         Arg::PromptLen,
                         Arg::Weight(w("linear_attn.conv1d.weight")),
                         Arg::State {
@@ -544,7 +528,7 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
                     dynamic_smem: 0,
                     layer: Some(i),
                     args: vec![
-                        Arg::Scratch("proj_a"),
+                        Arg::Scratch("in_proj"),
                         Arg::PromptLen,
                         Arg::State {
                             buffer: "conv_state",
@@ -563,8 +547,14 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
                     layer: Some(i),
                     args: vec![
                         Arg::Scratch("mixed"),
-                        Arg::Scratch("proj_c"),
-                        Arg::Scratch("proj_d"),
+                        Arg::ScratchCol {
+                            name: "in_proj",
+                            col: cd + vd,
+                        },
+                        Arg::ScratchCol {
+                            name: "in_proj",
+                            col: cd + vd + hv,
+                        },
                         Arg::Weight(w("linear_attn.A_log")),
                         Arg::Weight(w("linear_attn.dt_bias")),
                         Arg::PromptLen,
@@ -624,7 +614,10 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
                     layer: Some(i),
                     args: vec![
                         Arg::Scratch("gdn_o"),
-                        Arg::Scratch("proj_b"),
+                        Arg::ScratchCol {
+                            name: "in_proj",
+                            col: cd,
+                        },
                         Arg::Weight(w("linear_attn.norm.weight")),
                         Arg::PromptLen,
                         Arg::Scratch("mixer_out"),
@@ -632,7 +625,7 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
                 });
                 l.push(gemm(
                     i,
-                    w("linear_attn.out_proj.weight"),
+                    Arg::Weight(w("linear_attn.out_proj.weight")),
                     None,
                     "mixer_out",
                     d,
@@ -646,7 +639,7 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
         l.push(rms(Some(i), w("post_attention_layernorm.weight")));
         l.push(gemm(
             i,
-            w("mlp.gate_proj.weight"),
+            Arg::Weight(w("mlp.gate_proj.weight")),
             Some(w("mlp.up_proj.weight")),
             "xnorm",
             inter,
@@ -657,7 +650,7 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
         ));
         l.push(gemm(
             i,
-            w("mlp.down_proj.weight"),
+            Arg::Weight(w("mlp.down_proj.weight")),
             None,
             "mlp_act",
             d,
@@ -730,7 +723,25 @@ mod tests {
                         "unknown weight {name}"
                     );
                 }
-                if let Arg::Scratch(n) = a {
+                if let Arg::Weights(names) = a {
+                    // one matrix of all their rows: same columns, rows summing to the GEMM's N
+                    let ws: Vec<_> = names
+                        .iter()
+                        .map(|n| {
+                            slots
+                                .iter()
+                                .find(|w| &w.canonical_name == n)
+                                .unwrap_or_else(|| panic!("unknown weight {n}"))
+                        })
+                        .collect();
+                    let Arg::Int(n) = launch.args[4] else {
+                        panic!("n")
+                    };
+                    assert_eq!(ws.iter().map(|w| w.shape[0]).sum::<usize>(), n as usize);
+                    assert!(ws.iter().all(|w| w.shape[1] == cfg.hidden_size));
+                    assert!(contiguous_weight_groups(&cfg).contains(names));
+                }
+                if let Arg::Scratch(n) | Arg::ScratchCol { name: n, .. } = a {
                     assert!(
                         plan.scratch.iter().any(|b| b.name == *n),
                         "unknown scratch {n}"
@@ -746,8 +757,9 @@ mod tests {
         // mark inputs + embed + per layer (2 norms + 2 MLP GEMMs + mixer)
         let gdn = cfg.num_linear_attention_layers();
         let full = cfg.num_full_attention_layers();
-        // GDN mixer: 4 GEMMs, conv, conv state, 3 delta-rule launches, gated norm, out_proj
-        assert_eq!(plan.launches.len(), 2 + gdn * (4 + 11) + full * (4 + 6));
+        // GDN mixer: the fused input projection, conv, conv state, 3 delta-rule launches, gated
+        // norm, out_proj; attention: the fused input projection, q/k norm + RoPE, attention, o_proj
+        assert_eq!(plan.launches.len(), 2 + gdn * (4 + 8) + full * (4 + 4));
         let bufs = crate::decode::abi::buffer_slots(&cfg, &s);
         for launch in &plan.launches {
             for a in &launch.args {
@@ -785,7 +797,13 @@ mod tests {
         let split_of = |w: &str| {
             plan.launches
                 .iter()
-                .find(|l| l.args.contains(&Arg::Weight(w.into())))
+                .find(|l| {
+                    l.args.iter().any(|a| match a {
+                        Arg::Weight(n) => n == w,
+                        Arg::Weights(ns) => ns[0] == w,
+                        _ => false,
+                    })
+                })
                 .and_then(|l| match l.grid {
                     Grid::GemmTiles { splits, .. } => Some(splits),
                     _ => None,
