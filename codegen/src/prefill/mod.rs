@@ -24,8 +24,6 @@
 mod kernels;
 pub mod plan;
 
-use std::fmt::Write;
-
 use lucebox_models::config::Qwen35Config;
 use lucebox_schedules::Schedule;
 
@@ -339,40 +337,36 @@ pub fn generate_prefill(
         "head dims per lane",
     ));
     write_constants(&mut src, "model", &model)?;
-    src.push_str(blocks::rope::ROPE);
-    src.push('\n');
-    src.push_str(blocks::decode_attention::HEAD_HELPERS);
-    src.push('\n');
-    src.push_str(kernels::ACT_STORE);
-    src.push('\n');
-    src.push_str(kernels::ROWWISE);
-    src.push('\n');
-    src.push_str(if p.use_cp_async {
+    let wgmma = kernels::gemm_wgmma(g.gemm_bn);
+    let gemm_math: &[&str] = if p.gemm_wgmma {
+        &[&wgmma]
+    } else if p.use_tensor_cores {
+        &[kernels::GEMM_PADDED_RING, kernels::GEMM_MMA]
+    } else {
+        &[kernels::GEMM_PADDED_RING, kernels::GEMM_FMA]
+    };
+    let copies = if p.use_cp_async {
         kernels::COPY_CP_ASYNC
     } else {
         kernels::COPY_PLAIN
-    });
-    src.push('\n');
-    src.push_str(blocks::sync::TILE_COUNTER);
-    src.push('\n');
-    src.push_str(kernels::GEMM_COMMON);
-    src.push('\n');
-    if p.gemm_wgmma {
-        src.push_str(&kernels::gemm_wgmma(g.gemm_bn));
-    } else {
-        src.push_str(kernels::GEMM_PADDED_RING);
+    };
+    let blocks_before = [
+        blocks::rope::ROPE,
+        blocks::decode_attention::HEAD_HELPERS,
+        kernels::ACT_STORE,
+        kernels::ROWWISE,
+        copies,
+        blocks::sync::TILE_COUNTER,
+        kernels::GEMM_COMMON,
+    ];
+    for text in blocks_before
+        .iter()
+        .chain(gemm_math)
+        .chain(&[kernels::GDN, kernels::ATTENTION])
+    {
+        src.push_str(text);
         src.push('\n');
-        src.push_str(if p.use_tensor_cores {
-            kernels::GEMM_MMA
-        } else {
-            kernels::GEMM_FMA
-        });
     }
-    src.push('\n');
-    src.push_str(kernels::GDN);
-    src.push('\n');
-    src.push_str(kernels::ATTENTION);
-    writeln!(src)?;
     Ok(GeneratedKernel {
         kind: KernelKind::Prefill,
         file_name: format!(
