@@ -178,7 +178,7 @@ constexpr int GEMM_CHUNKS = (ACT_PARTS * GEMM_BM + GEMM_BN) * GEMM_CPR;  // per 
 constexpr int GEMM_LOADS = (GEMM_CHUNKS + GEMM_THREADS - 1) / GEMM_THREADS;
 constexpr int GEMM_STAGE_BYTES = GEMM_STAGE * 2;
 struct GemmLoads {
-    const u16* src[GEMM_LOADS];  // the chunk at k = 0 of the block's k range (a valid row when !ok)
+    const u16* src[GEMM_LOADS];  // the chunk at k = 0 of the block's k range (a valid row when bytes is 0)
     u32 dst[GEMM_LOADS];         // bytes from the stage's base
     u32 bytes[GEMM_LOADS];       // 16 inside M / N, else 0: the chunk is zero-filled
 };
@@ -402,12 +402,12 @@ prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __
 "#;
 
 /// Causal conv over the prompt, chunked gated delta rule, gated RMSNorm.
-pub const GDN: &str = r#"static_assert(GDN_PROJ_COLS == CONV_DIM + VALUE_DIM + 2 * GDN_HV, "fused GDN projection row [qkv | z | b | a]");
-// ---- prefill_causal_conv: y[t][c] = silu(sum_j w[c][j] * x_{t-CONV_K+1+j}[c]) ----
+pub const GDN: &str = r#"// ---- prefill_causal_conv: y[t][c] = silu(sum_j w[c][j] * x_{t-CONV_K+1+j}[c]) ----
 // x: [T][GDN_PROJ_COLS] the fused input projection, whose first CONV_DIM columns are the pre-conv
 // in_proj_qkv outputs (f32); inputs before the prompt come from
 // conv_state [CONV_DIM][CONV_K-1] (oldest first). One thread per (channel, CONV_SEG tokens);
 // the state itself is advanced afterwards by prefill_conv_state (it is read here).
+static_assert(GDN_PROJ_COLS == CONV_DIM + VALUE_DIM + 2 * GDN_HV, "fused GDN projection row [qkv | z | b | a]");
 extern "C" __global__ void __launch_bounds__(ROW_THREADS)
 prefill_causal_conv(const float* __restrict__ x, int T, const float* __restrict__ w,
                     const float* __restrict__ conv_state, float* __restrict__ y) {
