@@ -138,8 +138,8 @@ pub struct PrefillTiles {
     /// sm_90 only: the prefill GEMM issues `wgmma` (warpgroup MMA, operands
     /// in shared memory) instead of `mma.sync`; the prefill file is then
     /// compiled for `sm_90a`. Needs `gemm_tile_k` 64, `gemm_tile_m` 64 or
-    /// 128, 128 threads per 64 rows, and `gemm_tile_n` a multiple of 16 up
-    /// to 256.
+    /// 128, 128 threads per 64 rows, and `gemm_tile_n` up to 256, a
+    /// multiple of `gemm_threads / 8`.
     #[serde(default)]
     pub gemm_wgmma: bool,
 }
@@ -754,9 +754,10 @@ impl Schedule {
                     "wgmma needs gemm_tile_m 64 or 128 and one 128-thread warpgroup per 64 rows, got {} rows and {} threads",
                     p.gemm_tile_m, p.gemm_threads
                 ))
-            } else if p.gemm_tile_n > 256 {
+            } else if p.gemm_tile_n > 256 || !p.gemm_tile_n.is_multiple_of(p.gemm_threads / 8) {
                 Some(format!(
-                    "wgmma needs gemm_tile_n <= 256, got {}",
+                    "wgmma needs gemm_tile_n <= 256 and a multiple of {} (the rows one copy pass of the block covers), got {}",
+                    p.gemm_threads / 8,
                     p.gemm_tile_n
                 ))
             } else {
@@ -1072,6 +1073,8 @@ mod tests {
             r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_threads": 256}}"#,
             // N above the instruction's 256
             r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_tile_n": 512, "gemm_threads": 128, "gemm_stages": 2}}"#,
+            // two warpgroups copy 32 rows per pass; 48 is not a multiple
+            r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_tile_m": 128, "gemm_tile_n": 48, "gemm_threads": 256}}"#,
         ] {
             let e = h100
                 .patched(bad)

@@ -157,7 +157,6 @@ pub const EPI_ADD_F32: i32 = 1;
 pub const EPI_STORE_BF16: i32 = 2;
 pub const EPI_SWIGLU_BF16: i32 = 3;
 
-/// The ordered launches that prefill a prompt for (cfg, sched).
 /// Columns of an attention layer's fused input projection: [q+gate | k | v].
 pub fn att_proj_cols(cfg: &Qwen35Config) -> u32 {
     (cfg.q_proj_out() + 2 * cfg.kv_dim()) as u32
@@ -199,6 +198,7 @@ pub fn contiguous_weight_groups(cfg: &Qwen35Config) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The ordered launches that prefill a prompt for (cfg, sched).
 pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan, CodegenError> {
     let g = geometry(cfg, sched)?;
     let u = |v: usize| v as u32;
