@@ -42,10 +42,16 @@ pub fn start_with_engine(engine: Box<dyn Engine>, options: ServeOptions) -> Back
     BackgroundServer::start(backend, options, localhost()).unwrap()
 }
 
+/// A client that opens a fresh connection per request. The server closes a
+/// connection after some error replies (e.g. 413, or a 404 sent before the
+/// request body was read); a pooled connection could then be reused just
+/// after that close and fail with "Peer disconnected" (seen once in CI).
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(60)))
+        .max_idle_connections(0)
+        .max_idle_connections_per_host(0)
         .build()
         .into()
 }
