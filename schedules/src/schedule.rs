@@ -144,6 +144,28 @@ pub struct PrefillTiles {
     pub gemm_wgmma: bool,
 }
 
+impl PrefillTiles {
+    /// Ring depth the prefill GEMM is generated with (at least 2: one stage
+    /// loads while one computes).
+    pub fn gemm_ring_stages(&self) -> u32 {
+        self.gemm_stages.max(2)
+    }
+
+    /// Bytes of the prefill GEMM's shared-memory operand ring: every stage
+    /// holds the activation parts' tiles and the weight tile. mma.sync rows
+    /// are padded by 8 halves (conflict-free fragment loads); wgmma rows are
+    /// unpadded 128-byte swizzle rows plus 1 KiB to align the ring.
+    pub fn gemm_ring_bytes(&self) -> u32 {
+        let parts = if self.split_activations { 2 } else { 1 };
+        let rows = parts * self.gemm_tile_m + self.gemm_tile_n;
+        if self.gemm_wgmma {
+            self.gemm_ring_stages() * rows * self.gemm_tile_k * 2 + 1024
+        } else {
+            self.gemm_ring_stages() * rows * (self.gemm_tile_k + 8) * 2
+        }
+    }
+}
+
 fn default_true() -> bool {
     true
 }
@@ -767,15 +789,7 @@ impl Schedule {
                 return Err(Self::invalid("prefill.gemm_wgmma", "true", why));
             }
         }
-        let parts = if p.split_activations { 2 } else { 1 };
-        // wgmma rows are unpadded (128 bytes) but the ring needs 1 KiB of alignment slack.
-        let row_bytes = if p.gemm_wgmma {
-            p.gemm_tile_k * 2
-        } else {
-            (p.gemm_tile_k + 8) * 2
-        };
-        let gemm_smem = p.gemm_stages * (parts * p.gemm_tile_m + p.gemm_tile_n) * row_bytes
-            + if p.gemm_wgmma { 1024 } else { 0 };
+        let gemm_smem = p.gemm_ring_bytes();
         if gemm_smem > self.limits.shared_mem_per_block_optin {
             return Err(Self::invalid(
                 "prefill.gemm_stages",

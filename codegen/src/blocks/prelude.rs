@@ -10,6 +10,9 @@ typedef unsigned char      u8;
 constexpr u32 FULL_MASK = 0xffffffffu;
 #define NEG_INF (__int_as_float(0xff800000))
 
+// Shared-window address of a generic pointer into shared memory (cp.async, ldmatrix, mbarrier operands).
+__device__ __forceinline__ u32 smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+
 // bf16 is the upper half of an f32: widening is a shift.
 __device__ __forceinline__ float bf16_to_f32(u16 h) { return __uint_as_float(((u32)h) << 16); }
 // Round to nearest even; NaN stays a (quiet) NaN.

@@ -56,11 +56,7 @@ pub const COPY_CP_ASYNC: &str = r#"// ---- 16-byte global->shared copies: cp.asy
 // Destinations are shared-window addresses (smem_ptr): converted once per kernel, so a copy
 // costs no address conversion.
 typedef u32 smem_ptr;
-__device__ __forceinline__ smem_ptr to_smem_ptr(void* p) {
-    u32 s;
-    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(s) : "l"(p));
-    return s;
-}
+__device__ __forceinline__ smem_ptr to_smem_ptr(void* p) { return smem_addr(p); }
 // src_bytes: 16, or 0 to zero-fill the destination without reading gmem.
 __device__ __forceinline__ void copy16(smem_ptr s, const void* gmem, u32 src_bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(s), "l"(gmem), "r"(src_bytes));
@@ -221,11 +217,6 @@ pub const GEMM_MMA: &str = r#"// ---- GEMM math: mma.sync m16n8k16 bf16 -> f32 -
 constexpr int GEMM_MI = GEMM_WTM / 16;
 constexpr int GEMM_NI = GEMM_WTN / 8;
 constexpr u32 GEMM_ROW_BYTES = GEMM_SK * 2;  // one padded smem tile row
-__device__ __forceinline__ u32 smem_addr(const void* p) {
-    u32 s;
-    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(s) : "l"(p));
-    return s;
-}
 // ldmatrix: each 8-lane group gives the row addresses of one 8x8 bf16 matrix; lane l receives
 // row l/4, columns 2(l%4), 2(l%4)+1 of every matrix -- exactly the mma.sync fragment layout.
 __device__ __forceinline__ void ldmatrix_x4(u32* r, u32 addr) {

@@ -99,7 +99,7 @@ fn warp_grid(bm: u32, bn: u32, warps: u32) -> Option<(u32, u32)> {
 
 pub fn geometry(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillGeometry, CodegenError> {
     let p = &sched.prefill;
-    let stages = p.gemm_stages.max(2);
+    let stages = p.gemm_ring_stages();
     let warps = p.gemm_threads / 32;
     let (wm, wn) = warp_grid(p.gemm_tile_m, p.gemm_tile_n, warps).ok_or_else(|| {
         CodegenError::Config(format!(
@@ -115,14 +115,9 @@ pub fn geometry(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillGeometry,
     }
     let act_parts = if p.split_activations { 2 } else { 1 };
     let staging = p.gemm_tile_m * (p.gemm_tile_n + 4) * 4;
-    let gemm_smem = if p.gemm_wgmma {
-        // Unpadded 128-byte swizzle rows, plus 1 KiB to align the ring (and the staging tile).
-        (stages * (act_parts * p.gemm_tile_m + p.gemm_tile_n) * p.gemm_tile_k * 2).max(staging)
-            + 1024
-    } else {
-        let sk = p.gemm_tile_k + 8;
-        (stages * (act_parts * p.gemm_tile_m + p.gemm_tile_n) * sk * 2).max(staging)
-    };
+    // The epilogue reuses the ring as its f32 staging tile (with wgmma, past the 1 KiB alignment).
+    let align = if p.gemm_wgmma { 1024 } else { 0 };
+    let gemm_smem = p.gemm_ring_bytes().max(staging + align);
     if gemm_smem > sched.limits.shared_mem_per_block_optin {
         return Err(CodegenError::Config(format!(
             "prefill GEMM needs {gemm_smem} B of shared memory, above the {} B opt-in limit: lower prefill.gemm_stages or tiles",
