@@ -92,6 +92,19 @@ fn every_kernel_of_every_preset_compiles() {
         assert!(k.arch.arch_specific, "wgmma compiles for sm_90a");
         jobs.push(k);
     }
+    // The opt-in decode sync variants: per-head ready counters instead of two
+    // grid barriers per layer, and 8 V rows per load round.
+    for preset in ["h100", "rtx3090"] {
+        let s = Schedule::preset(preset)
+            .expect("preset")
+            .patched(
+                r#"{"decode": {"barrier_per_phase": false, "sync_gdn_in_proj": "tile_counters", "sync_attn_qkv": "tile_counters", "attn_v_batch": 8}}"#,
+            )
+            .expect("ready counters patch");
+        jobs.push(
+            lucebox_codegen::decode::generate_decode(&cfg, &s).expect("generate ready counters"),
+        );
+    }
     if let Some(kind) = only {
         jobs.retain(|k| k.kind == kind);
     }

@@ -85,6 +85,11 @@ pub struct DecodeSplit {
     /// chunk) item; chunks merge in two levels, each by a last arrival).
     /// 8, 16 or a multiple of 32.
     pub attn_kv_chunk: u32,
+    /// Attention: V rows a lane loads together in the P.V pass (4 or 8; at
+    /// most the chunk's 32-position slice): fewer dependent load rounds,
+    /// more registers.
+    #[serde(default = "default_attn_v_batch")]
+    pub attn_v_batch: u32,
     /// Sync after the GDN input projections (all-to-all by head).
     pub sync_gdn_in_proj: SyncMode,
     /// Sync after the attention q/k/v projections.
@@ -474,6 +479,7 @@ impl Schedule {
                 // Short chunks keep each item to one round of K and V loads;
                 // the two-level merge keeps the merge short.
                 attn_kv_chunk: 8,
+                attn_v_batch: default_attn_v_batch(),
                 sync_gdn_in_proj: SyncMode::GridBarrier,
                 sync_attn_qkv: SyncMode::GridBarrier,
                 barrier_per_phase: true,
@@ -668,6 +674,13 @@ impl Schedule {
                 "decode.attn_kv_chunk",
                 d.attn_kv_chunk,
                 "8, 16 or a positive multiple of 32 (lanes share a position in slices of 32)",
+            ));
+        }
+        if !matches!(d.attn_v_batch, 4 | 8) {
+            return Err(Self::invalid(
+                "decode.attn_v_batch",
+                d.attn_v_batch,
+                "4 or 8",
             ));
         }
         if d.sample_candidates_per_block == 0 || d.sample_candidates_per_block > 16 {
@@ -1005,8 +1018,20 @@ impl Schedule {
         let sort = pool * 8;
         let warp_cands = self.warps_per_block() * self.decode.sample_candidates_per_block * 8
             + self.warps_per_block() * 8;
-        (widest * 4).max(sort).max(warp_cands) + 256
+        // The recurrence's and attention's per-warp vectors sit after the
+        // projection input (with ready counters they overlap it in time).
+        let per_warp = dims
+            .map(|m| {
+                (m.hidden_size + self.warps_per_block() * 2 * m.linear_key_head_dim.max(m.head_dim))
+                    * 4
+            })
+            .unwrap_or(0);
+        (widest * 4).max(sort).max(warp_cands).max(per_warp) + 256
     }
+}
+
+fn default_attn_v_batch() -> u32 {
+    4
 }
 
 /// Weight ring per warp on sm_90 presets (used with `prefetch: shared_ring`):

@@ -64,25 +64,28 @@ __device__ __forceinline__ void head_rms_norm(float* v, const float* w) {
 
 pub const DECODE_ATTENTION: &str = r#"// ---- decode_attention: (q-head, KV chunk) items, two-level merge by last arrivals ----
 // Merge `n` partials (m, l at ml[2 i * stride], unnormalised acc at acc[i * stride * ATT_HD + d0])
-// into one: returns m, l and this lane's ATT_EPL dims of acc.
+// into one: returns m, l and this lane's ATT_EPL dims of acc. One online pass
+// (running max, rescaled sums): the loads of 4 partials go out together, so a
+// merge of 8 costs 2 round trips to L2 instead of 3 passes over the partials.
 __device__ __forceinline__ void att_merge(const float* ml, const float* acc, int n, int stride, int d0,
                                           float& m_out, float& l_out, float (&o)[ATT_EPL]) {
-    const int lane = threadIdx.x & 31;
-    float mx = NEG_INF;
-    for (int i = lane; i < n; i += 32) mx = fmaxf(mx, ld_shared_f32(ml + 2 * i * stride));
-    mx = warp_max(mx);
-    float den = 0.0f;
-    for (int i = lane; i < n; i += 32)
-        den = fmaf(ld_shared_f32(ml + 2 * i * stride + 1), expf(ld_shared_f32(ml + 2 * i * stride) - mx), den);
-    den = warp_sum(den);
+    float mx = NEG_INF, den = 0.0f;
 #pragma unroll
     for (int e = 0; e < ATT_EPL; ++e) o[e] = 0.0f;
-#pragma unroll 8
+#pragma unroll 4
     for (int i = 0; i < n; ++i) {
-        const float wgt = expf(ld_shared_f32(ml + 2 * i * stride) - mx);
+        const float mi = ld_shared_f32(ml + 2 * i * stride);
+        const float li = ld_shared_f32(ml + 2 * i * stride + 1);
         const float* pc = acc + (size_t)i * stride * ATT_HD + d0;
+        float a[ATT_EPL];
 #pragma unroll
-        for (int e = 0; e < ATT_EPL; ++e) o[e] = fmaf(ld_shared_f32(pc + e), wgt, o[e]);
+        for (int e = 0; e < ATT_EPL; ++e) a[e] = ld_shared_f32(pc + e);
+        const float mn = fmaxf(mx, mi);  // finite: every partial scored a position
+        const float c_old = expf(mx - mn), c_new = expf(mi - mn);  // first: expf(-inf) = 0
+        den = fmaf(den, c_old, li * c_new);
+#pragma unroll
+        for (int e = 0; e < ATT_EPL; ++e) o[e] = fmaf(o[e], c_old, a[e] * c_new);
+        mx = mn;
     }
     m_out = mx;
     l_out = den;
@@ -91,14 +94,15 @@ __device__ __forceinline__ void att_merge(const float* ml, const float* acc, int
 // qg: q_proj output, per head [query (ATT_HD) | gate (ATT_HD)]; kraw/vraw: k/v_proj outputs.
 // k_cache/v_cache: this layer's [ATT_HKV][MAX_CTX][ATT_HD] bf16. att_s: this warp's
 // 2 * ATT_HD floats of shared memory (the query, then the new k). counters: [ATT_H]
-// head counters, then [ATT_H][ATT_MAX_SUPERS] super-chunk counters.
+// head counters, then [ATT_H][ATT_MAX_SUPERS] super-chunk counters. ready: the
+// projection rows' per-head counters (read only with ATT_HEAD_COUNTERS, see attn_layer).
 // (qg/kraw/vraw are never written here: __restrict__ lets their loads move
 // ahead of the cache and shared-memory stores.)
 __device__ void decode_attention(const float* __restrict__ qg, const float* __restrict__ kraw,
                                  const float* __restrict__ vraw,
                                  const float* q_norm_w, const float* k_norm_w,
                                  u16* k_cache, u16* v_cache, float* part_acc, float* part_ml,
-                                 u32* counters, float* attn_out, u32 pos, float* att_s) {
+                                 u32* counters, float* attn_out, u32 pos, float* att_s, const u32* ready) {
     constexpr int SLICE = ATT_CHUNK < 32 ? ATT_CHUNK : 32;  // positions scored together
     constexpr int LPP = 32 / SLICE;                         // lanes per position
     constexpr int CH = ATT_HD / 8;                          // 16-byte chunks per K row
@@ -112,7 +116,8 @@ __device__ void decode_attention(const float* __restrict__ qg, const float* __re
     const int d0 = lane * ATT_EPL;
     float* qs = att_s;
     float* ks = att_s + ATT_HD;
-    for (int item = (threadIdx.x >> 5) * GRID_BLOCKS + blockIdx.x; item < n_items; item += GRID_BLOCKS * WARPS) {
+    // The last warps of each block take items first (they have the fewest projection items).
+    for (int item = (WARPS - 1 - (threadIdx.x >> 5)) * GRID_BLOCKS + blockIdx.x; item < n_items; item += GRID_BLOCKS * WARPS) {
         const int hq = item / n_chunks, chunk = item % n_chunks;
         const int kvh = hq / ATT_G;
         const bool holds_pos = chunk == n_chunks - 1;
@@ -134,6 +139,14 @@ __device__ void decode_attention(const float* __restrict__ qg, const float* __re
                 for (int c = 0; c < GROUP; ++c) kpre[c] = __ldcg(k4 + c);
             }
         }
+        // The rotation angles at `pos`, for the new key and the query.
+        const RopeAngles ang = rope_angles(pos);
+        if constexpr (ATT_HEAD_COUNTERS) {
+            // The cache loads above are out; now wait for this head's query
+            // and gate rows (and the new k and v for the chunk holding `pos`).
+            wait_ready(ready + hq * READY_STRIDE, ATT_READY_ROWS,
+                       holds_pos ? ready + (ATT_H + kvh) * READY_STRIDE : nullptr, ATT_READY_ROWS);
+        }
         // The new token's k and v (k_norm, RoPE, rounded to the cache's bf16),
         // needed only by the chunk that holds `pos`: k to shared memory for the
         // lanes that score `pos`, v in registers for the P.V pass.
@@ -146,7 +159,7 @@ __device__ void decode_attention(const float* __restrict__ qg, const float* __re
                 vn[e] = bf16_round(ld_shared_f32(vraw + kvh * ATT_HD + d0 + e));
             }
             head_rms_norm(kn, k_norm_w);
-            rope_partial(kn, pos);
+            rope_apply(kn, ang);
 #pragma unroll
             for (int e = 0; e < ATT_EPL; ++e) {
                 kn[e] = bf16_round(kn[e]);
@@ -166,7 +179,7 @@ __device__ void decode_attention(const float* __restrict__ qg, const float* __re
 #pragma unroll
             for (int e = 0; e < ATT_EPL; ++e) q[e] = ld_shared_f32(qg + hq * 2 * ATT_HD + d0 + e);
             head_rms_norm(q, q_norm_w);
-            rope_partial(q, pos);
+            rope_apply(q, ang);
 #pragma unroll
             for (int e = 0; e < ATT_EPL; ++e) qs[d0 + e] = q[e] * ATT_SCALE;
         }

@@ -8,16 +8,18 @@
 pub const GATED_DELTA_RULE_STEP: &str = r#"// ---- gated_delta_rule_step ----
 // qkv: post-conv activations [q (KEY_DIM) | k (KEY_DIM) | v (VALUE_DIM)];
 // state: this layer's [GDN_HV][GDN_DK][GDN_DV] f32 (HF layout S[h, key, value]).
-// qk_s: 2*GDN_DK floats of this warp's shared memory.
+// qk_s: 2*GDN_DK floats of this warp's shared memory. ready: the in_proj
+// rows' per-head counters (read only with GDN_HEAD_COUNTERS, see gdn_layer).
 __device__ void gated_delta_rule_step(const float* qkv, const float* beta_buf, const float* g_buf,
-                                      float* state, float* o_buf, float* qk_s) {
+                                      float* state, float* o_buf, float* qk_s, const u32* ready) {
     constexpr int ITEMS_PER_HEAD = GDN_DV / GDN_COLS;
     constexpr int ITEMS = GDN_HV * ITEMS_PER_HEAD;
     constexpr int KPL = GDN_DK / GDN_KEY_GROUPS;  // state values per lane
     const int lane = threadIdx.x & 31;
     const int kg = lane / GDN_COLS, col = lane % GDN_COLS;
-    // Items round-robin over blocks first, so every SM shares the state traffic.
-    for (int item = (threadIdx.x >> 5) * GRID_BLOCKS + blockIdx.x; item < ITEMS; item += GRID_BLOCKS * WARPS) {
+    // Items round-robin over blocks first, so every SM shares the state traffic;
+    // the last warps of each block take them first (they have the fewest in_proj items).
+    for (int item = (WARPS - 1 - (threadIdx.x >> 5)) * GRID_BLOCKS + blockIdx.x; item < ITEMS; item += GRID_BLOCKS * WARPS) {
         const int h = item / ITEMS_PER_HEAD;
         const int col0 = (item % ITEMS_PER_HEAD) * GDN_COLS;
         const int kh = h / GDN_V_PER_K;  // v-head h uses k-head h / r (interleaved repeat)
@@ -29,6 +31,8 @@ __device__ void gated_delta_rule_step(const float* qkv, const float* beta_buf, c
         float s[KPL];
 #pragma unroll
         for (int t = 0; t < KPL; ++t) s[t] = ld_shared_f32(S + (size_t)(kg + GDN_KEY_GROUPS * t) * GDN_DV);
+        if constexpr (GDN_HEAD_COUNTERS)
+            wait_ready(ready + kh * READY_STRIDE, GDN_READY_K, ready + (GDN_HK + h) * READY_STRIDE, GDN_READY_V);
         const float beta = ld_shared_f32(beta_buf + h);
         const float g = ld_shared_f32(g_buf + h);
         const float v = ld_shared_f32(qkv + 2 * KEY_DIM + h * GDN_DV + col0 + col);

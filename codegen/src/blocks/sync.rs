@@ -10,6 +10,22 @@ __device__ __forceinline__ unsigned long long ld_acquire_u64(const unsigned long
     return v;
 }
 
+__device__ __forceinline__ u32 ld_acquire_u32(const u32* p) {
+    u32 v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
+// Per-head ready counters (decode): lane 0 polls (acquire) until counter `a`
+// reaches a_target and, when `b` is given, `b` reaches b_target; the warp
+// barrier then orders the other lanes' reads after it.
+__device__ __forceinline__ void wait_ready(const u32* a, u32 a_target, const u32* b, u32 b_target) {
+    if ((threadIdx.x & 31) == 0) {
+        while (ld_acquire_u32(a) < a_target || (b != nullptr && ld_acquire_u32(b) < b_target)) { }
+    }
+    __syncwarp();
+}
+
 // The counter value this block's next grid barrier completes at; only
 // thread 0 reads or writes it.
 __device__ __forceinline__ unsigned long long& grid_barrier_target() {

@@ -397,10 +397,29 @@ pub fn weight_slots(cfg: &Qwen35Config) -> (Vec<WeightSlot>, Vec<usize>) {
 pub const ATT_SUPER: u64 = 8;
 
 /// Tile counters: the LM head's, one per attention head (level-2 merge),
-/// one per (head, super-chunk) (level-1 merge); at least 64.
+/// one per (head, super-chunk) (level-1 merge), then the ready counters of
+/// the GDN in_proj rows (per k-head, per v-head) and of the attention
+/// projections (per q-head, per kv-head); at least 64.
 pub fn tile_counter_words(cfg: &Qwen35Config, z: &DecodeSizes) -> u64 {
+    let att = (cfg.num_attention_heads + cfg.num_key_value_heads) as u64;
+    (att_ready_counter_offset(cfg, z) + att * READY_STRIDE).max(64)
+}
+
+/// Index of the first attention ready counter (after the GDN ones).
+pub fn att_ready_counter_offset(cfg: &Qwen35Config, z: &DecodeSizes) -> u64 {
+    gdn_ready_counter_offset(cfg, z)
+        + (cfg.linear_num_key_heads + cfg.linear_num_value_heads) as u64 * READY_STRIDE
+}
+
+/// Words between two ready counters: one 128-byte line each, so the adds
+/// and polls of different heads go to different L2 slices.
+pub const READY_STRIDE: u64 = 32;
+
+/// Index of the first GDN ready counter in the tile counter table (on a
+/// 128-byte line boundary).
+pub fn gdn_ready_counter_offset(cfg: &Qwen35Config, z: &DecodeSizes) -> u64 {
     let heads = cfg.num_attention_heads as u64;
-    (1 + heads + heads * z.att_max_supers).max(64)
+    (1 + heads + heads * z.att_max_supers).next_multiple_of(READY_STRIDE)
 }
 
 /// Derived sizes of the decode kernel's state and scratch.
@@ -505,7 +524,7 @@ pub fn buffer_slots(cfg: &Qwen35Config, s: &Schedule) -> Vec<BufferSlot> {
             "tile_counters",
             tile_counter_words(cfg, &z) * 4,
             ZeroOnce,
-            "u32: self-resetting last-arrival counters (LM head, attention merges)",
+            "u32: self-resetting last-arrival counters (LM head, attention merges) and per-head ready counters",
         ),
         (
             "resid",

@@ -33,19 +33,23 @@ __device__ __forceinline__ Bufs bind_buffers(void* const* b) {
 #define WPTR(T, i) (reinterpret_cast<const T*>(Wt[(i)]))
 
 // Row maps of every matvec phase (shared by the phase and its prefetch).
+// GDN in_proj rows in decode order: beta (b) and decay (a) rows, q|k|v, then
+// z. The recurrence reads all but z, so its inputs are done first; with
+// per-head ready counters it starts while warps still compute z rows.
+constexpr int GDN_ROW_A = GDN_HV;
+constexpr int GDN_ROW_QKV = 2 * GDN_HV;
+constexpr int GDN_ROW_Z = 2 * GDN_HV + CONV_DIM;
 __device__ __forceinline__ auto gdn_in_rows(const void* const* Wt, int wb) {
     const u16* qkv = WPTR(u16, wb + W_GDN_IN_QKV);
     const u16* z = WPTR(u16, wb + W_GDN_IN_Z);
     const u16* b = WPTR(u16, wb + W_GDN_IN_B);
     const u16* a = WPTR(u16, wb + W_GDN_IN_A);
     return [=](int item, int r) -> const u16* {
-        int row = item * MV_R + r;
-        if (row < CONV_DIM) return qkv + (size_t)row * HIDDEN;
-        row -= CONV_DIM;
-        if (row < VALUE_DIM) return z + (size_t)row * HIDDEN;
-        row -= VALUE_DIM;
-        if (row < GDN_HV) return b + (size_t)row * HIDDEN;
-        return a + (size_t)(row - GDN_HV) * HIDDEN;
+        const int row = item * MV_R + r;
+        if (row < GDN_ROW_A) return b + (size_t)row * HIDDEN;
+        if (row < GDN_ROW_QKV) return a + (size_t)(row - GDN_ROW_A) * HIDDEN;
+        if (row < GDN_ROW_Z) return qkv + (size_t)(row - GDN_ROW_QKV) * HIDDEN;
+        return z + (size_t)(row - GDN_ROW_Z) * HIDDEN;
     };
 }
 constexpr int GDN_IN_ITEMS = (CONV_DIM + VALUE_DIM + 2 * GDN_HV) / MV_R;
@@ -139,10 +143,62 @@ struct GdnInOperands {
     float a_log, dt_bias; // decay (a) rows
 };
 
+// ---- per-head ready counters (GDN_HEAD_COUNTERS, ATT_HEAD_COUNTERS) ----
+// Instead of a grid barrier after a projection phase, each consumer item
+// waits until the rows it reads are published. A warp publishes once, after
+// its team's last item holding counted rows: one fence, then one relaxed add
+// per run of rows with the same counter. Called by the lane that wrote row
+// `item * MV_R + r`, after the write; `step` is the team's item stride, rows
+// from `counted_rows` on are not counted, slot_of(row) names the row's
+// counter (-1: none). Counters sit READY_STRIDE words apart (one 128-byte
+// line each: adds and polls on one line would queue at one L2 slice). They
+// are zeroed after the consumers' grid barrier, for the next layer.
+template <class SlotOf>
+__device__ __forceinline__ void publish_ready_rows(u32* ready, int item, int r, int step, int n_items,
+                                                   int counted_rows, SlotOf slot_of) {
+    const int next = item + step;
+    if (item * MV_R >= counted_rows || (next < n_items && next * MV_R < counted_rows)) return;
+    __threadfence();  // this lane's row writes before the counts
+    int run_slot = -1;
+    u32 run = 0;
+    for (int it = item; it >= 0; it -= step) {  // exactly this team's items so far
+        const int row = it * MV_R + r;
+        const int slot = row < counted_rows ? slot_of(row) : -1;
+        if (slot != run_slot) {
+            if (run_slot >= 0) atomicAdd(ready + run_slot * READY_STRIDE, run);
+            run_slot = slot;
+            run = 0;
+        }
+        ++run;
+    }
+    if (run_slot >= 0) atomicAdd(ready + run_slot * READY_STRIDE, run);
+}
+__device__ __forceinline__ void reset_ready(u32* ready, int n) {
+    if (blockIdx.x == GRID_BLOCKS - 1)
+        for (int i = threadIdx.x; i < n; i += THREADS) ready[i * READY_STRIDE] = 0u;
+}
+
+// GDN: ready[kh] counts the q and k rows of k-head kh (GDN_READY_K),
+// ready[GDN_HK + h] the v, b and a rows of v-head h (GDN_READY_V).
+__device__ __forceinline__ int gdn_ready_slot(int row) {
+    if (row < GDN_ROW_QKV) return GDN_HK + row % GDN_HV;  // b, a: their v-head
+    row -= GDN_ROW_QKV;
+    if (row < 2 * KEY_DIM) return (row % KEY_DIM) / GDN_DK;  // q, k: their k-head
+    row -= 2 * KEY_DIM;
+    return row < VALUE_DIM ? GDN_HK + row / GDN_DV : -1;
+}
+// Attention: ready[hq] counts the query and gate rows of q-head hq, ready[ATT_H + g]
+// the k and v rows of kv-head g (ATT_READY_ROWS each).
+__device__ __forceinline__ int att_ready_slot(int row) {
+    if (row < ATT_QG_DIM) return row / (2 * ATT_HD);
+    return ATT_H + ((row - ATT_QG_DIM) % ATT_KV_DIM) / ATT_HD;
+}
+
 __device__ void gdn_layer(const Bufs& B, const void* const* Wt, int layer, u32 token, float* xs, float* red, bool want_lm) {
     const int wb = LAYER_WBASE[layer];
     const int slot = LAYER_SLOT[layer];
-    // Phase 1: in_proj_qkv|z|b|a; epilogues: conv step + SiLU, z, beta, g.
+    u32* ready = B.counters + CNT_GDN_READY;
+    // Phase 1: in_proj b|a|qkv|z; epilogues: beta, g, conv step + SiLU, z.
     layer_input_norm(B, Wt, layer, wb, token, xs, red);
     {
         const float* conv_w = WPTR(float, wb + W_GDN_CONV);
@@ -155,36 +211,42 @@ __device__ void gdn_layer(const Bufs& B, const void* const* Wt, int layer, u32 t
             [&](int item, int r) {
                 const int row = item * MV_R + r;
                 GdnInOperands o{};
-                if (row < CONV_DIM) {
-                    o.conv = load_conv_taps(conv_w + row * CONV_K, conv_state + row * (CONV_K - 1));
-                } else if (row >= CONV_DIM + VALUE_DIM + GDN_HV) {
-                    const int h = row - (CONV_DIM + VALUE_DIM + GDN_HV);
-                    o.a_log = a_log[h];
-                    o.dt_bias = dt_bias[h];
+                if (row >= GDN_ROW_QKV && row < GDN_ROW_Z) {
+                    const int c = row - GDN_ROW_QKV;
+                    o.conv = load_conv_taps(conv_w + c * CONV_K, conv_state + c * (CONV_K - 1));
+                } else if (row >= GDN_ROW_A && row < GDN_ROW_QKV) {
+                    o.a_log = a_log[row - GDN_ROW_A];
+                    o.dt_bias = dt_bias[row - GDN_ROW_A];
                 }
                 return o;
             },
             [&](int item, int r, const float (&acc)[MV_R], const GdnInOperands& o) {
                 const float v = pick(acc, r);
-                int row = item * MV_R + r;
-                if (row < CONV_DIM) {
-                    B.qkv[row] = causal_conv_step(v, o.conv, conv_state + row * (CONV_K - 1));
-                    return;
+                const int row = item * MV_R + r;
+                if (row < GDN_ROW_A) {
+                    B.beta[row] = sigmoid_f(v);
+                } else if (row < GDN_ROW_QKV) {
+                    B.g[row - GDN_ROW_A] = -expf(o.a_log) * softplus_f(v + o.dt_bias);
+                } else if (row < GDN_ROW_Z) {
+                    const int c = row - GDN_ROW_QKV;
+                    B.qkv[c] = causal_conv_step(v, o.conv, conv_state + c * (CONV_K - 1));
+                } else {
+                    B.z[row - GDN_ROW_Z] = v;
                 }
-                row -= CONV_DIM;
-                if (row < VALUE_DIM) { B.z[row] = v; return; }
-                row -= VALUE_DIM;
-                if (row < GDN_HV) { B.beta[row] = sigmoid_f(v); return; }
-                row -= GDN_HV;
-                B.g[row] = -expf(o.a_log) * softplus_f(v + o.dt_bias);
+                if constexpr (GDN_HEAD_COUNTERS)
+                    publish_ready_rows(ready, item, r, GRID_BLOCKS * (WARPS / KS_GDN_IN), GDN_IN_ITEMS, GDN_ROW_Z,
+                                       gdn_ready_slot);
             });
     }
     SYNC_GDN_IN
-    // Phase 2: recurrence over (v-head, value-column slice) items.
+    // Phase 2: recurrence over (v-head, value-column slice) items; its
+    // per-warp q/k vectors sit after the in_proj input (other warps of the
+    // block may still read that when there is no barrier in between).
     gated_delta_rule_step(B.qkv, B.beta, B.g, B.gdn_state + (size_t)slot * GDN_HV * GDN_DK * GDN_DV, B.gdn_o,
-                          xs + (threadIdx.x >> 5) * 2 * GDN_DK);
+                          xs + HIDDEN + (threadIdx.x >> 5) * 2 * GDN_DK, ready);
     if (PREFETCH) matvec_phase_prefetch<MV_R, VALUE_DIM, KS_GDN_OUT>(HIDDEN_ITEMS, plain_rows<VALUE_DIM>(WPTR(u16, wb + W_GDN_OUT)));
     SYNC_GDN_REC
+    if constexpr (GDN_HEAD_COUNTERS) reset_ready(ready, GDN_HK + GDN_HV);
     // Phase 3: gated RMSNorm (per block, per head) + out_proj + residual.
     gated_rms_norm_to_smem<PROLOGUE_BATCHED>(xs, B.gdn_o, B.z, WPTR(float, wb + W_GDN_NORM));
     matvec_phase_pre<MV_R, VALUE_DIM, KS_GDN_OUT, MV_R>(HIDDEN_ITEMS, xs, red, plain_rows<VALUE_DIM>(WPTR(u16, wb + W_GDN_OUT)),
@@ -197,25 +259,32 @@ __device__ void gdn_layer(const Bufs& B, const void* const* Wt, int layer, u32 t
 __device__ void attn_layer(const Bufs& B, const void* const* Wt, int layer, u32 token, u32 pos, float* xs, float* red, bool want_lm) {
     const int wb = LAYER_WBASE[layer];
     const int slot = LAYER_SLOT[layer];
+    u32* ready = B.counters + CNT_ATT_READY;
     // Phase 1: q (with gate) / k / v projections.
     layer_input_norm(B, Wt, layer, wb, token, xs, red);
     matvec_phase<MV_R, HIDDEN, KS_ATT_QKV, MV_R>(ATT_QKV_ITEMS, xs, red, att_qkv_rows(Wt, wb),
         [&](int item, int r, const float (&acc)[MV_R]) {
             const float v = pick(acc, r);
-            int row = item * MV_R + r;
-            if (row < ATT_QG_DIM) { B.qg[row] = v; return; }
-            row -= ATT_QG_DIM;
-            if (row < ATT_KV_DIM) { B.k[row] = v; return; }
-            B.v[row - ATT_KV_DIM] = v;
+            const int row = item * MV_R + r;
+            if (row < ATT_QG_DIM) B.qg[row] = v;
+            else if (row < ATT_QG_DIM + ATT_KV_DIM) B.k[row - ATT_QG_DIM] = v;
+            else B.v[row - ATT_QG_DIM - ATT_KV_DIM] = v;
+            if constexpr (ATT_HEAD_COUNTERS)
+                publish_ready_rows(ready, item, r, GRID_BLOCKS * (WARPS / KS_ATT_QKV), ATT_QKV_ITEMS,
+                                   ATT_QKV_ITEMS * MV_R, att_ready_slot);
         });
     SYNC_ATT_QKV
     // Phase 2: q/k norm + RoPE, KV append, attention over (q-head, chunk), two-level merge + gate.
+    // Its per-warp vectors sit after the projection input (other warps of the
+    // block may still read that when there is no barrier in between).
     const size_t cache_layer = (size_t)slot * ATT_HKV * MAX_CTX * ATT_HD;
     decode_attention(B.qg, B.k, B.v, WPTR(float, wb + W_ATT_Q_NORM), WPTR(float, wb + W_ATT_K_NORM),
                      B.k_cache + cache_layer, B.v_cache + cache_layer, B.part_acc, B.part_ml,
-                     B.counters + CNT_ATT_MERGE, B.att_out, pos, xs + (threadIdx.x >> 5) * 2 * ATT_HD);
+                     B.counters + CNT_ATT_MERGE, B.att_out, pos, xs + HIDDEN + (threadIdx.x >> 5) * 2 * ATT_HD,
+                     ready);
     if (PREFETCH) matvec_phase_prefetch<MV_R, ATT_OUT_DIM, KS_ATT_O>(HIDDEN_ITEMS, plain_rows<ATT_OUT_DIM>(WPTR(u16, wb + W_ATT_O)));
     SYNC_ATT_CORE
+    if constexpr (ATT_HEAD_COUNTERS) reset_ready(ready, ATT_H + ATT_HKV);
     // Phase 3: o_proj + residual.
     load_vec_to_smem<ATT_OUT_DIM>(xs, B.att_out);
     matvec_phase_pre<MV_R, ATT_OUT_DIM, KS_ATT_O, MV_R>(HIDDEN_ITEMS, xs, red, plain_rows<ATT_OUT_DIM>(WPTR(u16, wb + W_ATT_O)),

@@ -38,12 +38,28 @@ pub enum SyncPoint {
     GridBarrier,
 }
 
+/// Whether the GDN recurrence waits on per-head ready counters of the
+/// in_proj rows instead of a grid barrier (`decode.sync_gdn_in_proj:
+/// tile_counters` with `barrier_per_phase` off). The in_proj and recurrence
+/// phases then form one phase of the token program.
+pub fn gdn_head_counters(s: &Schedule) -> bool {
+    s.decode.sync_gdn_in_proj == SyncMode::TileCounters && !s.decode.barrier_per_phase
+}
+
+/// Whether attention waits on per-head ready counters of the q/k/v
+/// projection rows instead of a grid barrier (`decode.sync_attn_qkv:
+/// tile_counters` with `barrier_per_phase` off); the two phases then form
+/// one phase of the token program.
+pub fn attn_head_counters(s: &Schedule) -> bool {
+    s.decode.sync_attn_qkv == SyncMode::TileCounters && !s.decode.barrier_per_phase
+}
+
 /// One phase of the token program.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Phase {
     /// Marker in the kernel text (`SYNC_<marker>`).
     pub marker: &'static str,
-    pub what: &'static str,
+    pub what: String,
     /// Work items and how they are split (for the header).
     pub split: String,
     pub sync_after: SyncPoint,
@@ -102,10 +118,10 @@ pub fn layer_program(cfg: &Qwen35Config, s: &Schedule, ty: LayerType) -> Vec<Pha
     let hv = cfg.linear_num_value_heads as u64;
     let mv = |rows: u64, ks: u32| format!("{} items of {r} rows, {ks} warp(s)/item", rows / r);
     let mut v = match ty {
-        LayerType::LinearAttention => vec![
-            Phase {
+        LayerType::LinearAttention => {
+            let gdn_in = Phase {
                 marker: "GDN_IN",
-                what: "norm + in_proj_qkv|z|b|a, conv step + SiLU, beta, g",
+                what: "norm + in_proj b|a|qkv|z, beta, g, conv step + SiLU".into(),
                 split: mv(
                     cfg.conv_dim() as u64 + cfg.linear_value_dim() as u64 + 2 * hv,
                     sp.ks_gdn_in,
@@ -121,10 +137,10 @@ pub fn layer_program(cfg: &Qwen35Config, s: &Schedule, ty: LayerType) -> Vec<Pha
                     "linear_attn.dt_bias",
                     "linear_attn.A_log",
                 ],
-            },
-            Phase {
+            };
+            let gdn_rec = Phase {
                 marker: "GDN_REC",
-                what: "gated delta rule over (v-head, column slice)",
+                what: "gated delta rule over (v-head, column slice)".into(),
                 split: format!(
                     "{} warp items of {} value columns",
                     hv * (cfg.linear_value_head_dim as u64
@@ -133,19 +149,24 @@ pub fn layer_program(cfg: &Qwen35Config, s: &Schedule, ty: LayerType) -> Vec<Pha
                 ),
                 sync_after: SyncPoint::GridBarrier,
                 weights: vec![],
-            },
-            Phase {
+            };
+            let gdn_out = Phase {
                 marker: "GDN_OUT",
-                what: "gated RMSNorm (per block) + out_proj + residual",
+                what: "gated RMSNorm (per block) + out_proj + residual".into(),
                 split: mv(cfg.hidden_size as u64, sp.ks_gdn_out),
                 sync_after: SyncPoint::GridBarrier,
                 weights: vec!["linear_attn.norm.weight", "linear_attn.out_proj.weight"],
-            },
-        ],
-        LayerType::FullAttention => vec![
-            Phase {
+            };
+            if gdn_head_counters(s) {
+                vec![merged("GDN_IN_REC", gdn_in, gdn_rec), gdn_out]
+            } else {
+                vec![gdn_in, gdn_rec, gdn_out]
+            }
+        }
+        LayerType::FullAttention => {
+            let att_qkv = Phase {
                 marker: "ATT_QKV",
-                what: "norm + q_proj (query|gate) / k_proj / v_proj",
+                what: "norm + q_proj (query|gate) / k_proj / v_proj".into(),
                 split: mv(
                     cfg.q_proj_out() as u64 + 2 * cfg.kv_dim() as u64,
                     sp.ks_att_qkv,
@@ -157,10 +178,10 @@ pub fn layer_program(cfg: &Qwen35Config, s: &Schedule, ty: LayerType) -> Vec<Pha
                     "self_attn.k_proj.weight",
                     "self_attn.v_proj.weight",
                 ],
-            },
-            Phase {
+            };
+            let att_core = Phase {
                 marker: "ATT_CORE",
-                what: "q/k norm + RoPE, KV append, attention over (q-head, chunk), two-level last-arrival merge + gate",
+                what: "q/k norm + RoPE, KV append, attention over (q-head, chunk), two-level last-arrival merge + gate".into(),
                 split: format!(
                     "{} q heads x ceil((pos+1)/{}) chunk items, merged {} at a time",
                     cfg.num_attention_heads,
@@ -169,19 +190,24 @@ pub fn layer_program(cfg: &Qwen35Config, s: &Schedule, ty: LayerType) -> Vec<Pha
                 ),
                 sync_after: SyncPoint::GridBarrier,
                 weights: vec!["self_attn.q_norm.weight", "self_attn.k_norm.weight"],
-            },
-            Phase {
+            };
+            let att_out = Phase {
                 marker: "ATT_OUT",
-                what: "o_proj + residual",
+                what: "o_proj + residual".into(),
                 split: mv(cfg.hidden_size as u64, sp.ks_att_o),
                 sync_after: SyncPoint::GridBarrier,
                 weights: vec!["self_attn.o_proj.weight"],
-            },
-        ],
+            };
+            if attn_head_counters(s) {
+                vec![merged("ATT_QKV_CORE", att_qkv, att_core), att_out]
+            } else {
+                vec![att_qkv, att_core, att_out]
+            }
+        }
     };
     v.push(Phase {
         marker: "MLP_UP",
-        what: "norm + gate/up, SwiGLU",
+        what: "norm + gate/up, SwiGLU".into(),
         split: mv(cfg.intermediate_size as u64, sp.ks_mlp_up),
         sync_after: SyncPoint::GridBarrier,
         weights: vec![
@@ -192,7 +218,7 @@ pub fn layer_program(cfg: &Qwen35Config, s: &Schedule, ty: LayerType) -> Vec<Pha
     });
     v.push(Phase {
         marker: "MLP_DOWN",
-        what: "down_proj + residual",
+        what: "down_proj + residual".into(),
         split: mv(cfg.hidden_size as u64, sp.ks_mlp_down),
         sync_after: SyncPoint::GridBarrier,
         weights: vec!["mlp.down_proj.weight"],
@@ -200,11 +226,28 @@ pub fn layer_program(cfg: &Qwen35Config, s: &Schedule, ty: LayerType) -> Vec<Pha
     v
 }
 
+/// A producer phase and its consumer as one phase: no grid barrier between
+/// them, each consumer item waits on per-head ready counters of the rows it
+/// reads.
+fn merged(marker: &'static str, producer: Phase, consumer: Phase) -> Phase {
+    Phase {
+        marker,
+        what: format!(
+            "{}; then, each item once its heads' rows are published (ready counters): {}",
+            producer.what, consumer.what
+        ),
+        split: format!("{}; then {}", producer.split, consumer.split),
+        sync_after: consumer.sync_after,
+        weights: [producer.weights, consumer.weights].concat(),
+    }
+}
+
 /// The phase after the last layer.
 pub fn lm_head_phase(cfg: &Qwen35Config, s: &Schedule) -> Phase {
     Phase {
         marker: "LM_HEAD",
-        what: "final norm + LM head + penalties + per-block top candidates; last block samples",
+        what: "final norm + LM head + penalties + per-block top candidates; last block samples"
+            .into(),
         split: format!(
             "{} items of {} rows, 1 warp/item",
             cfg.vocab_size as u64 / s.decode.matvec_rows_per_warp as u64,
@@ -274,7 +317,11 @@ pub fn token_program(cfg: &Qwen35Config, s: &Schedule) -> Vec<PhaseInfo> {
             kind: p.marker.to_string(),
             weight_slots: slots.iter().map(|w| w.index).collect(),
             weight_bytes: slots.iter().map(|w| w.bytes()).sum(),
-            state_bytes: if p.marker == "GDN_REC" { gdn_state } else { 0 },
+            state_bytes: if matches!(p.marker, "GDN_REC" | "GDN_IN_REC") {
+                gdn_state
+            } else {
+                0
+            },
         }
     };
     let mut out = Vec::new();
@@ -374,21 +421,6 @@ fn check_lowerable(cfg: &Qwen35Config, s: &Schedule) -> Result<(), CodegenError>
     cfg.validate()
         .map_err(|e| CodegenError::Config(e.to_string()))?;
     s.validate(Some(&crate::model_dims(cfg)))?;
-    for (field, mode) in [
-        ("decode.sync_gdn_in_proj", s.decode.sync_gdn_in_proj),
-        ("decode.sync_attn_qkv", s.decode.sync_attn_qkv),
-    ] {
-        if mode == SyncMode::TileCounters && !s.decode.barrier_per_phase {
-            return Err(lucebox_schedules::ScheduleError::Invalid {
-                field,
-                value: "tile_counters".into(),
-                limit:
-                    "per-head counters for this sync point are not generated yet; use grid_barrier"
-                        .into(),
-            }
-            .into());
-        }
-    }
     if cfg.linear_conv_kernel_dim < 2 {
         return Err(CodegenError::Config(
             "linear_conv_kernel_dim must be at least 2".into(),
@@ -487,9 +519,10 @@ fn working_smem_bytes(cfg: &Qwen35Config, s: &Schedule) -> u32 {
         .max(cfg.intermediate_size)
         .max(cfg.linear_value_dim())
         .max(cfg.attn_out_dim()) as u32;
-    let gdn = s.warps_per_block() * 2 * cfg.linear_key_head_dim as u32;
+    // the recurrence's per-warp q/k, after the in_proj input it may overlap in time
+    let gdn = cfg.hidden_size as u32 + s.warps_per_block() * 2 * cfg.linear_key_head_dim as u32;
     // decode attention: each warp's query and new key
-    let attention = s.warps_per_block() * 2 * cfg.head_dim as u32;
+    let attention = cfg.hidden_size as u32 + s.warps_per_block() * 2 * cfg.head_dim as u32;
     let lm = cfg.hidden_size as u32 + pool_pow2 * 2;
     widest.max(gdn).max(attention).max(lm) * 4
 }
@@ -559,7 +592,11 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
                 s.decode.attn_kv_chunk,
                 "KV positions per attention item",
             ),
-            Constant::int("ATT_BATCH", 4, "V rows loaded together in the P.V pass"),
+            Constant::int(
+                "ATT_BATCH",
+                s.decode.attn_v_batch.min(s.decode.attn_kv_chunk.min(32)),
+                "V rows loaded together in the P.V pass",
+            ),
             Constant::int(
                 "ATT_SUPER",
                 abi::ATT_SUPER as i64,
@@ -569,6 +606,16 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
                 "PROLOGUE_BATCHED",
                 s.arch.number() >= 90,
                 "phase prologues issue all their loads at once (spills registers before sm_90)",
+            ),
+            Constant::bool(
+                "GDN_HEAD_COUNTERS",
+                gdn_head_counters(s),
+                "the recurrence waits on per-head ready counters of the in_proj rows, not a grid barrier",
+            ),
+            Constant::bool(
+                "ATT_HEAD_COUNTERS",
+                attn_head_counters(s),
+                "attention waits on per-head ready counters of the q/k/v rows, not a grid barrier",
             ),
             Constant::bool(
                 "WEIGHT_STREAM",
@@ -638,6 +685,7 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
             Constant::int("VOCAB", i(cfg.vocab_size), ""),
             Constant::int("N_LAYERS", i(cfg.num_hidden_layers), ""),
             Constant::float("RMS_EPS", cfg.rms_norm_eps, ""),
+            Constant::int("GDN_HK", i(cfg.linear_num_key_heads), ""),
             Constant::int("GDN_HV", i(cfg.linear_num_value_heads), ""),
             Constant::int("GDN_DK", i(cfg.linear_key_head_dim), ""),
             Constant::int("GDN_DV", i(cfg.linear_value_head_dim), ""),
@@ -655,11 +703,26 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
             Constant::int("VALUE_DIM", i(cfg.linear_value_dim()), "Hv * dv"),
             Constant::int("CONV_DIM", i(cfg.conv_dim()), "2 KEY_DIM + VALUE_DIM"),
             Constant::int("CONV_K", i(cfg.linear_conv_kernel_dim), "conv taps"),
+            Constant::int(
+                "GDN_READY_K",
+                2 * i(cfg.linear_key_head_dim),
+                "in_proj rows a k-head's ready counter counts (q and k)",
+            ),
+            Constant::int(
+                "GDN_READY_V",
+                i(cfg.linear_value_head_dim) + 2,
+                "in_proj rows a v-head's ready counter counts (v, b and a)",
+            ),
             Constant::int("ATT_H", i(cfg.num_attention_heads), ""),
             Constant::int("ATT_HKV", i(cfg.num_key_value_heads), ""),
             Constant::int("ATT_G", i(cfg.gqa_group()), "query heads per kv head"),
             Constant::int("ATT_HD", i(cfg.head_dim), "head dim"),
             Constant::int("ATT_EPL", i(epl), "head dims per lane"),
+            Constant::int(
+                "ATT_READY_ROWS",
+                2 * i(cfg.head_dim),
+                "projection rows an attention ready counter counts",
+            ),
             Constant::int(
                 "ATT_QG_DIM",
                 i(cfg.q_proj_out()),
@@ -756,6 +819,21 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
                 "CNT_ATT_MERGE",
                 1,
                 "attention merge counters: ATT_H (level 2), then ATT_H x ATT_MAX_SUPERS (level 1)",
+            ),
+            Constant::int(
+                "READY_STRIDE",
+                abi::READY_STRIDE as i64,
+                "words between ready counters (one 128-byte line each)",
+            ),
+            Constant::int(
+                "CNT_GDN_READY",
+                abi::gdn_ready_counter_offset(cfg, &abi::decode_sizes(cfg, s)) as i64,
+                "GDN in_proj ready counters (READY_STRIDE apart, 128-byte aligned): GDN_HK (q, k rows), then GDN_HV (v, b, a rows)",
+            ),
+            Constant::int(
+                "CNT_ATT_READY",
+                abi::att_ready_counter_offset(cfg, &abi::decode_sizes(cfg, s)) as i64,
+                "attention projection ready counters (READY_STRIDE apart): ATT_H (query, gate rows), then ATT_HKV (k, v rows)",
             ),
             Constant::int("FLAG_WRITE_LOGITS", abi::FLAG_WRITE_LOGITS, ""),
             Constant::int("FLAG_COUNT_INPUT", abi::FLAG_COUNT_INPUT, ""),
@@ -935,11 +1013,36 @@ pub fn generate_decode(
         body += "\n";
     }
     body += kernel_body::ENTRY;
-    let layer_phases = gdn
-        .iter()
-        .enumerate()
-        .chain(att.iter().enumerate())
-        .map(|(k, p)| (p, format!("LAYER_PHASE0[layer] + {k}")));
+    if gdn_head_counters(sched) {
+        body = body
+            .replace(
+                "    SYNC_GDN_IN\n",
+                "    // no grid barrier: each recurrence item waits on its head's ready counters\n",
+            )
+            .replace("SYNC_GDN_REC\n", "SYNC_GDN_IN_REC\n");
+    }
+    if attn_head_counters(sched) {
+        body = body
+            .replace(
+                "    SYNC_ATT_QKV\n",
+                "    // no grid barrier: each attention item waits on its heads' ready counters\n",
+            )
+            .replace("SYNC_ATT_CORE\n", "SYNC_ATT_QKV_CORE\n");
+    }
+    // A phase's profiling slot is its index in its layer program; the MLP
+    // phases (one mlp_block for both layer types) may sit at different
+    // indices when only one type merges phases.
+    let index_in = |prog: &[Phase], m: &str| prog.iter().position(|x| x.marker == m);
+    let layer_phases = gdn.iter().chain(att.iter()).map(|p| {
+        let slot = match (index_in(&gdn, p.marker), index_in(&att, p.marker)) {
+            (Some(g), Some(a)) if g != a => {
+                format!("LAYER_PHASE0[layer] + (LAYER_IS_ATTN[layer] ? {a} : {g})")
+            }
+            (Some(k), _) | (None, Some(k)) => format!("LAYER_PHASE0[layer] + {k}"),
+            (None, None) => unreachable!("a phase of one of the two programs"),
+        };
+        (p, slot)
+    });
     for (p, slot) in layer_phases.chain(std::iter::once((&lm, "N_PHASES - 1".to_string()))) {
         let SyncPoint::GridBarrier = p.sync_after;
         let call = if profile {
@@ -1020,14 +1123,78 @@ mod tests {
             prog.iter()
                 .any(|p| p.kind == "GDN_REC" && p.state_bytes > 0)
         );
-        // The MLP phases sit at the same index in both layer programs (the
-        // profiled barrier inside the shared mlp_block relies on it).
-        let gdn = layer_program(&c, &s, LayerType::LinearAttention);
-        let att = layer_program(&c, &s, LayerType::FullAttention);
-        for m in ["MLP_UP", "MLP_DOWN"] {
-            let pos = |p: &[Phase]| p.iter().position(|x| x.marker == m);
-            assert_eq!(pos(&gdn), pos(&att), "{m}");
+    }
+
+    fn counters(s: &mut Schedule, gdn: bool, attn: bool) {
+        s.decode.barrier_per_phase = false;
+        let mode = |on| {
+            if on {
+                SyncMode::TileCounters
+            } else {
+                SyncMode::GridBarrier
+            }
+        };
+        s.decode.sync_gdn_in_proj = mode(gdn);
+        s.decode.sync_attn_qkv = mode(attn);
+    }
+
+    #[test]
+    fn ready_counters_replace_the_projection_barriers() {
+        let c = Qwen35Config::qwen35_0_8b();
+        let mut s = Schedule::preset("h100").unwrap();
+        // Asking for counters without turning the fallback off keeps barriers.
+        s.decode.sync_gdn_in_proj = SyncMode::TileCounters;
+        assert!(!gdn_head_counters(&s));
+        assert_eq!(sync_points_per_token(&c, &s), 121);
+        for (gdn, attn, syncs) in [(true, false, 103), (false, true, 115), (true, true, 97)] {
+            counters(&mut s, gdn, attn);
+            assert_eq!(sync_points_per_token(&c, &s), syncs);
+            let prog = token_program(&c, &s);
+            assert_eq!(prog.len() as u32, syncs);
+            let abi = decode_abi(&c, &s);
+            let mut seen = vec![0; abi.weights.len()];
+            for i in prog.iter().flat_map(|p| p.weight_slots.iter()) {
+                seen[*i] += 1;
+            }
+            assert!(seen.iter().all(|&n| n == 1), "{seen:?}");
+            assert_eq!(prog[0].kind, if gdn { "GDN_IN_REC" } else { "GDN_IN" });
+            assert!(prog[0].state_bytes > 0 || !gdn);
+            let k = generate_decode(&c, &s).unwrap().source;
+            assert!(!k.contains("SYNC_"), "unreplaced sync marker");
+            assert_eq!(
+                k.matches("no grid barrier: each").count(),
+                gdn as usize + attn as usize
+            );
+            assert!(k.contains(&format!("GDN_HEAD_COUNTERS       = {gdn}")));
+            assert!(k.contains(&format!("ATT_HEAD_COUNTERS       = {attn}")));
+            // The counter table holds both sets after the attention merge counters.
+            let z = abi::decode_sizes(&c, &s);
+            let gdn_at = abi::gdn_ready_counter_offset(&c, &z);
+            let att_at = abi::att_ready_counter_offset(&c, &z);
+            let line = abi::READY_STRIDE;
+            assert!(gdn_at >= 1 + 8 + 8 * z.att_max_supers && gdn_at.is_multiple_of(line));
+            assert_eq!(att_at, gdn_at + 32 * line);
+            assert_eq!(abi::tile_counter_words(&c, &z), att_at + (8 + 2) * line);
         }
+    }
+
+    #[test]
+    fn profiled_mlp_slots_follow_each_layer_program() {
+        let c = Qwen35Config::qwen35_0_8b();
+        let mut s = Schedule::preset("h100").unwrap();
+        s.decode.profile_phases = true;
+        let k = generate_decode(&c, &s).unwrap().source;
+        assert!(k.contains("profiled_grid_barrier(B.barrier, LAYER_PHASE0[layer] + 3);"));
+        // GDN layers merge two phases, attention layers do not: the MLP's
+        // slot depends on the layer type.
+        counters(&mut s, true, false);
+        let k = generate_decode(&c, &s).unwrap().source;
+        assert!(k.contains(
+            "profiled_grid_barrier(B.barrier, LAYER_PHASE0[layer] + (LAYER_IS_ATTN[layer] ? 3 : 2));"
+        ));
+        assert!(k.contains(
+            "profiled_grid_barrier(B.barrier, LAYER_PHASE0[layer] + (LAYER_IS_ATTN[layer] ? 4 : 3));"
+        ));
     }
 
     #[test]
