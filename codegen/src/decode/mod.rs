@@ -1013,21 +1013,34 @@ pub fn generate_decode(
         body += "\n";
     }
     body += kernel_body::ENTRY;
-    if gdn_head_counters(sched) {
-        body = body
-            .replace(
-                "    SYNC_GDN_IN\n",
-                "    // no grid barrier: each recurrence item waits on its head's ready counters\n",
-            )
-            .replace("SYNC_GDN_REC\n", "SYNC_GDN_IN_REC\n");
-    }
-    if attn_head_counters(sched) {
-        body = body
-            .replace(
-                "    SYNC_ATT_QKV\n",
-                "    // no grid barrier: each attention item waits on its heads' ready counters\n",
-            )
-            .replace("SYNC_ATT_CORE\n", "SYNC_ATT_QKV_CORE\n");
+    // A merged phase: the producer's sync marker becomes a note, the
+    // consumer's ends the merged phase.
+    for (on, producer, consumer, merged, who) in [
+        (
+            gdn_head_counters(sched),
+            "GDN_IN",
+            "GDN_REC",
+            "GDN_IN_REC",
+            "recurrence item",
+        ),
+        (
+            attn_head_counters(sched),
+            "ATT_QKV",
+            "ATT_CORE",
+            "ATT_QKV_CORE",
+            "attention item",
+        ),
+    ] {
+        if on {
+            body = body
+                .replace(
+                    &format!("    SYNC_{producer}\n"),
+                    &format!(
+                        "    // no grid barrier: each {who} waits on its heads' ready counters\n"
+                    ),
+                )
+                .replace(&format!("SYNC_{consumer}\n"), &format!("SYNC_{merged}\n"));
+        }
     }
     // A phase's profiling slot is its index in its layer program; the MLP
     // phases (one mlp_block for both layer types) may sit at different
