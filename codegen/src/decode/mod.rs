@@ -1101,14 +1101,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sync_points_for_h100_0_8b() {
+    fn sync_points_for_0_8b() {
         let c = Qwen35Config::qwen35_0_8b();
-        let s = Schedule::preset("h100").unwrap();
+        // Grid barriers everywhere: 5 per layer + 1 after the LM head.
+        let s = Schedule::preset("a100").unwrap();
         assert_eq!(sync_points_per_token(&c, &s), 24 * 5 + 1);
         let k = generate_decode(&c, &s).unwrap();
         assert!(k.source.contains("sync points/token : 121 grid barriers"));
         assert!(!k.source.contains("SYNC_"), "unreplaced sync marker");
         assert!(!k.source.contains("#include"));
+        // sm_90: attention waits on ready counters, one barrier less per attention layer.
+        let s = Schedule::preset("h100").unwrap();
+        assert!(attn_head_counters(&s) && !gdn_head_counters(&s));
+        assert_eq!(sync_points_per_token(&c, &s), 18 * 5 + 6 * 4 + 1);
+        let k = generate_decode(&c, &s).unwrap();
+        assert!(k.source.contains("sync points/token : 115 grid barriers"));
+        assert!(!k.source.contains("SYNC_"), "unreplaced sync marker");
+    }
+
+    /// The h100 preset with every sync point a grid barrier.
+    fn h100_barriers() -> Schedule {
+        let mut s = Schedule::preset("h100").unwrap();
+        s.decode.barrier_per_phase = true;
+        s
     }
 
     #[test]
@@ -1154,7 +1169,7 @@ mod tests {
     #[test]
     fn ready_counters_replace_the_projection_barriers() {
         let c = Qwen35Config::qwen35_0_8b();
-        let mut s = Schedule::preset("h100").unwrap();
+        let mut s = h100_barriers();
         // Asking for counters without turning the fallback off keeps barriers.
         s.decode.sync_gdn_in_proj = SyncMode::TileCounters;
         assert!(!gdn_head_counters(&s));
@@ -1194,7 +1209,7 @@ mod tests {
     #[test]
     fn profiled_mlp_slots_follow_each_layer_program() {
         let c = Qwen35Config::qwen35_0_8b();
-        let mut s = Schedule::preset("h100").unwrap();
+        let mut s = h100_barriers();
         s.decode.profile_phases = true;
         let k = generate_decode(&c, &s).unwrap().source;
         assert!(k.contains("profiled_grid_barrier(B.barrier, LAYER_PHASE0[layer] + 3);"));
@@ -1213,7 +1228,7 @@ mod tests {
     #[test]
     fn profiling_is_opt_in_and_instruments_every_barrier() {
         let c = Qwen35Config::qwen35_0_8b();
-        let mut s = Schedule::preset("h100").unwrap();
+        let mut s = h100_barriers();
         let plain = generate_decode(&c, &s).unwrap().source;
         assert!(!plain.contains("prof_") && !plain.contains("PROFILE"));
         assert_eq!(decode_abi(&c, &s).buffers.len() + 2, {
