@@ -4,7 +4,9 @@
 
 mod serve_support;
 
-use lucebox_cli::serve::ServeOptions;
+use std::time::Duration;
+
+use lucebox_cli::serve::{BackgroundServer, ServeOptions};
 use serde_json::{Value, json};
 use serve_support::*;
 
@@ -484,6 +486,114 @@ fn api_key_is_required_when_configured() {
     assert_eq!(r.status().as_u16(), 200);
     // /health stays open.
     assert_eq!(get(&a, &format!("{}/health", server.url())).0, 200);
+}
+
+/// The body's arrival after its head, in the keep-alive tests: long enough
+/// that the server has answered (without the fix) before it comes.
+const BODY_DELAY: Duration = Duration::from_millis(200);
+
+/// Send `method path` with a JSON body (after [`BODY_DELAY`]) on one
+/// connection, expect `status`, then check that `GET /health` on the same
+/// connection still gets its answer.
+fn connection_survives(
+    server: &BackgroundServer,
+    method: &str,
+    path: &str,
+    extra_headers: &[(&str, &str)],
+    status: u16,
+) -> Value {
+    let mut conn = RawConn::open(server.addr);
+    let body = chat_body("hi", 2).to_string();
+    conn.send(
+        method,
+        path,
+        extra_headers,
+        body.as_bytes(),
+        Some(BODY_DELAY),
+    );
+    let first = conn.read_response();
+    assert_eq!(first.status, status, "{first:?}");
+    assert_ne!(first.header("connection"), Some("close"), "{first:?}");
+    conn.send("GET", "/health", &[], b"", None);
+    let health = conn.read_response();
+    assert_eq!(health.status, 200, "{health:?}");
+    assert_eq!(health.json()["status"], "ok", "{health:?}");
+    first.json()
+}
+
+#[test]
+fn a_404_to_a_request_with_a_body_keeps_the_connection() {
+    let server = start_model(opts());
+    let v = connection_survives(&server, "POST", "/v1/nothing", &[], 404);
+    assert_eq!(v["error"]["code"], "not_found");
+}
+
+#[test]
+fn a_405_to_a_request_with_a_body_keeps_the_connection() {
+    let server = start_model(opts());
+    let v = connection_survives(&server, "PUT", "/v1/chat/completions", &[], 405);
+    assert_eq!(v["error"]["code"], "method_not_allowed");
+}
+
+#[test]
+fn a_401_to_a_request_with_a_body_keeps_the_connection() {
+    let server = start_model(ServeOptions {
+        api_key: Some("sekret".into()),
+        ..opts()
+    });
+    let v = connection_survives(&server, "POST", "/v1/chat/completions", &[], 401);
+    assert_eq!(v["error"]["type"], "authentication_error");
+    // A wrong key, then the right one, on one connection.
+    let mut conn = RawConn::open(server.addr);
+    let body = chat_body("hi", 2).to_string();
+    conn.send(
+        "POST",
+        "/v1/chat/completions",
+        &[("authorization", "Bearer nope")],
+        body.as_bytes(),
+        Some(BODY_DELAY),
+    );
+    assert_eq!(conn.read_response().status, 401);
+    conn.send(
+        "POST",
+        "/v1/chat/completions",
+        &[("authorization", "Bearer sekret")],
+        body.as_bytes(),
+        None,
+    );
+    let ok = conn.read_response();
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.json()["object"], "chat.completion");
+}
+
+#[test]
+fn a_body_over_the_limit_gets_413_and_connection_close() {
+    let server = start_model(ServeOptions {
+        max_body_bytes: 1024,
+        ..opts()
+    });
+    let huge = chat_body(&"x".repeat(4096), 2).to_string();
+    let mut conn = RawConn::open(server.addr);
+    conn.send("POST", "/v1/chat/completions", &[], huge.as_bytes(), None);
+    let r = conn.read_response();
+    assert_eq!(r.status, 413, "{r:?}");
+    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+    assert_eq!(r.json()["error"]["code"], "request_too_large");
+    // An early reply to an oversized body keeps its status, but the server
+    // stops reading at the limit and says it closes.
+    let mut conn = RawConn::open(server.addr);
+    conn.send(
+        "POST",
+        "/v1/nothing",
+        &[],
+        huge.as_bytes(),
+        Some(BODY_DELAY),
+    );
+    let r = conn.read_response();
+    assert_eq!(r.status, 404, "{r:?}");
+    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+    // A body within the limit is still fine.
+    connection_survives(&server, "POST", "/v1/nothing", &[], 404);
 }
 
 #[test]

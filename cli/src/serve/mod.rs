@@ -7,6 +7,7 @@
 
 pub mod anthropic;
 pub mod codec;
+mod drain;
 pub mod error;
 pub mod generate;
 pub mod model_codec;
@@ -119,7 +120,9 @@ impl AppState {
     }
 }
 
-/// Every route, with the body limit, auth and JSON error fallbacks.
+/// Every route, with the body limit, auth and JSON error fallbacks. The
+/// outermost layer reads request bodies that replies left unread, so that
+/// connections stay usable after a 404, 405 or 401 (see `drain.rs`).
 pub fn router(state: Arc<AppState>) -> Router {
     let v1 = Router::new()
         .route("/v1/models", get(openai::models))
@@ -138,6 +141,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.options.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            drain::drain_unread_body,
+        ))
         .with_state(state)
 }
 

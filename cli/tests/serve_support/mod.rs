@@ -1,9 +1,10 @@
 //! Helpers shared by the `serve_*` integration tests: start a server on
-//! 127.0.0.1:0 with the committed tiny checkpoint, talk HTTP with ureq.
+//! 127.0.0.1:0 with the committed tiny checkpoint, talk HTTP with ureq or,
+//! to watch one connection, by hand ([`RawConn`]).
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -42,16 +43,12 @@ pub fn start_with_engine(engine: Box<dyn Engine>, options: ServeOptions) -> Back
     BackgroundServer::start(backend, options, localhost()).unwrap()
 }
 
-/// A client that opens a fresh connection per request. The server closes a
-/// connection after some error replies (e.g. 413, or a 404 sent before the
-/// request body was read); a pooled connection could then be reused just
-/// after that close and fail with "Peer disconnected" (seen once in CI).
+/// A client that keeps connections alive between requests, as real clients
+/// do: the server must keep them usable after its error replies too.
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(60)))
-        .max_idle_connections(0)
-        .max_idle_connections_per_host(0)
         .build()
         .into()
 }
@@ -168,4 +165,127 @@ pub const MODEL_BACKEND: &str = "cpu";
 pub fn start_model(options: ServeOptions) -> BackgroundServer {
     let backend = load_backend(tiny_files(), BackendKind::Cpu, None).unwrap();
     BackgroundServer::start(backend, options, localhost()).unwrap()
+}
+
+/// One HTTP/1.1 connection driven by hand, to see whether the server keeps
+/// it between requests (a pooling client would hide a reconnect).
+pub struct RawConn {
+    reader: BufReader<TcpStream>,
+}
+
+/// A response read off a [`RawConn`].
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        json_of(self.status, &self.body).1
+    }
+}
+
+impl RawConn {
+    pub fn open(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).unwrap();
+        // A server that stops answering fails the test instead of hanging it.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Self {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// Write a request. With `body_delay`, the body follows its head after
+    /// that pause, as from a client that streams its body: the server sees
+    /// the head alone first.
+    pub fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        extra_headers: &[(&str, &str)],
+        body: &[u8],
+        body_delay: Option<Duration>,
+    ) {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\n");
+        for (name, value) in extra_headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if !body.is_empty() {
+            head.push_str(&format!(
+                "content-type: application/json\r\ncontent-length: {}\r\n",
+                body.len()
+            ));
+        }
+        head.push_str("\r\n");
+        let stream = self.reader.get_mut();
+        stream
+            .write_all(head.as_bytes())
+            .unwrap_or_else(|e| panic!("the server closed the connection: {e}"));
+        stream.flush().unwrap();
+        if let Some(delay) = body_delay {
+            std::thread::sleep(delay);
+        }
+        stream
+            .write_all(body)
+            .unwrap_or_else(|e| panic!("the server dropped the connection mid-request: {e}"));
+        stream.flush().unwrap();
+    }
+
+    /// Read one whole response (the server's replies carry a Content-Length).
+    pub fn read_response(&mut self) -> RawResponse {
+        let mut status_line = String::new();
+        let n = self
+            .reader
+            .read_line(&mut status_line)
+            .unwrap_or_else(|e| panic!("reading the status line: {e}"));
+        assert!(
+            n > 0,
+            "the server closed the connection instead of answering"
+        );
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let mut headers = vec![];
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).unwrap();
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line
+                .split_once(':')
+                .unwrap_or_else(|| panic!("bad header line {line:?}"));
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("no content-length in {headers:?}"));
+        let mut body = vec![0; len];
+        self.reader.read_exact(&mut body).unwrap();
+        RawResponse {
+            status,
+            headers,
+            body: String::from_utf8(body).unwrap(),
+        }
+    }
 }
