@@ -92,8 +92,9 @@ fn every_kernel_of_every_preset_compiles() {
         assert!(k.arch.arch_specific, "wgmma compiles for sm_90a");
         jobs.push(k);
     }
-    // The opt-in decode sync variants: per-head ready counters instead of two
-    // grid barriers per layer, and 8 V rows per load round.
+    // Decode with both per-head ready-counter replacements (attention's is the
+    // sm_90 default, the GDN one is opt-in everywhere) on sm_90 and sm_86,
+    // and 8 V rows per load round.
     for preset in ["h100", "rtx3090"] {
         let s = Schedule::preset(preset)
             .expect("preset")
