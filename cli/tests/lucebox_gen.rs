@@ -73,7 +73,8 @@ fn sm90_says_132_sms_on_stdout() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("// SMs               : 132"));
     assert!(out.contains("// preset            : h100"));
-    assert!(out.contains("sync points/token : 121 grid barriers"));
+    // sm_90: attention waits on ready counters, so 24 x 5 + 1 - 6 barriers.
+    assert!(out.contains("sync points/token : 115 grid barriers"));
 }
 
 #[test]
