@@ -85,9 +85,9 @@ pub struct DecodeSplit {
     /// chunk) item; chunks merge in two levels, each by a last arrival).
     /// 8, 16 or a multiple of 32.
     pub attn_kv_chunk: u32,
-    /// Attention: V rows a lane loads together in the P.V pass (4 or 8; at
-    /// most the chunk's 32-position slice): fewer dependent load rounds,
-    /// more registers.
+    /// Attention: V rows a lane loads together in the P.V pass (4 or 8; a
+    /// chunk holds at least 8 positions): fewer dependent load rounds, more
+    /// registers.
     #[serde(default = "default_attn_v_batch")]
     pub attn_v_batch: u32,
     /// Sync after the GDN input projections (all-to-all by head).

@@ -594,7 +594,7 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
             ),
             Constant::int(
                 "ATT_BATCH",
-                s.decode.attn_v_batch.min(s.decode.attn_kv_chunk.min(32)),
+                s.decode.attn_v_batch,
                 "V rows loaded together in the P.V pass",
             ),
             Constant::int(
@@ -827,12 +827,12 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
             ),
             Constant::int(
                 "CNT_GDN_READY",
-                abi::gdn_ready_counter_offset(cfg, &abi::decode_sizes(cfg, s)) as i64,
+                abi::gdn_ready_counter_offset(cfg, &sizes) as i64,
                 "GDN in_proj ready counters (READY_STRIDE apart, 128-byte aligned): GDN_HK (q, k rows), then GDN_HV (v, b, a rows)",
             ),
             Constant::int(
                 "CNT_ATT_READY",
-                abi::att_ready_counter_offset(cfg, &abi::decode_sizes(cfg, s)) as i64,
+                abi::att_ready_counter_offset(cfg, &sizes) as i64,
                 "attention projection ready counters (READY_STRIDE apart): ATT_H (query, gate rows), then ATT_HKV (k, v rows)",
             ),
             Constant::int("FLAG_WRITE_LOGITS", abi::FLAG_WRITE_LOGITS, ""),
