@@ -79,10 +79,11 @@ fn every_kernel_of_every_preset_compiles() {
         .expect("preset")
         .fitted_to_model(&lucebox_codegen::model_dims(&big));
     jobs.extend(generate_all(&big, &s).expect("generate 27b"));
-    // The opt-in wgmma prefill GEMM (sm_90a), one and two warpgroups per block.
+    // Other shapes of the wgmma prefill GEMM (sm_90a; the h100 default is 128x128):
+    // one math warpgroup with the widest N, and two with N = 256.
     for patch in [
-        r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_tile_n": 128, "gemm_threads": 128}}"#,
-        r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_tile_m": 128, "gemm_tile_n": 256, "gemm_threads": 256, "gemm_stages": 2}}"#,
+        r#"{"prefill": {"gemm_tile_m": 64, "gemm_tile_n": 256, "gemm_threads": 256}}"#,
+        r#"{"prefill": {"gemm_tile_n": 256, "gemm_stages": 3}}"#,
     ] {
         let s = Schedule::preset("h100")
             .expect("preset")

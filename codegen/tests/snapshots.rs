@@ -73,12 +73,30 @@ fn prefill_follows_the_arch() {
         KernelKind::Prefill,
     )
     .expect("generate");
+    // sm_90: TMA + wgmma, compiled for sm_90a
     assert!(
         h100.source
+            .contains("wgmma.mma_async.sync.aligned.m64n128k16")
+    );
+    assert!(h100.source.contains("cp.async.bulk.tensor.2d"));
+    assert!(!h100.source.contains("mma.sync.aligned"));
+    assert!(!h100.source.contains("cp.async.cg"));
+    assert!(h100.arch.arch_specific);
+    assert!(!h100.source.contains("#include"));
+    let ampere = generate(
+        &cfg,
+        &Schedule::preset("rtx3090").expect("preset"),
+        KernelKind::Prefill,
+    )
+    .expect("generate");
+    assert!(
+        ampere
+            .source
             .contains("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32")
     );
-    assert!(h100.source.contains("cp.async.cg.shared.global"));
-    assert!(!h100.source.contains("#include"));
+    assert!(ampere.source.contains("cp.async.cg.shared.global"));
+    assert!(!ampere.source.contains("wgmma"));
+    assert!(!ampere.arch.arch_specific);
     let turing = generate(
         &cfg,
         &Schedule::preset("rtx2080ti").expect("preset"),

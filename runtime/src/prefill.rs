@@ -20,7 +20,7 @@ use crate::launch::{Kernel, KernelArgs};
 use crate::memory::DeviceBuffer;
 use crate::nvrtc::CompileOptions;
 use cudarc::driver::CudaEvent;
-use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::sys::{CUevent_flags, CUtensorMap};
 
 /// Most prompt tokens one prefill piece processes (scratch is sized for it);
 /// longer prompts run as several pieces.
@@ -44,6 +44,53 @@ enum Resolved {
     I32(i32),
     PromptLen,
     StartPos,
+    /// Index of a tensor map, until the descriptors are uploaded.
+    TensorMap(usize),
+}
+
+/// A 2-D bf16 `CUtensorMap` of a row-major matrix at `addr` (`rows` x `cols`,
+/// row stride `cols`): boxes of `box_cols` x `box_rows` in the 128-byte
+/// swizzle, rows past the matrix read as zeros.
+fn encode_tensor_map(
+    addr: u64,
+    rows: u32,
+    cols: u32,
+    box_cols: u32,
+    box_rows: u32,
+) -> Result<CUtensorMap> {
+    use cudarc::driver::sys as cu;
+    let dims = [u64::from(cols), u64::from(rows)];
+    let strides = [u64::from(cols) * 2];
+    let boxes = [box_cols, box_rows];
+    let element_strides = [1u32, 1];
+    let mut map = CUtensorMap { opaque: [0; 16] };
+    // SAFETY: every pointer argument points at a live local array of the
+    // length the rank (2) implies; the driver only writes `map`.
+    let r = unsafe {
+        cu::cuTensorMapEncodeTiled(
+            &mut map,
+            cu::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+            2,
+            addr as *mut std::ffi::c_void,
+            dims.as_ptr(),
+            strides.as_ptr(),
+            boxes.as_ptr(),
+            element_strides.as_ptr(),
+            cu::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            cu::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            cu::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+            cu::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+    };
+    r.result().map_err(|e| {
+        RuntimeError::driver(
+            format!(
+                "cuTensorMapEncodeTiled ({rows} x {cols} bf16 at {addr:#x}, box {box_cols} x {box_rows})"
+            ),
+            e,
+        )
+    })?;
+    Ok(map)
 }
 
 struct ResolvedLaunch {
@@ -77,6 +124,8 @@ pub struct PrefillStage {
 pub struct Prefill {
     kernels: Vec<Kernel>,
     launches: Vec<ResolvedLaunch>,
+    /// The GEMM operands' TMA descriptors, which launches point into.
+    _tensor_maps: Option<DeviceBuffer<u8>>,
     scratch: HashMap<&'static str, DeviceBuffer<u8>>,
     tokens: DeviceBuffer<u32>,
     handoff_scratch: &'static str,
@@ -111,6 +160,11 @@ fn label_of<'a>(kernel: &str, args: &'a [Arg]) -> String {
         .flat_map(|a| match a {
             Arg::Weight(n) => vec![short(n)],
             Arg::Weights(ns) => ns.iter().map(|n| short(n)).collect(),
+            Arg::TensorMap(op) => match &*op.matrix {
+                Arg::Weight(n) => vec![short(n)],
+                Arg::Weights(ns) => ns.iter().map(|n| short(n)).collect(),
+                _ => vec![],
+            },
             _ => vec![],
         })
         .collect();
@@ -152,6 +206,8 @@ impl Prefill {
         }
         let tokens = gpu.alloc_zeroed::<u32>(piece_tokens as usize)?;
 
+        // TMA descriptors of the sm_90 GEMM's operands, uploaded together below.
+        let mut tensor_maps: Vec<CUtensorMap> = Vec::new();
         let mut names: Vec<&'static str> = Vec::new();
         let mut kernels = Vec::new();
         let mut launches = Vec::with_capacity(plan.launches.len());
@@ -172,9 +228,8 @@ impl Prefill {
                     l.kernel, l.layer
                 ))
             };
-            let mut args = Vec::with_capacity(l.args.len());
-            for a in &l.args {
-                args.push(match a {
+            let resolve = |a: &Arg| -> Result<Resolved> {
+                Ok(match a {
                     Arg::Weight(n) => {
                         Resolved::Ptr(bind.weights.get(n).ok_or_else(|| missing("weight", n))?.0)
                     }
@@ -232,6 +287,35 @@ impl Prefill {
                     Arg::StartPos => Resolved::StartPos,
                     Arg::Int(v) => Resolved::I32(*v),
                     Arg::Null => Resolved::Ptr(0),
+                    Arg::TensorMap(_) => {
+                        return Err(RuntimeError::InvalidArgument(format!(
+                            "prefill launch {} nests a tensor map in a tensor map",
+                            l.kernel
+                        )));
+                    }
+                })
+            };
+            let mut args = Vec::with_capacity(l.args.len());
+            for a in &l.args {
+                args.push(match a {
+                    Arg::TensorMap(op) => {
+                        let Resolved::Ptr(addr) = resolve(&op.matrix)? else {
+                            return Err(missing(
+                                "matrix address of a tensor map",
+                                "(not a pointer)",
+                            ));
+                        };
+                        let rows = op.rows.unwrap_or(piece_tokens);
+                        tensor_maps.push(encode_tensor_map(
+                            addr,
+                            rows,
+                            op.cols,
+                            op.box_cols,
+                            op.box_rows,
+                        )?);
+                        Resolved::TensorMap(tensor_maps.len() - 1)
+                    }
+                    a => resolve(a)?,
                 });
             }
             launches.push(ResolvedLaunch {
@@ -243,6 +327,26 @@ impl Prefill {
                 label: label_of(l.kernel, &l.args),
             });
         }
+        // One device buffer of 128-byte descriptors (64-byte aligned as TMA requires:
+        // allocations are 256-byte aligned); the launches get their addresses.
+        let tensor_map_buffer = if tensor_maps.is_empty() {
+            None
+        } else {
+            let bytes: Vec<u8> = tensor_maps
+                .iter()
+                .flat_map(|m| m.opaque.iter().flat_map(|w| w.to_le_bytes()))
+                .collect();
+            let buf = gpu.upload(&bytes)?;
+            let base = buf.device_ptr();
+            for l in &mut launches {
+                for a in &mut l.args {
+                    if let Resolved::TensorMap(i) = *a {
+                        *a = Resolved::Ptr(base + (i * std::mem::size_of::<CUtensorMap>()) as u64);
+                    }
+                }
+            }
+            Some(buf)
+        };
         if !scratch.contains_key(plan.handoff.scratch) {
             return Err(RuntimeError::InvalidArgument(format!(
                 "prefill hands over scratch `{}`, which the plan does not allocate",
@@ -260,6 +364,7 @@ impl Prefill {
         Ok(Self {
             kernels,
             launches,
+            _tensor_maps: tensor_map_buffer,
             scratch,
             tokens,
             handoff_scratch: plan.handoff.scratch,
@@ -318,6 +423,9 @@ impl Prefill {
                     Resolved::I32(v) => args.i32(v),
                     Resolved::PromptLen => args.i32(t as i32),
                     Resolved::StartPos => args.i32(start as i32),
+                    Resolved::TensorMap(_) => {
+                        unreachable!("tensor maps are resolved in Prefill::new")
+                    }
                 };
             }
             if profile.is_some() {

@@ -140,11 +140,12 @@ pub struct PrefillTiles {
     /// activations.
     #[serde(default = "default_true")]
     pub split_activations: bool,
-    /// sm_90 only: the prefill GEMM issues `wgmma` (warpgroup MMA, operands
-    /// in shared memory) instead of `mma.sync`; the prefill file is then
-    /// compiled for `sm_90a`. Needs `gemm_tile_k` 64, `gemm_tile_m` 64 or
-    /// 128, 128 threads per 64 rows, and `gemm_tile_n` up to 256, a
-    /// multiple of `gemm_threads / 8`.
+    /// sm_90 only: the prefill GEMM loads tiles with TMA and multiplies with
+    /// `wgmma` (warpgroup MMA, operands in shared memory) instead of
+    /// `mma.sync`; the prefill file is then compiled for `sm_90a`. Needs
+    /// `gemm_tile_k` 64, `gemm_tile_m` 64 or 128, `gemm_threads` = 128 per
+    /// 64 rows + 128 (the producer warpgroup), and `gemm_tile_n` up to 256,
+    /// a multiple of 16.
     #[serde(default)]
     pub gemm_wgmma: bool,
 }
@@ -522,14 +523,21 @@ impl Schedule {
                 max_regs_per_thread: 0,
                 profile_phases: false,
             },
+            // sm_90: TMA + wgmma, 128x128x64 tiles in a 4-stage ring, two math
+            // warpgroups and a producer (pp520 on an H100: 57.3K tok/s against 40.5K
+            // for mma.sync; 128x256 50.6K, 64x256 55.0K; RESULTS.md).
             prefill: PrefillTiles {
-                gemm_tile_m: 64,
-                gemm_tile_n: 64,
-                gemm_tile_k: 32,
-                gemm_stages: if sm80 { 3 } else { 2 },
-                // 8 warps per 64x64 tile on sm_90 (more warps to hide
-                // cp.async latency: pp520 32.5K vs 30.5K tok/s on H100).
-                gemm_threads: if arch.major == 9 { 256 } else { 128 },
+                gemm_tile_m: if sm90 { 128 } else { 64 },
+                gemm_tile_n: if sm90 { 128 } else { 64 },
+                gemm_tile_k: if sm90 { 64 } else { 32 },
+                gemm_stages: if sm90 {
+                    4
+                } else if sm80 {
+                    3
+                } else {
+                    2
+                },
+                gemm_threads: if sm90 { 384 } else { 128 },
                 gdn_chunk: 64,
                 attn_q_tile: 64,
                 attn_kv_tile: 64,
@@ -537,7 +545,7 @@ impl Schedule {
                 use_tensor_cores: sm80,
                 use_cp_async: sm80,
                 split_activations: true,
-                gemm_wgmma: false,
+                gemm_wgmma: sm90,
             },
             tree: TreeParams {
                 budget: 22,
@@ -775,7 +783,7 @@ impl Schedule {
         }
         let gemm_warps = p.gemm_threads / 32;
         let warp_tiles = (p.gemm_tile_m / 16) * (p.gemm_tile_n / 8);
-        if !warp_tiles.is_multiple_of(gemm_warps) {
+        if !p.gemm_wgmma && !warp_tiles.is_multiple_of(gemm_warps) {
             return Err(Self::invalid(
                 "prefill.gemm_threads",
                 p.gemm_threads,
@@ -788,22 +796,25 @@ impl Schedule {
         if p.gemm_wgmma {
             let why = if (self.arch.major, self.arch.minor) != (9, 0) {
                 Some(format!("wgmma needs sm_90, target is {}", self.arch))
-            } else if !p.use_tensor_cores || !p.use_cp_async {
-                Some("wgmma needs use_tensor_cores and use_cp_async".to_string())
+            } else if !p.use_tensor_cores {
+                Some("wgmma needs use_tensor_cores".to_string())
             } else if p.gemm_tile_k != 64 {
                 Some(format!(
                     "wgmma needs gemm_tile_k 64 (one 128-byte swizzle row), got {}",
                     p.gemm_tile_k
                 ))
-            } else if ![64, 128].contains(&p.gemm_tile_m) || p.gemm_threads != 2 * p.gemm_tile_m {
+            } else if ![64, 128].contains(&p.gemm_tile_m)
+                || p.gemm_threads != 2 * p.gemm_tile_m + 128
+            {
                 Some(format!(
-                    "wgmma needs gemm_tile_m 64 or 128 and one 128-thread warpgroup per 64 rows, got {} rows and {} threads",
-                    p.gemm_tile_m, p.gemm_threads
+                    "wgmma needs gemm_tile_m 64 or 128 and gemm_threads = one 128-thread math warpgroup per 64 rows + one producer warpgroup ({}), got {} rows and {} threads",
+                    2 * p.gemm_tile_m + 128,
+                    p.gemm_tile_m,
+                    p.gemm_threads
                 ))
-            } else if p.gemm_tile_n > 256 || !p.gemm_tile_n.is_multiple_of(p.gemm_threads / 8) {
+            } else if p.gemm_tile_n > 256 || !p.gemm_tile_n.is_multiple_of(16) {
                 Some(format!(
-                    "wgmma needs gemm_tile_n <= 256 and a multiple of {} (the rows one copy pass of the block covers), got {}",
-                    p.gemm_threads / 8,
+                    "wgmma needs gemm_tile_n <= 256 and a multiple of 16 (SwiGLU halves of whole 8-column groups), got {}",
                     p.gemm_tile_n
                 ))
             } else {
@@ -1110,21 +1121,21 @@ mod tests {
 
     #[test]
     fn wgmma_prefill_gemm_is_validated_against_arch_and_tiles() {
-        let ok = r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_tile_n": 128, "gemm_threads": 128}}"#;
+        let ok = r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_tile_n": 128, "gemm_threads": 256}}"#;
         let h100 = Schedule::preset("h100").expect("preset");
         h100.patched(ok)
             .expect("patch")
             .validate(None)
-            .expect("64x128x64, one warpgroup");
+            .expect("64x128x64, one math + one producer warpgroup");
         for bad in [
             // k tile is not one 128-byte swizzle row
-            r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 32, "gemm_tile_n": 128, "gemm_threads": 128}}"#,
-            // 64 rows need exactly one warpgroup
-            r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_threads": 256}}"#,
+            r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 32, "gemm_tile_n": 128, "gemm_threads": 256}}"#,
+            // 64 rows need one math warpgroup + the producer (256 threads)
+            r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_threads": 128}}"#,
             // N above the instruction's 256
-            r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_tile_n": 512, "gemm_threads": 128, "gemm_stages": 2}}"#,
-            // two warpgroups copy 32 rows per pass; 48 is not a multiple
-            r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_tile_m": 128, "gemm_tile_n": 48, "gemm_threads": 256}}"#,
+            r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_tile_n": 512, "gemm_threads": 256, "gemm_stages": 2}}"#,
+            // SwiGLU halves must be whole 8-column groups: 40 is not a multiple of 16
+            r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_tile_m": 128, "gemm_tile_n": 40, "gemm_threads": 384}}"#,
         ] {
             let e = h100
                 .patched(bad)

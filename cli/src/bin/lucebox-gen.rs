@@ -62,7 +62,7 @@ struct Args {
     #[arg(long)]
     profile_phases: bool,
     /// Merge this JSON into the schedule before generating, e.g.
-    /// '{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_tile_n": 128, "gemm_threads": 128}}'
+    /// '{"prefill": {"gemm_tile_n": 256, "gemm_stages": 3}}'
     /// (the form `LUCEBOX_SCHEDULE_PATCH` takes at run time).
     #[arg(long, value_name = "JSON")]
     patch: Option<String>,

@@ -79,7 +79,7 @@ __device__ __forceinline__ void copy_commit() {}
 template <int N> __device__ __forceinline__ void copy_wait() {}
 "#;
 
-/// GEMM pieces shared by every math path: split-K finish and epilogues.
+/// GEMM pieces shared by every math path: epilogue selectors, split-K ranges.
 pub const GEMM_COMMON: &str = r#"// ---- prefill_gemm: Y[M, N] = X[M, K] . W[N, K]^T, bf16 in, f32 accumulate ----
 // Block tile GEMM_BM x GEMM_BN, K in steps of GEMM_BK through a GEMM_STAGES-deep smem ring.
 // K must be a multiple of GEMM_BK; M and N are bounds-checked (rows past M/N are zero-filled
@@ -90,14 +90,24 @@ pub const GEMM_COMMON: &str = r#"// ---- prefill_gemm: Y[M, N] = X[M, K] . W[N, 
 // Split-K: blockIdx.z takes a contiguous range of the k tiles; with splits > 1 every split
 // stores its f32 tile to `partials`, and the last to arrive at the tile's counter sums them in
 // split order (deterministic) and runs the epilogue.
-constexpr int GEMM_CS = GEMM_BN + 4;  // f32 staging row of the epilogue
-constexpr int GEMM_C_BYTES = GEMM_BM * GEMM_CS * 4;
-
 // Epilogues (the `epilogue` argument).
 constexpr int EPI_STORE_F32 = 0;     // Yf = acc
 constexpr int EPI_ADD_F32 = 1;       // Yf += acc (residual add, in place)
 constexpr int EPI_STORE_BF16 = 2;    // Yb = activation(acc): a GEMM input (ACT_PARTS x N per row)
 constexpr int EPI_SWIGLU_BF16 = 3;   // Yb = activation(silu(X.W^T) * (X.W2^T)); W = gate, W2 = up
+
+// The k tiles of split blockIdx.z: [kt0, kt1).
+__device__ __forceinline__ void gemm_split_range(int KT, int splits, int& kt0, int& kt1) {
+    const int per = (KT + splits - 1) / splits;
+    kt0 = min(KT, (int)blockIdx.z * per);
+    kt1 = min(KT, kt0 + per);
+}
+"#;
+
+/// The epilogue of the mma.sync and FMA paths: the block's f32 tile staged
+/// in shared memory, then split-K and the stores.
+pub const GEMM_STAGED_EPILOGUE: &str = r#"// ---- prefill_gemm epilogue: f32 tile staged in smem ----
+constexpr int GEMM_CS = GEMM_BN + 4;  // f32 staging row of the epilogue
 
 __device__ __forceinline__ void gemm_epilogue(const float* Cs, int M, int N, int m0, int n0, int epilogue,
                                               float* __restrict__ Yf, u16* __restrict__ Yb) {
@@ -113,13 +123,6 @@ __device__ __forceinline__ void gemm_epilogue(const float* Cs, int M, int N, int
         else if (epilogue == EPI_STORE_BF16) store_act(Yb + (size_t)m * ACT_PARTS * N, n, N, v);
         else store_act(Yb + (size_t)m * ACT_PARTS * N, n, N, silu_f(v) * Cs[r * GEMM_CS + c + GEMM_BN / 2]);
     }
-}
-
-// The k tiles of split blockIdx.z: [kt0, kt1).
-__device__ __forceinline__ void gemm_split_range(int KT, int splits, int& kt0, int& kt1) {
-    const int per = (KT + splits - 1) / splits;
-    kt0 = min(KT, (int)blockIdx.z * per);
-    kt1 = min(KT, kt0 + per);
 }
 
 // After the block's f32 tile is in Cs: the epilogue, or (split-K) publish the tile and let the
@@ -159,6 +162,7 @@ constexpr int GEMM_A_TILE = GEMM_BM * GEMM_SK;  // one activation part
 constexpr int GEMM_B_TILE = GEMM_BN * GEMM_SK;
 constexpr int GEMM_STAGE = ACT_PARTS * GEMM_A_TILE + GEMM_B_TILE;
 constexpr int GEMM_RING_BYTES = GEMM_STAGES * GEMM_STAGE * 2;
+constexpr int GEMM_C_BYTES = GEMM_BM * GEMM_CS * 4;  // the epilogue's f32 staging tile
 constexpr int GEMM_SMEM_BYTES = GEMM_RING_BYTES > GEMM_C_BYTES ? GEMM_RING_BYTES : GEMM_C_BYTES;
 static_assert(GEMM_SMEM_BYTES == GEMM_DYN_SMEM, "the launch plan's dynamic smem size");
 static_assert(GEMM_BK % 16 == 0 && GEMM_BN % 16 == 0 && GEMM_BM % 16 == 0, "mma tiles");
@@ -235,8 +239,9 @@ __device__ __forceinline__ void mma_bf16_16816(float* d, const u32* a, const u32
 
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __restrict__ W2, int M, int N, int K,
-             int epilogue, int splits, float* __restrict__ partials, u32* __restrict__ counters,
+             int epilogue, float* __restrict__ partials, u32* __restrict__ counters,
              float* __restrict__ Yf, u16* __restrict__ Yb) {
+    const int splits = gridDim.z;  // split-K
     extern __shared__ __align__(16) unsigned char smem[];
     const bool swiglu = epilogue == EPI_SWIGLU_BF16;
     const int m0 = blockIdx.y * GEMM_BM;
@@ -335,8 +340,9 @@ static_assert(GEMM_BM * GEMM_BN % GEMM_THREADS == 0, "outputs per thread");
 
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __restrict__ W2, int M, int N, int K,
-             int epilogue, int splits, float* __restrict__ partials, u32* __restrict__ counters,
+             int epilogue, float* __restrict__ partials, u32* __restrict__ counters,
              float* __restrict__ Yf, u16* __restrict__ Yb) {
+    const int splits = gridDim.z;  // split-K
     extern __shared__ __align__(16) unsigned char smem[];
     u16* ring = reinterpret_cast<u16*>(smem);
     const bool swiglu = epilogue == EPI_SWIGLU_BF16;
@@ -984,11 +990,13 @@ prefill_attention(const float* __restrict__ q, const float* __restrict__ qg, int
 }
 "#;
 
-/// Warpgroup tensor-core math (sm_90a): `wgmma.mma_async` with both operands
-/// in shared memory, one 64-row slab per 128-thread warpgroup. The ring keeps
-/// the cp.async loader but stores rows unpadded in the 128-byte swizzle that
-/// wgmma's descriptors read. `bn` is the block tile's width (the instruction's
-/// N); the accumulator fragment is `bn / 2` f32 registers per thread.
+/// Warpgroup tensor-core GEMM (sm_90a): TMA fills a ring of stages that
+/// `wgmma.mma_async` reads through shared-memory descriptors. One producer
+/// warpgroup (one thread issues the copies) and GEMM_BM / 64 consumer
+/// warpgroups, each owning 64 rows x GEMM_BN columns in registers; full and
+/// empty mbarriers per stage hand the ring between them, so loads run ahead of
+/// the math without block-wide barriers. `bn` is the block tile's width (the
+/// instruction's N); the accumulator is `bn / 2` f32 registers per thread.
 pub fn gemm_wgmma(bn: u32) -> String {
     let regs = bn / 2;
     let outs: Vec<String> = (0..regs).map(|r| format!("%{r}")).collect();
@@ -1012,23 +1020,23 @@ __device__ __forceinline__ void wgmma_m64k16(float* d, u64 desc_a, u64 desc_b) {
     s
 }
 
-const GEMM_WGMMA_HEAD: &str = r#"// ---- GEMM math: wgmma m64nGEMM_BNk16 bf16 -> f32 (sm_90a), operands in a swizzled smem ring ----
-// Tiles are K-major in the 128-byte swizzle: row r of a tile is 128 bytes (the stage's 64 k
-// values), its 16-byte chunk c stored at chunk c ^ (r % 8); every tile starts on a 1024-byte
-// boundary, so the XOR the hardware applies to the address bits matches the one the loader
-// used. A stage: ACT_PARTS activation tiles (GEMM_BM rows), then the weight tile (GEMM_BN rows).
-constexpr int GEMM_WG = GEMM_BM / 64;                            // warpgroups, 64 rows each
+const GEMM_WGMMA_HEAD: &str = r#"// ---- GEMM math: TMA ring + warp-specialised wgmma m64nGEMM_BNk16 bf16 -> f32 (sm_90a) ----
+// Operands arrive by TMA (cp.async.bulk.tensor) into 128-byte-swizzled tiles: row r of a tile
+// is 128 bytes (the stage's 64 k values), its 16-byte chunk c stored at chunk c ^ (r % 8), and
+// every tile starts on a 1024-byte boundary, as wgmma's descriptors expect. A stage: ACT_PARTS
+// activation tiles (GEMM_BM rows), then the weight tile (GEMM_BN rows; with SwiGLU the gate
+// rows, then the up rows). The tensor maps (CUtensorMap, encoded by the runtime, in global
+// memory) zero-fill rows past the matrix, so M and N need no checks until the epilogue.
+constexpr int GEMM_CONSUMERS = GEMM_BM / 64;                     // math warpgroups, 64 rows each
+constexpr int GEMM_MATH_THREADS = GEMM_CONSUMERS * 128;
 constexpr u32 GEMM_A_BYTES = GEMM_BM * 128u;                     // one activation part
-constexpr u32 GEMM_STAGE_BYTES = (ACT_PARTS * GEMM_BM + GEMM_BN) * 128u;
-constexpr int GEMM_ROWS = ACT_PARTS * GEMM_BM + GEMM_BN;         // tile rows per stage
-constexpr int GEMM_ROW_STEP = GEMM_THREADS / 8;                  // rows one pass of the block copies
+constexpr u32 GEMM_W_BYTES = GEMM_BN * 128u;
+constexpr u32 GEMM_STAGE_BYTES = ACT_PARTS * GEMM_A_BYTES + GEMM_W_BYTES;
 constexpr int GEMM_RING_BYTES = GEMM_STAGES * GEMM_STAGE_BYTES + 1024;  // + alignment slack
-constexpr int GEMM_SMEM_BYTES = GEMM_RING_BYTES > GEMM_C_BYTES + 1024 ? GEMM_RING_BYTES : GEMM_C_BYTES + 1024;
-static_assert(GEMM_SMEM_BYTES == GEMM_DYN_SMEM, "the launch plan's dynamic smem size");
+static_assert(GEMM_RING_BYTES == GEMM_DYN_SMEM, "the launch plan's dynamic smem size");
 static_assert(GEMM_BK == 64, "one 128-byte swizzle row of k per stage");
-static_assert(GEMM_THREADS == GEMM_WG * 128, "one warpgroup per 64 rows");
-static_assert(GEMM_BM % GEMM_ROW_STEP == 0 && GEMM_BN % GEMM_ROW_STEP == 0, "copy passes align with tiles");
-static_assert(GEMM_BN % 16 == 0 && GEMM_BN <= 256, "wgmma N");
+static_assert(GEMM_THREADS == GEMM_MATH_THREADS + 128, "one producer warpgroup + one per 64 rows");
+static_assert(GEMM_BN % 16 == 0 && GEMM_BN <= 256, "wgmma N; SwiGLU halves of whole 8-column groups");
 
 // Shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart.
 // Stepping k by 16 (32 bytes) inside the swizzle row adds 2 to the encoded start address.
@@ -1039,74 +1047,110 @@ __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.a
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 // Wait until at most N committed wgmma groups of this warpgroup are still running.
 template <int N> __device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" :: "n"(N) : "memory"); }
-// cp.async writes are generic-proxy writes; wgmma reads through the async proxy.
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
-// Queue one stage (k columns [k, k + 64) of the block's rows): thread t copies chunk t % 8 of
-// rows t / 8 + i * GEMM_ROW_STEP; which tile a pass lands in is known at compile time.
-__device__ __forceinline__ void wg_issue_stage(u32 stage, const u16* __restrict__ X, const u16* __restrict__ W,
-                                               const u16* __restrict__ W2, int M, int N, int K, int m0, int n0,
-                                               int k, bool swiglu) {
-    const int c = threadIdx.x & 7, r0 = threadIdx.x >> 3;
-#pragma unroll
-    for (int i = 0; i < GEMM_ROWS / GEMM_ROW_STEP; ++i) {
-        const int row = r0 + i * GEMM_ROW_STEP;
-        const u16* src;
-        bool ok;
-        if (i * GEMM_ROW_STEP < ACT_PARTS * GEMM_BM) {
-            const int part = i * GEMM_ROW_STEP / GEMM_BM;
-            const int m = m0 + row - part * GEMM_BM;
-            ok = m < M;
-            src = X + (size_t)(ok ? m : 0) * (ACT_PARTS * K) + part * K;
-        } else {
-            const int r = row - ACT_PARTS * GEMM_BM;
-            const u16* w = W;
-            int n = n0 + r;
-            if (swiglu && r >= GEMM_BN / 2) { w = W2; n -= GEMM_BN / 2; }
-            ok = n < N;
-            src = w + (size_t)(ok ? n : 0) * K;
-        }
-        copy16(stage + row * 128u + ((c ^ (row & 7)) << 4), src + k + c * 8, ok ? 16u : 0u);
+// mbarriers (shared::cta addresses). A stage's `full` barrier completes when the producer has
+// arrived and the stage's TMA bytes have landed; its `empty` barrier when every consumer
+// warpgroup has finished the wgmmas that read it. Waits name the phase parity they wait out.
+__device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" :: "r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(u32 bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" :: "r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive_expect_tx(u32 bar, u32 bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" :: "r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
+    asm volatile("{\n .reg .pred done;\n WAIT:\n"
+                 " mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+                 " @!done bra WAIT;\n}\n" :: "r"(bar), "r"(parity) : "memory");
+}
+// Box (64 k x box rows) of the 2-D bf16 tensor `map` at (k, row) into smem, counted on `bar`.
+__device__ __forceinline__ void tma_load_2d(u32 dst, const void* map, u32 bar, int k, int row) {
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n"
+                 :: "r"(dst), "l"(map), "r"(bar), "r"(k), "r"(row) : "memory");
+}
+// Sync of the consumer warpgroups only (the producer does not take part).
+__device__ __forceinline__ void math_barrier() { asm volatile("bar.sync 1, %0;\n" :: "n"(GEMM_MATH_THREADS) : "memory"); }
+
+// Two adjacent outputs of a GEMM input row (ACT_PARTS bf16 parts), as one 32-bit store per part.
+__device__ __forceinline__ void store_act2(u16* row, int n, int N, float v0, float v1) {
+    const u16 h0 = f32_to_bf16(v0), h1 = f32_to_bf16(v1);
+    *reinterpret_cast<u32*>(row + n) = (u32)h0 | ((u32)h1 << 16);
+    if (ACT_PARTS == 2) {
+        const u16 l0 = f32_to_bf16(v0 - bf16_to_f32(h0)), l1 = f32_to_bf16(v1 - bf16_to_f32(h1));
+        *reinterpret_cast<u32*>(row + N + n) = (u32)l0 | ((u32)l1 << 16);
     }
 }
-
 "#;
 
 const GEMM_WGMMA_KERNEL: &str = r#"
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
-prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __restrict__ W2, int M, int N, int K,
-             int epilogue, int splits, float* __restrict__ partials, u32* __restrict__ counters,
+// X, W, W2: CUtensorMap addresses (W2: the up projection's, SwiGLU only). Boxes: 64 k x GEMM_BM
+// rows of X (whose rows hold ACT_PARTS x K values: part p at column p * K), 64 x GEMM_BN rows
+// of W, or 64 x GEMM_BN / 2 of each of W and W2 with SwiGLU.
+extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 1)
+prefill_gemm(const void* __restrict__ X, const void* __restrict__ W, const void* __restrict__ W2, int M, int N, int K,
+             int epilogue, float* __restrict__ partials, u32* __restrict__ counters,
              float* __restrict__ Yf, u16* __restrict__ Yb) {
+    const int splits = gridDim.z;  // split-K
     extern __shared__ __align__(16) unsigned char smem_raw[];
+    __shared__ __align__(8) u64 bars[2 * GEMM_STAGES];  // full[s] at s, empty[s] at GEMM_STAGES + s
+    __shared__ u32 is_last;
     // Tiles must start on 1024-byte boundaries; GEMM_DYN_SMEM has 1024 bytes of slack for this.
-    const u32 raw = to_smem_ptr(smem_raw);
+    const u32 raw = smem_addr(smem_raw);
     const u32 ring = (raw + 1023u) & ~1023u;
-    unsigned char* smem = smem_raw + (ring - raw);
+    const u32 full0 = smem_addr(bars), empty0 = full0 + 8u * GEMM_STAGES;
     const bool swiglu = epilogue == EPI_SWIGLU_BF16;
     const int m0 = blockIdx.y * GEMM_BM;
     const int n0 = blockIdx.x * (swiglu ? GEMM_BN / 2 : GEMM_BN);
     const int wg = threadIdx.x >> 7;
-    float d[GEMM_BN / 2];
-#pragma unroll
-    for (int e = 0; e < GEMM_BN / 2; ++e) d[e] = 0.0f;
-
     int kt0, kt1;
     gemm_split_range(K / GEMM_BK, splits, kt0, kt1);
     const int KT = kt1 - kt0;
-#pragma unroll
-    for (int s = 0; s < GEMM_STAGES - 1; ++s) {
-        if (s < KT) wg_issue_stage(ring + s * GEMM_STAGE_BYTES, X, W, W2, M, N, K, m0, n0, (kt0 + s) * GEMM_BK, swiglu);
-        copy_commit();
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < GEMM_STAGES; ++s) {
+            mbar_init(full0 + 8u * s, 1u);
+            mbar_init(empty0 + 8u * s, GEMM_CONSUMERS);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
-    // One wgmma group stays in flight: stage kt's multiplies run while the block waits for and
-    // refills the stage kt-1 used (free once every warpgroup has waited for that group).
-    int read_stage = 0, write_stage = GEMM_STAGES - 1;
+    __syncthreads();
+
+    if (wg == GEMM_CONSUMERS) {
+        // Producer: one thread keeps the ring full. A fresh barrier counts as having completed
+        // the phase before its first, so the first pass over the ring does not wait.
+        if (threadIdx.x == GEMM_MATH_THREADS) {
+            for (int kt = 0; kt < KT; ++kt) {
+                const int s = kt % GEMM_STAGES;
+                const u32 parity = (u32)(kt / GEMM_STAGES) & 1u;
+                const u32 full = full0 + 8u * s;
+                mbar_wait(empty0 + 8u * s, parity ^ 1u);
+                mbar_arrive_expect_tx(full, GEMM_STAGE_BYTES);
+                const u32 st = ring + s * GEMM_STAGE_BYTES;
+                const int k = (kt0 + kt) * GEMM_BK;
+#pragma unroll
+                for (int part = 0; part < ACT_PARTS; ++part)
+                    tma_load_2d(st + part * GEMM_A_BYTES, X, full, part * K + k, m0);
+                const u32 wt = st + ACT_PARTS * GEMM_A_BYTES;
+                if (swiglu) {
+                    tma_load_2d(wt, W, full, k, n0);
+                    tma_load_2d(wt + GEMM_W_BYTES / 2, W2, full, k, n0);
+                } else {
+                    tma_load_2d(wt, W, full, k, n0);
+                }
+            }
+        }
+        return;
+    }
+
+    // Consumer warpgroup wg: rows [64 wg, 64 wg + 64) of the block tile, all GEMM_BN columns.
+    float d[GEMM_BN / 2];
+#pragma unroll
+    for (int e = 0; e < GEMM_BN / 2; ++e) d[e] = 0.0f;
     for (int kt = 0; kt < KT; ++kt) {
-        copy_wait<GEMM_STAGES - 2>();
-        fence_proxy_async();
-        __syncthreads();  // stage kt landed for every thread
-        const u32 st = ring + read_stage * GEMM_STAGE_BYTES;
-        read_stage = read_stage + 1 == GEMM_STAGES ? 0 : read_stage + 1;
+        const int s = kt % GEMM_STAGES;
+        mbar_wait(full0 + 8u * s, (u32)(kt / GEMM_STAGES) & 1u);
+        const u32 st = ring + s * GEMM_STAGE_BYTES;
         const u64 db = wgmma_desc(st + ACT_PARTS * GEMM_A_BYTES);
         wgmma_fence();
 #pragma unroll
@@ -1116,31 +1160,82 @@ prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __
             for (int ks = 0; ks < 4; ++ks) wgmma_m64k16(d, da + 2 * ks, db + 2 * ks);
         }
         wgmma_commit();
-        wgmma_wait<1>();  // this warpgroup's multiplies of stage kt-1 are done
-        __syncthreads();  // ... and every warpgroup's: the stage kt-1 used is free
-        if (kt + GEMM_STAGES - 1 < KT)
-            wg_issue_stage(ring + write_stage * GEMM_STAGE_BYTES, X, W, W2, M, N, K, m0, n0,
-                           (kt0 + kt + GEMM_STAGES - 1) * GEMM_BK, swiglu);
-        copy_commit();
-        write_stage = write_stage + 1 == GEMM_STAGES ? 0 : write_stage + 1;
+        // One group stays in flight: once the previous stage's group is done, that stage is free.
+        wgmma_wait<1>();
+        if (kt > 0 && (threadIdx.x & 127) == 0) mbar_arrive(empty0 + 8u * ((kt - 1) % GEMM_STAGES));
     }
     wgmma_wait<0>();
-    copy_wait<0>();
-    __syncthreads();  // the ring is reused as the f32 staging tile
-    float* Cs = reinterpret_cast<float*>(smem);
-    // Fragment of m64nNk16: warp w of the warpgroup holds rows 16w + lane/4 (+8), columns
-    // 8j + 2(lane%4) (+1) in d[4j .. 4j+3] -- the mma.sync C layout repeated over N/8 column groups.
-    const int lane = threadIdx.x & 31;
-    const int r = wg * 64 + ((threadIdx.x >> 5) & 3) * 16 + (lane >> 2);
+
+    // Fragment of m64nNk16: warp q of the warpgroup holds rows 16q + lane/4 (+8), columns
+    // 8j + 2(lane%4) (+1) in d[4j .. 4j+3] -- the mma.sync C layout repeated over N/8 groups.
+    const int ct = threadIdx.x;  // 0 .. GEMM_MATH_THREADS-1
+    if (splits > 1) {
+        // Split-K: each split stores its fragments (the same register order in every split),
+        // the last to arrive at the tile's counter sums them in split order (deterministic).
+        const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+        float* mine = partials + ((size_t)tile * splits + blockIdx.z) * (GEMM_BM * GEMM_BN);
 #pragma unroll
-    for (int j = 0; j < GEMM_BN / 8; ++j) {
-        const int c = j * 8 + (lane & 3) * 2;
-        Cs[r * GEMM_CS + c] = d[4 * j];
-        Cs[r * GEMM_CS + c + 1] = d[4 * j + 1];
-        Cs[(r + 8) * GEMM_CS + c] = d[4 * j + 2];
-        Cs[(r + 8) * GEMM_CS + c + 1] = d[4 * j + 3];
+        for (int e = 0; e < GEMM_BN / 2; ++e) __stcg(mine + e * GEMM_MATH_THREADS + ct, d[e]);
+        math_barrier();
+        if (ct == 0) is_last = tile_arrive_is_last(counters + tile, (u32)splits) ? 1u : 0u;
+        math_barrier();
+        if (!is_last) return;
+        __threadfence();
+        // Split by split, so each split's loads are all in flight at once (a chain of
+        // dependent L2 round trips per register otherwise).
+#pragma unroll
+        for (int e = 0; e < GEMM_BN / 2; ++e) d[e] = 0.0f;
+        for (int z = 0; z < splits; ++z) {
+            const float* part = partials + ((size_t)tile * splits + z) * (GEMM_BM * GEMM_BN) + ct;
+#pragma unroll
+            for (int e = 0; e < GEMM_BN / 2; ++e) d[e] += __ldcg(part + e * GEMM_MATH_THREADS);
+        }
     }
-    __syncthreads();
-    gemm_finish(Cs, M, N, m0, n0, epilogue, splits, partials, counters, Yf, Yb);
+    const int lane = ct & 31;
+    const int r0 = m0 + wg * 64 + ((ct >> 5) & 3) * 16 + (lane >> 2);
+    const int cq = (lane & 3) * 2;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const int m = r0 + 8 * h;
+        if (m >= M) continue;
+        if (swiglu) {
+            // Gate columns in groups j < GEMM_BN / 16, the matching up columns GEMM_BN / 16 groups on.
+            u16* row = Yb + (size_t)m * ACT_PARTS * N;
+#pragma unroll
+            for (int j = 0; j < GEMM_BN / 16; ++j) {
+                const int n = n0 + 8 * j + cq;
+                if (n >= N) continue;
+                const float* g = d + 4 * j + 2 * h;
+                const float* u = d + 4 * (j + GEMM_BN / 16) + 2 * h;
+                store_act2(row, n, N, silu_f(g[0]) * u[0], silu_f(g[1]) * u[1]);
+            }
+            continue;
+        }
+        if (epilogue == EPI_ADD_F32) {
+            // The residual's values first, all in flight, then the sums.
+            float2 res[GEMM_BN / 8];
+#pragma unroll
+            for (int j = 0; j < GEMM_BN / 8; ++j) {
+                const int n = n0 + 8 * j + cq;
+                res[j] = n < N ? *reinterpret_cast<const float2*>(Yf + (size_t)m * N + n) : make_float2(0.0f, 0.0f);
+            }
+#pragma unroll
+            for (int j = 0; j < GEMM_BN / 8; ++j) {
+                const int n = n0 + 8 * j + cq;
+                if (n < N)
+                    *reinterpret_cast<float2*>(Yf + (size_t)m * N + n) =
+                        make_float2(res[j].x + d[4 * j + 2 * h], res[j].y + d[4 * j + 2 * h + 1]);
+            }
+            continue;
+        }
+#pragma unroll
+        for (int j = 0; j < GEMM_BN / 8; ++j) {
+            const int n = n0 + 8 * j + cq;
+            if (n >= N) continue;
+            const float v0 = d[4 * j + 2 * h], v1 = d[4 * j + 2 * h + 1];
+            if (epilogue == EPI_STORE_BF16) store_act2(Yb + (size_t)m * ACT_PARTS * N, n, N, v0, v1);
+            else *reinterpret_cast<float2*>(Yf + (size_t)m * N + n) = make_float2(v0, v1);
+        }
+    }
 }
 "#;

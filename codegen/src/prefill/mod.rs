@@ -32,8 +32,8 @@ use crate::cuda::{Constant, HeaderInfo, header, write_constants};
 use crate::{CodegenError, GeneratedKernel, KernelKind};
 
 pub use plan::{
-    Arg, Grid, Handoff, Launch, PrefillPlan, ScratchBuffer, att_proj_cols, contiguous_weight_group,
-    contiguous_weight_groups, gdn_proj_cols, prefill_plan,
+    Arg, Grid, Handoff, Launch, PrefillPlan, ScratchBuffer, SplitK, TmaOperand, att_proj_cols,
+    contiguous_weight_group, contiguous_weight_groups, gdn_proj_cols, prefill_plan,
 };
 
 pub const ENTRY_POINTS: [&str; 12] = [
@@ -101,12 +101,17 @@ pub fn geometry(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillGeometry,
     let p = &sched.prefill;
     let stages = p.gemm_ring_stages();
     let warps = p.gemm_threads / 32;
-    let (wm, wn) = warp_grid(p.gemm_tile_m, p.gemm_tile_n, warps).ok_or_else(|| {
-        CodegenError::Config(format!(
-            "prefill GEMM: {warps} warps cannot tile a {}x{} block with 16x8 mma tiles",
-            p.gemm_tile_m, p.gemm_tile_n
-        ))
-    })?;
+    // wgmma: each consumer warpgroup owns 64 whole rows (no warp grid).
+    let (wm, wn) = if p.gemm_wgmma {
+        (p.gemm_tile_m / 64, 1)
+    } else {
+        warp_grid(p.gemm_tile_m, p.gemm_tile_n, warps).ok_or_else(|| {
+            CodegenError::Config(format!(
+                "prefill GEMM: {warps} warps cannot tile a {}x{} block with 16x8 mma tiles",
+                p.gemm_tile_m, p.gemm_tile_n
+            ))
+        })?
+    };
     if !128u32.is_multiple_of(p.gemm_tile_m) {
         return Err(CodegenError::Config(format!(
             "prefill GEMM: tile_m {} must divide 128 (the runtime sizes scratch in 128-token steps)",
@@ -114,10 +119,14 @@ pub fn geometry(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillGeometry,
         )));
     }
     let act_parts = if p.split_activations { 2 } else { 1 };
+    // The mma.sync / FMA epilogue reuses the ring as its f32 staging tile; the wgmma one works
+    // from registers.
     let staging = p.gemm_tile_m * (p.gemm_tile_n + 4) * 4;
-    // The epilogue reuses the ring as its f32 staging tile (with wgmma, past the 1 KiB alignment).
-    let align = if p.gemm_wgmma { 1024 } else { 0 };
-    let gemm_smem = p.gemm_ring_bytes().max(staging + align);
+    let gemm_smem = if p.gemm_wgmma {
+        p.gemm_ring_bytes()
+    } else {
+        p.gemm_ring_bytes().max(staging)
+    };
     if gemm_smem > sched.limits.shared_mem_per_block_optin {
         return Err(CodegenError::Config(format!(
             "prefill GEMM needs {gemm_smem} B of shared memory, above the {} B opt-in limit: lower prefill.gemm_stages or tiles",
@@ -210,22 +219,27 @@ pub fn generate_prefill(
     let p = &sched.prefill;
     let notes = vec![
         format!(
-            "GEMM              : {}x{}x{} tiles, {} stages, {} threads ({}x{} warps), {}, {} ({} B smem)",
+            "GEMM              : {}x{}x{} tiles, {} stages, {} threads ({}), {}, {} ({} B smem)",
             g.gemm_bm,
             g.gemm_bn,
             g.gemm_bk,
             g.gemm_stages,
             g.gemm_threads,
-            g.gemm_warps_m,
-            g.gemm_warps_n,
             if p.gemm_wgmma {
-                "wgmma m64nNk16 bf16 (sm_90a)"
+                format!("{} math warpgroups + 1 producer", g.gemm_warps_m)
+            } else {
+                format!("{}x{} warps", g.gemm_warps_m, g.gemm_warps_n)
+            },
+            if p.gemm_wgmma {
+                "TMA + wgmma m64nNk16 bf16 (sm_90a), 1 producer warpgroup"
             } else if p.use_tensor_cores {
                 "mma.sync m16n8k16 bf16"
             } else {
                 "FMA"
             },
-            if p.use_cp_async {
+            if p.gemm_wgmma {
+                "mbarrier ring"
+            } else if p.use_cp_async {
                 "cp.async ring"
             } else {
                 "plain copies"
@@ -333,24 +347,35 @@ pub fn generate_prefill(
     ));
     write_constants(&mut src, "model", &model)?;
     let wgmma = kernels::gemm_wgmma(g.gemm_bn);
-    let gemm_math: &[&str] = if p.gemm_wgmma {
-        &[&wgmma]
-    } else if p.use_tensor_cores {
-        &[kernels::GEMM_PADDED_RING, kernels::GEMM_MMA]
-    } else {
-        &[kernels::GEMM_PADDED_RING, kernels::GEMM_FMA]
-    };
+    // Each path brings only what it runs: the wgmma one loads by TMA and
+    // stores from registers.
     let copies = if p.use_cp_async {
         kernels::COPY_CP_ASYNC
     } else {
         kernels::COPY_PLAIN
+    };
+    let gemm_math: &[&str] = if p.gemm_wgmma {
+        &[&wgmma]
+    } else if p.use_tensor_cores {
+        &[
+            copies,
+            kernels::GEMM_STAGED_EPILOGUE,
+            kernels::GEMM_PADDED_RING,
+            kernels::GEMM_MMA,
+        ]
+    } else {
+        &[
+            copies,
+            kernels::GEMM_STAGED_EPILOGUE,
+            kernels::GEMM_PADDED_RING,
+            kernels::GEMM_FMA,
+        ]
     };
     let blocks_before = [
         blocks::rope::ROPE,
         blocks::decode_attention::HEAD_HELPERS,
         kernels::ACT_STORE,
         kernels::ROWWISE,
-        copies,
         blocks::sync::TILE_COUNTER,
         kernels::GEMM_COMMON,
     ];

@@ -17,8 +17,8 @@ pub enum Grid {
         n: u32,
         cols_per_block: u32,
         rows_per_block: u32,
-        /// Split-K factor (blockIdx.z).
-        splits: u32,
+        /// Split-K factor (blockIdx.z; the kernel reads it from gridDim.z).
+        splits: SplitK,
     },
     /// One block per token: `[T, 1, 1]`.
     PerToken,
@@ -48,11 +48,10 @@ impl Grid {
                 cols_per_block,
                 rows_per_block,
                 splits,
-            } => [
-                n.div_ceil(cols_per_block),
-                t.div_ceil(rows_per_block),
-                splits.max(1),
-            ],
+            } => {
+                let tiles = [n.div_ceil(cols_per_block), t.div_ceil(rows_per_block)];
+                [tiles[0], tiles[1], splits.for_tiles(tiles[0] * tiles[1])]
+            }
             Grid::PerToken => [t, 1, 1],
             Grid::PerTokenItems {
                 items_per_token,
@@ -72,6 +71,54 @@ impl Grid {
                 heads,
                 tokens_per_block,
             } => [heads, t.div_ceil(tokens_per_block), 1],
+        }
+    }
+}
+
+/// How a GEMM splits K over blockIdx.z.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitK {
+    /// The same split at every prompt length.
+    Fixed(u32),
+    /// Chosen per prompt from the output tiles it has: the split of at most
+    /// `max` that finishes soonest when `slots` blocks run at once, each
+    /// costing its k tiles plus a fixed start-up and epilogue (and the
+    /// partial tiles' round trip when split). For kernels that fill an SM
+    /// with one block, where a few blocks past a full wave cost a whole wave.
+    PerPrompt { k_tiles: u32, max: u32, slots: u32 },
+}
+
+impl SplitK {
+    /// Start-up (pipeline fill) and epilogue of a block, in k tiles.
+    const BLOCK_OVERHEAD: u32 = 3;
+    /// Storing and summing partial tiles, in k tiles.
+    const SPLIT_OVERHEAD: u32 = 2;
+
+    /// The split for a GEMM of `tiles` output tiles.
+    pub fn for_tiles(&self, tiles: u32) -> u32 {
+        match *self {
+            SplitK::Fixed(s) => s.max(1),
+            SplitK::PerPrompt {
+                k_tiles,
+                max,
+                slots,
+            } => (1..=max.max(1))
+                .min_by_key(|&s| {
+                    let waves = (tiles * s).div_ceil(slots.max(1));
+                    let per_block = k_tiles.div_ceil(s)
+                        + Self::BLOCK_OVERHEAD
+                        + if s > 1 { Self::SPLIT_OVERHEAD } else { 0 };
+                    waves * per_block
+                })
+                .unwrap_or(1),
+        }
+    }
+
+    /// The largest split at any prompt length (sizes the partial tiles).
+    pub fn max(&self) -> u32 {
+        match *self {
+            SplitK::Fixed(s) => s.max(1),
+            SplitK::PerPrompt { max, .. } => max.max(1),
         }
     }
 }
@@ -106,6 +153,27 @@ pub enum Arg {
     Int(i32),
     /// A null pointer (unused operand).
     Null,
+    /// The device address of a TMA descriptor of a bf16 matrix (the sm_90
+    /// GEMM's operands), which the runtime encodes once.
+    TensorMap(TmaOperand),
+}
+
+/// A row-major bf16 matrix as TMA reads it: a 2-D `CUtensorMap` with the
+/// 128-byte swizzle that wgmma's descriptors expect, rows past `rows` read
+/// as zeros.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TmaOperand {
+    /// The matrix: an [`Arg::Weight`], [`Arg::Weights`] or [`Arg::Scratch`].
+    pub matrix: Box<Arg>,
+    /// Rows of the matrix; `None`: the scratch buffer's token capacity
+    /// (rows past the prompt are read but their results never stored).
+    pub rows: Option<u32>,
+    /// bf16 elements per row, which is also the row stride.
+    pub cols: u32,
+    /// The box one copy moves: `box_cols` (64: one 128-byte swizzle row) x
+    /// `box_rows`.
+    pub box_cols: u32,
+    pub box_rows: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -301,13 +369,38 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
             zeroed: false,
         },
     ];
-    // Split-K so that a GEMM at a typical prompt (512 tokens) gives every SM
-    // about 4 blocks, with at least 8 k tiles per split.
+    // Split-K, with at least 8 k tiles per split. mma.sync / FMA: so that a
+    // GEMM at a typical prompt (512 tokens) gives every SM about 4 blocks.
+    // wgmma (one block fills an SM's shared memory): per prompt, so that the
+    // blocks fill whole waves.
     let nominal_t = 512u32;
-    let split_for = |col_blocks: u32, k: u32| -> u32 {
+    let split_for = |col_blocks: u32, k: u32| -> SplitK {
+        let max = (k / g.gemm_bk / 8).clamp(1, 8);
+        if sched.prefill.gemm_wgmma {
+            return SplitK::PerPrompt {
+                k_tiles: k / g.gemm_bk,
+                max,
+                slots: sched.sm_count,
+            };
+        }
         let tiles = col_blocks * nominal_t.div_ceil(g.gemm_bm);
-        let max_split = (k / g.gemm_bk / 8).clamp(1, 8);
-        (4 * sched.sm_count).div_ceil(tiles).clamp(1, max_split)
+        SplitK::Fixed((4 * sched.sm_count).div_ceil(tiles).clamp(1, max))
+    };
+    // Operands: plain addresses, or TMA descriptors for the wgmma kernel.
+    let act_parts = g.act_parts;
+    let tma = sched.prefill.gemm_wgmma;
+    let operand = |matrix: Arg, rows: Option<u32>, cols: u32, box_rows: u32| {
+        if tma {
+            Arg::TensorMap(TmaOperand {
+                matrix: Box::new(matrix),
+                rows,
+                cols,
+                box_cols: g.gemm_bk,
+                box_rows,
+            })
+        } else {
+            matrix
+        }
     };
     let gemm = |layer: usize,
                 w: Arg,
@@ -333,14 +426,14 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
             dynamic_smem: g.gemm_smem_bytes,
             layer: Some(layer),
             args: vec![
-                Arg::Scratch(x),
-                w,
-                w2.map(Arg::Weight).unwrap_or(Arg::Null),
+                operand(Arg::Scratch(x), None, act_parts * k, g.gemm_bm),
+                operand(w, Some(n), k, cols_per_block),
+                w2.map(|w2| operand(Arg::Weight(w2), Some(n), k, cols_per_block))
+                    .unwrap_or(Arg::Null),
                 Arg::PromptLen,
                 Arg::Int(n as i32),
                 Arg::Int(k as i32),
                 Arg::Int(epi),
-                Arg::Int(splits as i32),
                 Arg::Scratch("gemm_partials"),
                 Arg::Scratch("gemm_counters"),
                 yf.map(Arg::Scratch).unwrap_or(Arg::Null),
@@ -673,9 +766,9 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
         } = launch.grid
         {
             let col_blocks = n.div_ceil(cols_per_block) as u64;
-            if splits > 1 {
+            if splits.max() > 1 {
                 partial_bytes =
-                    partial_bytes.max(col_blocks * splits as u64 * g.gemm_bn as u64 * 4);
+                    partial_bytes.max(col_blocks * splits.max() as u64 * g.gemm_bn as u64 * 4);
             }
             counter_bytes = counter_bytes.max(col_blocks * 4);
         }
@@ -710,13 +803,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plan_covers_every_layer_and_names_real_weights() {
+    fn plan_covers_every_layer_and_names_real_weights_wgmma() {
+        check_plan("h100");
+    }
+
+    #[test]
+    fn plan_covers_every_layer_and_names_real_weights_mma() {
+        check_plan("rtx3090");
+    }
+
+    /// The matrix behind a GEMM operand (a TMA descriptor's, or the argument itself).
+    fn matrix(a: &Arg) -> &Arg {
+        match a {
+            Arg::TensorMap(op) => &op.matrix,
+            a => a,
+        }
+    }
+
+    fn check_plan(preset: &str) {
         let cfg = Qwen35Config::qwen35_0_8b();
-        let s = Schedule::preset("h100").expect("preset");
+        let s = Schedule::preset(preset).expect("preset");
         let plan = prefill_plan(&cfg, &s).expect("plan");
         let (slots, _) = crate::decode::abi::weight_slots(&cfg);
         for launch in &plan.launches {
-            for a in &launch.args {
+            for a in launch.args.iter().map(matrix) {
                 if let Arg::Weight(name) = a {
                     assert!(
                         slots.iter().any(|w| &w.canonical_name == name),
@@ -774,42 +884,68 @@ mod tests {
         );
         assert!(plan.scratch.iter().any(|b| b.name == plan.handoff.scratch));
         // every GEMM's K is a multiple of the k tile (the kernel requires it);
-        // each split gets k tiles; the split argument matches the grid
+        // each split gets k tiles, at every prompt length; operands are TMA
+        // descriptors exactly on the wgmma path, with the block tile's boxes
+        let g = geometry(&cfg, &s).expect("geometry");
         for launch in plan.launches.iter().filter(|l| l.kernel == "prefill_gemm") {
-            let Arg::Int(k) = launch.args[5] else {
-                panic!("k")
+            let (Arg::Int(n), Arg::Int(k)) = (&launch.args[4], &launch.args[5]) else {
+                panic!("n, k")
             };
-            assert_eq!(k as u32 % s.prefill.gemm_tile_k, 0);
-            let Arg::Int(splits) = launch.args[7] else {
-                panic!("splits")
-            };
-            let Grid::GemmTiles { splits: gs, .. } = launch.grid else {
+            let (n, k) = (*n as u32, *k as u32);
+            assert_eq!(k % s.prefill.gemm_tile_k, 0);
+            let kt = k / s.prefill.gemm_tile_k;
+            for t in [1, 64, 520, 2048] {
+                let gs = launch.grid.dims(t)[2];
+                assert!(
+                    gs >= 1 && kt.div_ceil(gs) * (gs - 1) < kt,
+                    "an empty split: {kt} tiles / {gs}"
+                );
+            }
+            let Grid::GemmTiles {
+                cols_per_block,
+                splits,
+                ..
+            } = launch.grid
+            else {
                 panic!("grid")
             };
-            assert_eq!(splits as u32, gs);
-            let kt = k as u32 / s.prefill.gemm_tile_k;
-            assert!(
-                kt.div_ceil(gs) * (gs - 1) < kt,
-                "an empty split: {kt} tiles / {gs}"
+            assert_eq!(
+                matches!(splits, SplitK::PerPrompt { .. }),
+                s.prefill.gemm_wgmma
             );
+            for (i, a) in launch.args[..3].iter().enumerate() {
+                match a {
+                    Arg::TensorMap(op) => {
+                        assert!(s.prefill.gemm_wgmma);
+                        assert_eq!(op.box_cols, 64);
+                        if i == 0 {
+                            assert_eq!((op.rows, op.cols), (None, g.act_parts * k));
+                            assert_eq!(op.box_rows, g.gemm_bm);
+                        } else {
+                            assert_eq!((op.rows, op.cols), (Some(n), k));
+                            assert_eq!(op.box_rows, cols_per_block);
+                        }
+                    }
+                    Arg::Null => assert_eq!(i, 2),
+                    _ => assert!(!s.prefill.gemm_wgmma, "{a:?}"),
+                }
+            }
         }
         // small-N GEMMs are split, the wide ones are not
         let split_of = |w: &str| {
             plan.launches
                 .iter()
                 .find(|l| {
-                    l.args.iter().any(|a| match a {
+                    l.args.iter().map(matrix).any(|a| match a {
                         Arg::Weight(n) => n == w,
                         Arg::Weights(ns) => ns[0] == w,
                         _ => false,
                     })
                 })
-                .and_then(|l| match l.grid {
-                    Grid::GemmTiles { splits, .. } => Some(splits),
-                    _ => None,
-                })
+                .map(|l| l.grid.dims(520)[2])
                 .expect("gemm")
         };
+        // at T = 520
         assert!(split_of("layers.0.mlp.down_proj.weight") > 1);
         assert_eq!(split_of("layers.0.linear_attn.in_proj_qkv.weight"), 1);
     }
@@ -854,10 +990,42 @@ mod tests {
             n: 4096,
             cols_per_block: 64,
             rows_per_block: 64,
-            splits: 3,
+            splits: SplitK::Fixed(3),
         };
         assert_eq!(g.dims(520), [64, 9, 3]);
         assert_eq!(g.dims(1), [64, 1, 3]);
+        // per prompt: the split that fills whole waves of 132 one-block SMs
+        let down = |t: u32| {
+            Grid::GemmTiles {
+                n: 1024,
+                cols_per_block: 256,
+                rows_per_block: 128,
+                splits: SplitK::PerPrompt {
+                    k_tiles: 56,
+                    max: 7,
+                    slots: 132,
+                },
+            }
+            .dims(t)
+        };
+        // 20 tiles: 6 splits (120 blocks, one wave); 7 would need a second wave
+        assert_eq!(down(520), [4, 5, 6]);
+        // 64 tiles: 2 splits (128 blocks)
+        assert_eq!(down(2048), [4, 16, 2]);
+        // one tile: all 7 splits
+        assert_eq!(down(1), [4, 1, 7]);
+        let gate_up = Grid::GemmTiles {
+            n: 3584,
+            cols_per_block: 128,
+            rows_per_block: 128,
+            splits: SplitK::PerPrompt {
+                k_tiles: 16,
+                max: 2,
+                slots: 132,
+            },
+        };
+        // 140 tiles: two waves either way, unsplit is cheaper
+        assert_eq!(gate_up.dims(520), [28, 5, 1]);
         let c = Grid::ChannelSegments {
             channels: 6144,
             threads: 256,
