@@ -128,9 +128,22 @@ pub struct PrefillTiles {
     pub gemm_threads: u32,
     /// Chunk length of the chunked gated delta rule (64 in HF/FLA).
     pub gdn_chunk: u32,
+    /// Value columns per block of the delta rule's sequential state pass (8
+    /// or 16; 16 threads per column). More columns read each chunk's W and
+    /// K tiles once for more of the state, on fewer blocks.
+    #[serde(default = "default_gdn_state_cols")]
+    pub gdn_state_cols: u32,
     pub attn_q_tile: u32,
+    /// Keys per shared-memory stage of the tensor-core attention.
     pub attn_kv_tile: u32,
+    /// Threads of the CUDA-core attention (one warp per token).
     pub attn_threads: u32,
+    /// Prefill attention on `mma.sync` tensor cores (sm_80+, needs
+    /// `use_tensor_cores` and `use_cp_async`): flash-style, K/V tiles of
+    /// `attn_kv_tile` keys shared by a block's query heads; off = one warp
+    /// per token on CUDA cores.
+    #[serde(default)]
+    pub attn_tensor_cores: bool,
     /// Use `mma.sync` bf16 tensor cores (sm_80+) instead of FMA.
     pub use_tensor_cores: bool,
     /// Use `cp.async` for global->shared copies (sm_80+).
@@ -144,8 +157,7 @@ pub struct PrefillTiles {
     /// `wgmma` (warpgroup MMA, operands in shared memory) instead of
     /// `mma.sync`; the prefill file is then compiled for `sm_90a`. Needs
     /// `gemm_tile_k` 64, `gemm_tile_m` 64 or 128, `gemm_threads` = 128 per
-    /// 64 rows + 128 (the producer warpgroup), and `gemm_tile_n` up to 256,
-    /// a multiple of 16.
+    /// 64 rows + 128 (the producer warpgroup), and `gemm_tile_n` up to 256.
     #[serde(default)]
     pub gemm_wgmma: bool,
 }
@@ -174,6 +186,10 @@ impl PrefillTiles {
 
 fn default_true() -> bool {
     true
+}
+
+fn default_gdn_state_cols() -> u32 {
+    8
 }
 
 /// DDTree verification parameters.
@@ -539,9 +555,11 @@ impl Schedule {
                 },
                 gemm_threads: if sm90 { 384 } else { 128 },
                 gdn_chunk: 64,
+                gdn_state_cols: 8,
                 attn_q_tile: 64,
-                attn_kv_tile: 64,
+                attn_kv_tile: 32,
                 attn_threads: 128,
+                attn_tensor_cores: sm80,
                 use_tensor_cores: sm80,
                 use_cp_async: sm80,
                 split_activations: true,
@@ -812,9 +830,10 @@ impl Schedule {
                     p.gemm_tile_m,
                     p.gemm_threads
                 ))
-            } else if p.gemm_tile_n > 256 || !p.gemm_tile_n.is_multiple_of(16) {
+            } else if p.gemm_tile_n > 256 {
+                // (a multiple of 16, as every GEMM path needs: SwiGLU halves of whole n8 tiles)
                 Some(format!(
-                    "wgmma needs gemm_tile_n <= 256 and a multiple of 16 (SwiGLU halves of whole 8-column groups), got {}",
+                    "wgmma needs gemm_tile_n <= 256 (the instruction's largest N), got {}",
                     p.gemm_tile_n
                 ))
             } else {
@@ -851,6 +870,20 @@ impl Schedule {
                 "prefill.attn_q_tile",
                 p.attn_q_tile,
                 "q and kv tiles must be positive multiples of 16",
+            ));
+        }
+        if !matches!(p.gdn_state_cols, 8 | 16) {
+            return Err(Self::invalid(
+                "prefill.gdn_state_cols",
+                p.gdn_state_cols,
+                "8 or 16",
+            ));
+        }
+        if p.attn_tensor_cores && !(p.use_tensor_cores && p.use_cp_async) {
+            return Err(Self::invalid(
+                "prefill.attn_tensor_cores",
+                "true",
+                "needs use_tensor_cores and use_cp_async (sm_80+)",
             ));
         }
         if !p.attn_threads.is_multiple_of(32) || p.attn_threads == 0 || p.attn_threads > 1024 {
@@ -1120,22 +1153,46 @@ mod tests {
     }
 
     #[test]
-    fn wgmma_prefill_gemm_is_validated_against_arch_and_tiles() {
-        let ok = r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_tile_n": 128, "gemm_threads": 256}}"#;
+    fn prefill_attention_and_state_pass_knobs_are_validated() {
         let h100 = Schedule::preset("h100").expect("preset");
+        assert!(h100.prefill.attn_tensor_cores);
+        let turing = Schedule::preset("rtx2080ti").expect("preset");
+        assert!(!turing.prefill.attn_tensor_cores);
+        let e = turing
+            .patched(r#"{"prefill": {"attn_tensor_cores": true}}"#)
+            .expect("patch")
+            .validate(None)
+            .unwrap_err();
+        assert_eq!(field_of(e), "prefill.attn_tensor_cores");
+        for (cols, ok) in [(8, true), (16, true), (12, false), (32, false)] {
+            let r = h100
+                .patched(&format!(r#"{{"prefill": {{"gdn_state_cols": {cols}}}}}"#))
+                .expect("patch")
+                .validate(None);
+            assert_eq!(r.is_ok(), ok, "{cols}");
+        }
+    }
+
+    #[test]
+    fn wgmma_prefill_gemm_is_validated_against_arch_and_tiles() {
+        let h100 = Schedule::preset("h100").expect("preset");
+        assert!(h100.prefill.gemm_wgmma, "the sm_90 default");
+        h100.validate(None)
+            .expect("128x128x64, two math warpgroups + a producer");
+        let ok = r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_m": 64, "gemm_tile_k": 64, "gemm_tile_n": 256, "gemm_threads": 256}}"#;
         h100.patched(ok)
             .expect("patch")
             .validate(None)
-            .expect("64x128x64, one math + one producer warpgroup");
+            .expect("64x256x64, one math + one producer warpgroup");
         for bad in [
             // k tile is not one 128-byte swizzle row
-            r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 32, "gemm_tile_n": 128, "gemm_threads": 256}}"#,
+            r#"{"prefill": {"gemm_tile_k": 32}}"#,
+            // 128 rows need two math warpgroups + the producer (384 threads)
+            r#"{"prefill": {"gemm_threads": 256}}"#,
             // 64 rows need one math warpgroup + the producer (256 threads)
-            r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_threads": 128}}"#,
+            r#"{"prefill": {"gemm_tile_m": 64}}"#,
             // N above the instruction's 256
-            r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_tile_n": 512, "gemm_threads": 256, "gemm_stages": 2}}"#,
-            // SwiGLU halves must be whole 8-column groups: 40 is not a multiple of 16
-            r#"{"prefill": {"gemm_wgmma": true, "gemm_tile_k": 64, "gemm_tile_m": 128, "gemm_tile_n": 40, "gemm_threads": 384}}"#,
+            r#"{"prefill": {"gemm_tile_m": 64, "gemm_tile_n": 512, "gemm_threads": 256, "gemm_stages": 2}}"#,
         ] {
             let e = h100
                 .patched(bad)
@@ -1352,7 +1409,8 @@ mod tests {
 
     #[test]
     fn rejects_tile_not_dividing_dimension() {
-        let mut s = Schedule::preset("h100").unwrap();
+        // a100: the mma.sync GEMM (h100's wgmma one checks its own tiles first)
+        let mut s = Schedule::preset("a100").unwrap();
         s.prefill.gemm_tile_k = 48;
         let mut m = dims_08b();
         m.hidden_size = 1000;
@@ -1437,7 +1495,7 @@ mod tests {
             field_of(s.validate(None).unwrap_err()),
             "decode.sample_candidates_per_block"
         );
-        let mut s = Schedule::preset("h100").unwrap();
+        let mut s = Schedule::preset("a100").unwrap();
         s.prefill.gemm_threads = 96;
         assert_eq!(
             field_of(s.validate(None).unwrap_err()),

@@ -12,6 +12,15 @@ __device__ __forceinline__ void store_act(u16* row, int k, int K, float v) {
     row[k] = hi;
     if (ACT_PARTS == 2) row[K + k] = f32_to_bf16(v - bf16_to_f32(hi));
 }
+// Two adjacent values (k even), as one 32-bit store per part.
+__device__ __forceinline__ void store_act2(u16* row, int k, int K, float v0, float v1) {
+    const u16 h0 = f32_to_bf16(v0), h1 = f32_to_bf16(v1);
+    *reinterpret_cast<u32*>(row + k) = (u32)h0 | ((u32)h1 << 16);
+    if (ACT_PARTS == 2) {
+        const u16 l0 = f32_to_bf16(v0 - bf16_to_f32(h0)), l1 = f32_to_bf16(v1 - bf16_to_f32(h1));
+        *reinterpret_cast<u32*>(row + K + k) = (u32)l0 | ((u32)l1 << 16);
+    }
+}
 "#;
 
 /// Embedding gather and the zero-centred RMSNorm over T rows.
@@ -216,15 +225,18 @@ __device__ __forceinline__ void gemm_issue_stage(smem_ptr stage, const GemmLoads
 }
 "#;
 
-/// Tensor-core math: each warp owns a (GEMM_WTM x GEMM_WTN) tile of mma.sync m16n8k16.
-pub const GEMM_MMA: &str = r#"// ---- GEMM math: mma.sync m16n8k16 bf16 -> f32 ----
-constexpr int GEMM_MI = GEMM_WTM / 16;
-constexpr int GEMM_NI = GEMM_WTN / 8;
-constexpr u32 GEMM_ROW_BYTES = GEMM_SK * 2;  // one padded smem tile row
+/// Warp-level tensor-core pieces (sm_80+): ldmatrix fragment loads and
+/// `mma.sync` m16n8k16 bf16, shared by the mma.sync GEMM and the attention.
+pub const MMA_HELPERS: &str = r#"// ---- mma.sync m16n8k16 bf16 -> f32 and ldmatrix fragment loads ----
 // ldmatrix: each 8-lane group gives the row addresses of one 8x8 bf16 matrix; lane l receives
-// row l/4, columns 2(l%4), 2(l%4)+1 of every matrix -- exactly the mma.sync fragment layout.
+// row l/4, columns 2(l%4), 2(l%4)+1 of every matrix -- exactly the mma.sync fragment layout
+// (.trans: column l/4, rows 2(l%4), 2(l%4)+1 -- a B fragment of a row-major k x n tile).
 __device__ __forceinline__ void ldmatrix_x4(u32* r, u32 addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(u32* r, u32 addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
 }
 __device__ __forceinline__ void ldmatrix_x2(u32* r, u32 addr) {
@@ -236,6 +248,13 @@ __device__ __forceinline__ void mma_bf16_16816(float* d, const u32* a, const u32
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
+"#;
+
+/// Tensor-core math: each warp owns a (GEMM_WTM x GEMM_WTN) tile of mma.sync m16n8k16.
+pub const GEMM_MMA: &str = r#"// ---- GEMM math: mma.sync m16n8k16 bf16 -> f32 ----
+constexpr int GEMM_MI = GEMM_WTM / 16;
+constexpr int GEMM_NI = GEMM_WTN / 8;
+constexpr u32 GEMM_ROW_BYTES = GEMM_SK * 2;  // one padded smem tile row
 
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __restrict__ W2, int M, int N, int K,
@@ -876,8 +895,8 @@ prefill_gated_rms_norm(const float* __restrict__ o, const float* __restrict__ z,
 }
 "#;
 
-/// q/k norm + RoPE + KV append, then causal flash-style attention.
-pub const ATTENTION: &str = r#"// ---- prefill_qk_norm_rope: one warp per (token, head) over ATT_H query + ATT_HKV kv heads ----
+/// q/k norm, partial RoPE and the KV append of the prompt's tokens.
+pub const QK_NORM_ROPE: &str = r#"// ---- prefill_qk_norm_rope: one warp per (token, head) over ATT_H query + ATT_HKV kv heads ----
 // qg, k, v: column slices of the fused input projection [T][ATT_PROJ_COLS] = [q+gate | k | v]
 // (f32; per head of q+gate: [query | gate]).
 static_assert(ATT_PROJ_COLS == ATT_QG_DIM + 2 * ATT_KV_DIM, "fused attention projection row");
@@ -914,7 +933,10 @@ prefill_qk_norm_rope(const float* __restrict__ qg, const float* __restrict__ k, 
     }
 }
 
-// ---- prefill_attention: causal attention over the cache, online softmax (no score matrix) ----
+"#;
+
+/// Causal attention on CUDA cores: one warp per (query head, token).
+pub const ATTENTION_CUDA_CORES: &str = r#"// ---- prefill_attention: causal attention over the cache, online softmax (no score matrix) ----
 // Block (query head, ATT_WARPS consecutive tokens); one warp per token, ATT_EPL dims per lane.
 // The warps of a block read the same kv head's keys, so K/V rows are shared through L1.
 // Keys are visited ATT_KEYS_PER_STEP at a time (independent dot products in flight).
@@ -987,6 +1009,175 @@ prefill_attention(const float* __restrict__ q, const float* __restrict__ qg, int
     u16* row = out + (size_t)t * ACT_PARTS * ATT_OUT_DIM;
 #pragma unroll
     for (int e = 0; e < ATT_EPL; ++e) store_act(row, hq * ATT_HD + d0 + e, ATT_OUT_DIM, o[e]);
+}
+"#;
+
+/// Causal flash attention on mma.sync tensor cores (sm_80+), GQA: a block is
+/// ATT_TC_HEADS query heads of one kv head x 16 tokens, one warp per head.
+pub const ATTENTION_TC: &str = r#"// ---- prefill_attention: causal flash attention on mma.sync (bf16 in, f32 accumulate), GQA ----
+// Block: ATT_TC_HEADS query heads of kv head kvh x 16 consecutive tokens; warp w owns query head
+// hq0 + w for those 16 tokens (its 16 rows of m16n8k16). K/V tiles of ATT_KT keys come from the
+// cache (bf16) through a 2-stage cp.async ring that the block's warps share. Per tile:
+// S = Q K^T (Q rounded to bf16), the causal mask, online softmax on the fragments, then
+// O += P V with P (bf16) taken straight from S's registers (the C fragment of two n8 tiles is
+// the A fragment of one k16 step). Keys past the block's last query are zero-filled, so
+// masked weights multiply zeros, never stale cache values.
+// out: [T][ACT_PARTS x ATT_OUT_DIM] GEMM input = softmax(q K^T) V * sigmoid(gate).
+constexpr int ATT_QROWS = 16;                   // tokens per block (mma rows)
+constexpr int ATT_SROW = ATT_HD + 8;            // padded smem row (bf16): conflict-free ldmatrix
+constexpr int ATT_Q_ELEMS = ATT_TC_HEADS * ATT_QROWS * ATT_SROW;
+constexpr int ATT_KV_ELEMS = ATT_KT * ATT_SROW;  // one K or V tile
+static_assert((ATT_Q_ELEMS + 4 * ATT_KV_ELEMS) * 2 == ATT_DYN_SMEM, "the launch plan's dynamic smem size");
+static_assert(ATT_KT % 16 == 0 && ATT_HD % 16 == 0 && ATT_G % ATT_TC_HEADS == 0, "attention tiles");
+constexpr int ATT_NT = ATT_KT / 8;              // n8 tiles of S
+constexpr int ATT_DT = ATT_HD / 8;              // n8 tiles of O
+constexpr u32 ATT_ROW_BYTES = ATT_SROW * 2;
+
+extern "C" __global__ void __launch_bounds__(ATT_TC_HEADS * 32, 1)
+prefill_attention(const float* __restrict__ q, const float* __restrict__ qg, int T, int start,
+                  const u16* __restrict__ k_cache, const u16* __restrict__ v_cache, u16* __restrict__ out) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    u16* qs = reinterpret_cast<u16*>(smem);
+    const u32 kv_s = smem_addr(smem) + ATT_Q_ELEMS * 2;  // stage s: K at 2s tiles, V at 2s + 1
+    constexpr int GROUPS = ATT_G / ATT_TC_HEADS;          // blocks per kv head and token tile
+    const int kvh = blockIdx.x / GROUPS;
+    const int hq0 = kvh * ATT_G + (blockIdx.x % GROUPS) * ATT_TC_HEADS;
+    const int t0 = blockIdx.y * ATT_QROWS;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, c2 = (lane & 3) * 2;
+    constexpr int THREADS = ATT_TC_HEADS * 32;
+    // Keys the block's queries see: 0 .. start + min(t0 + 16, T) - 1.
+    const int n_keys = min(start + min(t0 + ATT_QROWS, T), MAX_CTX);
+    const int n_tiles = (n_keys + ATT_KT - 1) / ATT_KT;
+    const u16* kc = k_cache + (size_t)kvh * MAX_CTX * ATT_HD;
+    const u16* vc = v_cache + (size_t)kvh * MAX_CTX * ATT_HD;
+    constexpr int CPR = ATT_HD / 8;  // 16-byte chunks per row
+    auto load_tile = [&](int tile) {
+        const int p0 = tile * ATT_KT;
+        const u32 st = kv_s + (tile & 1) * 2 * ATT_KV_ELEMS * 2;
+        for (int i = threadIdx.x; i < 2 * ATT_KT * CPR; i += THREADS) {
+            const int which = i / (ATT_KT * CPR), r = (i / CPR) % ATT_KT, ch = i % CPR;
+            const int p = p0 + r;
+            const bool ok = p < n_keys;
+            const u16* src = (which ? vc : kc) + (size_t)(ok ? p : 0) * ATT_HD + ch * 8;
+            copy16(st + (which * ATT_KV_ELEMS + r * ATT_SROW + ch * 8) * 2, src, ok ? 16u : 0u);
+        }
+        copy_commit();
+    };
+    load_tile(0);
+    // This block's query rows as bf16 (rows past the prompt are zero) while tile 0 loads.
+    for (int i = threadIdx.x; i < ATT_TC_HEADS * ATT_QROWS * (ATT_HD / 2); i += THREADS) {
+        const int e = (i % (ATT_HD / 2)) * 2, r = (i / (ATT_HD / 2)) % ATT_QROWS, h = i / (ATT_HD / 2 * ATT_QROWS);
+        const int t = t0 + r;
+        float2 v = make_float2(0.0f, 0.0f);
+        if (t < T && start + t < MAX_CTX) v = *reinterpret_cast<const float2*>(q + ((size_t)t * ATT_H + hq0 + h) * ATT_HD + e);
+        *reinterpret_cast<u32*>(qs + (h * ATT_QROWS + r) * ATT_SROW + e) = pack_bf16x2(v.x, v.y);
+    }
+    // Per-lane ldmatrix offsets: A (Q rows), B of S (K rows = n, dims = k), B of PV (V rows = k,
+    // via .trans): see the GEMM's for the lane -> row mapping.
+    const u32 q_lane = smem_addr(qs) + ((warp * ATT_QROWS + (lane & 15)) * ATT_SROW + (lane >> 4) * 8) * 2;
+    const u32 k_lane = (((lane >> 4) & 1) * 8 + (lane & 7)) * ATT_ROW_BYTES + ((lane >> 3) & 1) * 16;
+    const u32 v_lane = ((lane & 7) + ((lane >> 3) & 1) * 8) * ATT_ROW_BYTES + (lane >> 4) * 16;
+    const int pos0 = start + t0 + g, pos1 = pos0 + 8;  // this lane's two query rows
+    float o[ATT_DT][4];
+#pragma unroll
+    for (int j = 0; j < ATT_DT; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+    float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.0f, l1 = 0.0f;
+    for (int tile = 0; tile < n_tiles; ++tile) {
+        if (tile + 1 < n_tiles) load_tile(tile + 1);
+        else copy_commit();
+        copy_wait<1>();
+        __syncthreads();  // tile's K/V (and, the first time, Q) visible to every warp
+        const u32 ks = kv_s + (tile & 1) * 2 * ATT_KV_ELEMS * 2, vs = ks + ATT_KV_ELEMS * 2;
+        float s[ATT_NT][4];
+#pragma unroll
+        for (int j = 0; j < ATT_NT; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < ATT_HD / 16; ++kk) {
+            u32 a[4];
+            ldmatrix_x4(a, q_lane + kk * 32);
+#pragma unroll
+            for (int j = 0; j < ATT_NT; j += 2) {
+                u32 b[4];
+                ldmatrix_x4(b, ks + k_lane + j * 8 * ATT_ROW_BYTES + kk * 32);
+                mma_bf16_16816(s[j], a, b);
+                mma_bf16_16816(s[j + 1], a, b + 2);
+            }
+        }
+        // Causal mask and the running max of each row (4 lanes share a row).
+        const int p0 = tile * ATT_KT;
+        float mx0 = m0, mx1 = m1;
+#pragma unroll
+        for (int j = 0; j < ATT_NT; ++j) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int p = p0 + 8 * j + c2 + e;
+                if (p > pos0) s[j][e] = NEG_INF;
+                if (p > pos1) s[j][2 + e] = NEG_INF;
+                mx0 = fmaxf(mx0, s[j][e]);
+                mx1 = fmaxf(mx1, s[j][2 + e]);
+            }
+        }
+#pragma unroll
+        for (int d = 1; d < 4; d <<= 1) {
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, d));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, d));
+        }
+        // Key 0 is in tile 0 and never masked, so the max is finite from the first tile on.
+        const float corr0 = __expf(m0 - mx0), corr1 = __expf(m1 - mx1);
+        m0 = mx0;
+        m1 = mx1;
+        l0 *= corr0;
+        l1 *= corr1;
+#pragma unroll
+        for (int j = 0; j < ATT_DT; ++j) { o[j][0] *= corr0; o[j][1] *= corr0; o[j][2] *= corr1; o[j][3] *= corr1; }
+#pragma unroll
+        for (int j = 0; j < ATT_NT; ++j) {
+            s[j][0] = __expf(s[j][0] - m0); s[j][1] = __expf(s[j][1] - m0);
+            s[j][2] = __expf(s[j][2] - m1); s[j][3] = __expf(s[j][3] - m1);
+            l0 += s[j][0] + s[j][1];
+            l1 += s[j][2] + s[j][3];
+        }
+        // O += P V, k = keys in steps of 16.
+#pragma unroll
+        for (int kk = 0; kk < ATT_KT / 16; ++kk) {
+            u32 a[4];
+            a[0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
+            a[1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
+            a[2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            a[3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int j = 0; j < ATT_DT; j += 2) {
+                u32 b[4];
+                ldmatrix_x4_trans(b, vs + v_lane + kk * 16 * ATT_ROW_BYTES + j * 16);
+                mma_bf16_16816(o[j], a, b);
+                mma_bf16_16816(o[j + 1], a, b + 2);
+            }
+        }
+        __syncthreads();  // every warp is done with this stage before the next tile refills it
+    }
+    copy_wait<0>();
+#pragma unroll
+    for (int d = 1; d < 4; d <<= 1) {
+        l0 += __shfl_xor_sync(0xffffffffu, l0, d);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, d);
+    }
+    const int hq = hq0 + warp;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const int t = t0 + g + 8 * h;
+        if (t >= T || start + t >= MAX_CTX) continue;
+        const float inv = 1.0f / (h ? l1 : l0);
+        const float* gate = qg + (size_t)t * ATT_PROJ_COLS + hq * 2 * ATT_HD + ATT_HD;
+        u16* row = out + (size_t)t * ACT_PARTS * ATT_OUT_DIM;
+#pragma unroll
+        for (int j = 0; j < ATT_DT; ++j) {
+            const int d = 8 * j + c2;
+            const float2 gv = *reinterpret_cast<const float2*>(gate + d);
+            store_act2(row, hq * ATT_HD + d, ATT_OUT_DIM, o[j][2 * h] * inv * sigmoid_f(gv.x),
+                       o[j][2 * h + 1] * inv * sigmoid_f(gv.y));
+        }
+    }
 }
 "#;
 
@@ -1073,15 +1264,6 @@ __device__ __forceinline__ void tma_load_2d(u32 dst, const void* map, u32 bar, i
 // Sync of the consumer warpgroups only (the producer does not take part).
 __device__ __forceinline__ void math_barrier() { asm volatile("bar.sync 1, %0;\n" :: "n"(GEMM_MATH_THREADS) : "memory"); }
 
-// Two adjacent outputs of a GEMM input row (ACT_PARTS bf16 parts), as one 32-bit store per part.
-__device__ __forceinline__ void store_act2(u16* row, int n, int N, float v0, float v1) {
-    const u16 h0 = f32_to_bf16(v0), h1 = f32_to_bf16(v1);
-    *reinterpret_cast<u32*>(row + n) = (u32)h0 | ((u32)h1 << 16);
-    if (ACT_PARTS == 2) {
-        const u16 l0 = f32_to_bf16(v0 - bf16_to_f32(h0)), l1 = f32_to_bf16(v1 - bf16_to_f32(h1));
-        *reinterpret_cast<u32*>(row + N + n) = (u32)l0 | ((u32)l1 << 16);
-    }
-}
 "#;
 
 const GEMM_WGMMA_KERNEL: &str = r#"
@@ -1234,7 +1416,7 @@ prefill_gemm(const void* __restrict__ X, const void* __restrict__ W, const void*
             if (n >= N) continue;
             const float v0 = d[4 * j + 2 * h], v1 = d[4 * j + 2 * h + 1];
             if (epilogue == EPI_STORE_BF16) store_act2(Yb + (size_t)m * ACT_PARTS * N, n, N, v0, v1);
-            else *reinterpret_cast<float2*>(Yf + (size_t)m * N + n) = make_float2(v0, v1);
+            else if (epilogue == EPI_STORE_F32) *reinterpret_cast<float2*>(Yf + (size_t)m * N + n) = make_float2(v0, v1);
         }
     }
 }

@@ -57,9 +57,9 @@ pub const ROW_THREADS: u32 = 256;
 pub const CONV_SEG: u32 = 16;
 /// Threads of the parallel GDN kernels (`prefill_gdn_chunked_prep`, `_output`).
 pub const GDN_THREADS: u32 = 256;
-/// GDN state pass: threads per block and value columns per block.
-pub const GDN_ST_THREADS: u32 = 128;
-pub const GDN_ST_COLS: u32 = 8;
+/// GDN state pass: threads per value column of a block (the schedule's
+/// `gdn_state_cols` columns per block).
+pub const GDN_ST_THREADS_PER_COL: u32 = 16;
 /// Value columns per block of `prefill_gdn_chunked_output`.
 pub const GDN_OCOLS: u32 = 32;
 /// Keys scored together per step of the attention loop.
@@ -81,7 +81,14 @@ pub struct PrefillGeometry {
     pub gdn_ms: u32,
     /// Dynamic smem of `prefill_gdn_chunked_prep`.
     pub gdn_smem_bytes: u32,
+    /// Threads of a `prefill_gdn_chunked_state` block.
+    pub gdn_state_threads: u32,
     pub attn_threads: u32,
+    /// Tensor-core attention: query heads (warps) per block, or 0 for the
+    /// CUDA-core kernel.
+    pub attn_tc_heads: u32,
+    /// Dynamic smem of the tensor-core attention (Q rows + a 2-stage K/V ring).
+    pub attn_smem_bytes: u32,
     /// bf16 parts per GEMM input value: 2 splits it into hi + remainder.
     pub act_parts: u32,
 }
@@ -174,7 +181,8 @@ pub fn geometry(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillGeometry,
             "prefill GDN output needs {gdn_out_smem} B of static shared memory (limit 49152)"
         )));
     }
-    let gdn_state_smem = (chunk * (dk + 4) + dk * GDN_ST_COLS + chunk * GDN_ST_COLS) * 4;
+    let st_cols = p.gdn_state_cols;
+    let gdn_state_smem = (chunk * (dk + 4) + dk * st_cols + chunk * st_cols) * 4;
     if gdn_state_smem > 48 * 1024 {
         return Err(CodegenError::Config(format!(
             "prefill GDN state pass needs {gdn_state_smem} B of static shared memory (limit 49152): dk {dk} is too large for chunk {chunk}"
@@ -192,6 +200,29 @@ pub fn geometry(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillGeometry,
             cfg.head_dim
         )));
     }
+    // Tensor-core attention: a block is up to 2 query heads of one kv head (more blocks than
+    // SMs at typical prompts: 2 kv heads x 2 x 32 token tiles at 512 tokens for 0.8B) x 16 tokens.
+    let (attn_tc_heads, attn_smem) = if p.attn_tensor_cores {
+        let group = (cfg.num_attention_heads / cfg.num_key_value_heads) as u32;
+        let heads = if group.is_multiple_of(2) { 2 } else { 1 };
+        let row = cfg.head_dim as u32 + 8;
+        let smem = (heads * 16 + 4 * p.attn_kv_tile) * row * 2;
+        if !cfg.head_dim.is_multiple_of(16) {
+            return Err(CodegenError::Config(format!(
+                "prefill tensor-core attention: head_dim {} must be a multiple of 16",
+                cfg.head_dim
+            )));
+        }
+        if smem > sched.limits.shared_mem_per_block_optin {
+            return Err(CodegenError::Config(format!(
+                "prefill tensor-core attention needs {smem} B of shared memory, above the {} B opt-in limit: lower prefill.attn_kv_tile or set attn_tensor_cores false",
+                sched.limits.shared_mem_per_block_optin
+            )));
+        }
+        (heads, smem)
+    } else {
+        (0, 0)
+    };
     Ok(PrefillGeometry {
         gemm_bm: p.gemm_tile_m,
         gemm_bn: p.gemm_tile_n,
@@ -203,7 +234,10 @@ pub fn geometry(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillGeometry,
         gemm_smem_bytes: gemm_smem,
         gdn_ms,
         gdn_smem_bytes: gdn_smem,
+        gdn_state_threads: st_cols * GDN_ST_THREADS_PER_COL,
         attn_threads: p.attn_threads,
+        attn_tc_heads,
+        attn_smem_bytes: attn_smem,
         act_parts,
     })
 }
@@ -248,12 +282,24 @@ pub fn generate_prefill(
         ),
         format!(
             "gated delta rule  : chunk {}; prep {} threads, {} B dynamic smem; state pass {} threads, {} columns per block; output {} columns per block",
-            p.gdn_chunk, GDN_THREADS, g.gdn_smem_bytes, GDN_ST_THREADS, GDN_ST_COLS, GDN_OCOLS
+            p.gdn_chunk,
+            GDN_THREADS,
+            g.gdn_smem_bytes,
+            g.gdn_state_threads,
+            p.gdn_state_cols,
+            GDN_OCOLS
         ),
-        format!(
-            "attention         : {} threads (one warp per token), {} keys per step, online softmax",
-            g.attn_threads, ATT_KEYS_PER_STEP
-        ),
+        if p.attn_tensor_cores {
+            format!(
+                "attention         : mma.sync flash attention, {} query heads x 16 tokens per block, {}-key K/V tiles in a 2-stage ring ({} B smem)",
+                g.attn_tc_heads, p.attn_kv_tile, g.attn_smem_bytes
+            )
+        } else {
+            format!(
+                "attention         : {} threads (one warp per token), {} keys per step, online softmax",
+                g.attn_threads, ATT_KEYS_PER_STEP
+            )
+        },
         format!("kernels: {}", ENTRY_POINTS.join(", ")),
     ];
     // The header names the target the file is compiled for (sm_90a with wgmma).
@@ -300,10 +346,14 @@ pub fn generate_prefill(
                 g.gdn_smem_bytes,
                 "GDN prep dynamic smem (opt-in above 48 KiB)",
             ),
-            Constant::int("GDN_ST_THREADS", GDN_ST_THREADS, "GDN state pass block"),
+            Constant::int(
+                "GDN_ST_THREADS",
+                g.gdn_state_threads,
+                "GDN state pass block",
+            ),
             Constant::int(
                 "GDN_ST_COLS",
-                GDN_ST_COLS,
+                p.gdn_state_cols,
                 "GDN state pass: value columns per block",
             ),
             Constant::int(
@@ -311,12 +361,39 @@ pub fn generate_prefill(
                 GDN_OCOLS,
                 "GDN output: value columns per block",
             ),
-            Constant::int("ATT_THREADS", g.attn_threads, ""),
-            Constant::int("ATT_WARPS", g.attn_threads / 32, "tokens per block"),
-            Constant::int("ATT_KEYS_PER_STEP", ATT_KEYS_PER_STEP, ""),
             Constant::int("MAX_CTX", sched.max_context, "KV cache positions"),
         ],
     )?;
+    if !p.attn_tensor_cores {
+        write_constants(
+            &mut src,
+            "CUDA-core attention",
+            &[
+                Constant::int("ATT_THREADS", g.attn_threads, ""),
+                Constant::int("ATT_WARPS", g.attn_threads / 32, "tokens per block"),
+                Constant::int("ATT_KEYS_PER_STEP", ATT_KEYS_PER_STEP, ""),
+            ],
+        )?;
+    }
+    if p.attn_tensor_cores {
+        write_constants(
+            &mut src,
+            "tensor-core attention",
+            &[
+                Constant::int(
+                    "ATT_TC_HEADS",
+                    g.attn_tc_heads,
+                    "query heads (warps) per block",
+                ),
+                Constant::int("ATT_KT", p.attn_kv_tile, "keys per K/V tile"),
+                Constant::int(
+                    "ATT_DYN_SMEM",
+                    g.attn_smem_bytes,
+                    "dynamic smem of prefill_attention",
+                ),
+            ],
+        )?;
+    }
     if p.use_tensor_cores && !p.gemm_wgmma {
         write_constants(
             &mut src,
@@ -347,42 +424,53 @@ pub fn generate_prefill(
     ));
     write_constants(&mut src, "model", &model)?;
     let wgmma = kernels::gemm_wgmma(g.gemm_bn);
-    // Each path brings only what it runs: the wgmma one loads by TMA and
-    // stores from registers.
+    // Each path brings only what it runs: the wgmma GEMM loads by TMA and
+    // stores from registers; mma.sync pieces serve its GEMM and the attention.
     let copies = if p.use_cp_async {
         kernels::COPY_CP_ASYNC
     } else {
         kernels::COPY_PLAIN
     };
+    let mma = if p.use_tensor_cores {
+        kernels::MMA_HELPERS
+    } else {
+        ""
+    };
     let gemm_math: &[&str] = if p.gemm_wgmma {
         &[&wgmma]
     } else if p.use_tensor_cores {
         &[
-            copies,
             kernels::GEMM_STAGED_EPILOGUE,
             kernels::GEMM_PADDED_RING,
             kernels::GEMM_MMA,
         ]
     } else {
         &[
-            copies,
             kernels::GEMM_STAGED_EPILOGUE,
             kernels::GEMM_PADDED_RING,
             kernels::GEMM_FMA,
         ]
+    };
+    let attention = if p.attn_tensor_cores {
+        kernels::ATTENTION_TC
+    } else {
+        kernels::ATTENTION_CUDA_CORES
     };
     let blocks_before = [
         blocks::rope::ROPE,
         blocks::decode_attention::HEAD_HELPERS,
         kernels::ACT_STORE,
         kernels::ROWWISE,
+        copies,
+        mma,
         blocks::sync::TILE_COUNTER,
         kernels::GEMM_COMMON,
     ];
     for text in blocks_before
         .iter()
+        .filter(|t| !t.is_empty())
         .chain(gemm_math)
-        .chain(&[kernels::GDN, kernels::ATTENTION])
+        .chain(&[kernels::GDN, kernels::QK_NORM_ROPE, attention])
     {
         src.push_str(text);
         src.push('\n');

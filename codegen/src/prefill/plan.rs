@@ -6,7 +6,7 @@
 use lucebox_models::config::{LayerType, Qwen35Config};
 use lucebox_schedules::Schedule;
 
-use super::{CONV_SEG, GDN_OCOLS, GDN_ST_COLS, GDN_ST_THREADS, GDN_THREADS, ROW_THREADS, geometry};
+use super::{CONV_SEG, GDN_OCOLS, GDN_THREADS, ROW_THREADS, geometry};
 use crate::CodegenError;
 
 /// A launch grid as a function of the prompt length T.
@@ -539,14 +539,32 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
                         },
                     ],
                 });
+                // Tensor cores: blocks of attn_tc_heads query heads x 16 tokens.
+                let tc_blocks = u(cfg.num_attention_heads).checked_div(g.attn_tc_heads);
+                let (grid, block, dynamic_smem) = if let Some(heads) = tc_blocks {
+                    (
+                        Grid::HeadsByTokens {
+                            heads,
+                            tokens_per_block: 16,
+                        },
+                        32 * g.attn_tc_heads,
+                        g.attn_smem_bytes,
+                    )
+                } else {
+                    (
+                        Grid::HeadsByTokens {
+                            heads: u(cfg.num_attention_heads),
+                            tokens_per_block: g.attn_threads / 32,
+                        },
+                        g.attn_threads,
+                        0,
+                    )
+                };
                 l.push(Launch {
                     kernel: "prefill_attention",
-                    grid: Grid::HeadsByTokens {
-                        heads: u(cfg.num_attention_heads),
-                        tokens_per_block: g.attn_threads / 32,
-                    },
-                    block: g.attn_threads,
-                    dynamic_smem: 0,
+                    grid,
+                    block,
+                    dynamic_smem,
                     layer: Some(i),
                     args: vec![
                         Arg::Scratch("mixed"),
@@ -661,8 +679,8 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
                 });
                 l.push(Launch {
                     kernel: "prefill_gdn_chunked_state",
-                    grid: Grid::Fixed(hv * dv / GDN_ST_COLS),
-                    block: GDN_ST_THREADS,
+                    grid: Grid::Fixed(hv * dv / sched.prefill.gdn_state_cols),
+                    block: g.gdn_state_threads,
                     dynamic_smem: 0,
                     layer: Some(i),
                     args: vec![
@@ -948,6 +966,54 @@ mod tests {
         // at T = 520
         assert!(split_of("layers.0.mlp.down_proj.weight") > 1);
         assert_eq!(split_of("layers.0.linear_attn.in_proj_qkv.weight"), 1);
+    }
+
+    #[test]
+    fn attention_launch_follows_the_schedule() {
+        let cfg = Qwen35Config::qwen35_0_8b();
+        let attention = |s: &Schedule| {
+            let plan = prefill_plan(&cfg, s).expect("plan");
+            let l = plan
+                .launches
+                .iter()
+                .find(|l| l.kernel == "prefill_attention")
+                .expect("attention")
+                .clone();
+            (l.grid.dims(520), l.block, l.dynamic_smem)
+        };
+        // tensor cores (sm_80+): 8 query heads in pairs x 16-token tiles, 2 warps, Q rows and a
+        // 2-stage ring of 32-key K/V tiles (rows of 256 + 8 bf16)
+        let h100 = Schedule::preset("h100").expect("preset");
+        assert_eq!(
+            attention(&h100),
+            ([4, 33, 1], 64, (2 * 16 + 4 * 32) * 264 * 2)
+        );
+        assert_eq!(
+            attention(&Schedule::preset("rtx3090").expect("preset")).1,
+            64
+        );
+        // CUDA cores (sm_75, or switched off): one warp per token, 4 tokens per block
+        let cuda_cores = h100
+            .patched(r#"{"prefill": {"attn_tensor_cores": false}}"#)
+            .expect("patch");
+        assert_eq!(attention(&cuda_cores), ([8, 130, 1], 128, 0));
+        let turing = Schedule::preset("rtx2080ti").expect("preset");
+        assert_eq!(attention(&turing), ([8, 130, 1], 128, 0));
+        // the GDN state pass follows gdn_state_cols (16 threads per column)
+        let state = |s: &Schedule| {
+            let plan = prefill_plan(&cfg, s).expect("plan");
+            let l = plan
+                .launches
+                .iter()
+                .find(|l| l.kernel == "prefill_gdn_chunked_state")
+                .expect("state pass");
+            (l.grid.dims(520), l.block)
+        };
+        assert_eq!(state(&h100), ([256, 1, 1], 128));
+        let wide = h100
+            .patched(r#"{"prefill": {"gdn_state_cols": 16}}"#)
+            .expect("patch");
+        assert_eq!(state(&wide), ([128, 1, 1], 256));
     }
 
     #[test]
