@@ -80,10 +80,12 @@ fn every_kernel_of_every_preset_compiles() {
         .fitted_to_model(&lucebox_codegen::model_dims(&big));
     jobs.extend(generate_all(&big, &s).expect("generate 27b"));
     // Other shapes of the wgmma prefill GEMM (sm_90a; the h100 default is 128x128):
-    // one math warpgroup with the widest N, and two with N = 256.
+    // one math warpgroup with the widest N, two with N = 256, and 2-block clusters
+    // sharing activation tiles by TMA multicast.
     for patch in [
         r#"{"prefill": {"gemm_tile_m": 64, "gemm_tile_n": 256, "gemm_threads": 256}}"#,
         r#"{"prefill": {"gemm_tile_n": 256, "gemm_stages": 3}}"#,
+        r#"{"prefill": {"gemm_cluster": 2}}"#,
     ] {
         let s = Schedule::preset("h100")
             .expect("preset")

@@ -160,6 +160,15 @@ pub struct PrefillTiles {
     /// 64 rows + 128 (the producer warpgroup), and `gemm_tile_n` up to 256.
     #[serde(default)]
     pub gemm_wgmma: bool,
+    /// wgmma GEMM: blocks per cluster along N (1 or 2). With 2, the two
+    /// blocks of a cluster load half of each activation tile each and TMA
+    /// multicasts it to both, so every SM reads a third less from L2.
+    #[serde(default = "default_one")]
+    pub gemm_cluster: u32,
+}
+
+fn default_one() -> u32 {
+    1
 }
 
 impl PrefillTiles {
@@ -564,6 +573,7 @@ impl Schedule {
                 use_cp_async: sm80,
                 split_activations: true,
                 gemm_wgmma: sm90,
+                gemm_cluster: 1,
             },
             tree: TreeParams {
                 budget: 22,
@@ -872,6 +882,13 @@ impl Schedule {
                 "q and kv tiles must be positive multiples of 16",
             ));
         }
+        if !matches!(p.gemm_cluster, 1 | 2) || (p.gemm_cluster > 1 && !p.gemm_wgmma) {
+            return Err(Self::invalid(
+                "prefill.gemm_cluster",
+                p.gemm_cluster,
+                "1, or 2 with gemm_wgmma (TMA multicast)",
+            ));
+        }
         if !matches!(p.gdn_state_cols, 8 | 16) {
             return Err(Self::invalid(
                 "prefill.gdn_state_cols",
@@ -1164,6 +1181,22 @@ mod tests {
             .validate(None)
             .unwrap_err();
         assert_eq!(field_of(e), "prefill.attn_tensor_cores");
+        // clusters: 1 or 2, and 2 only with the wgmma GEMM (TMA multicast)
+        for (patch, ok) in [
+            (r#"{"prefill": {"gemm_cluster": 2}}"#, true),
+            (r#"{"prefill": {"gemm_cluster": 4}}"#, false),
+            (r#"{"prefill": {"gemm_cluster": 0}}"#, false),
+        ] {
+            let r = h100.patched(patch).expect("patch").validate(None);
+            assert_eq!(r.is_ok(), ok, "{patch}");
+        }
+        let e = Schedule::preset("a100")
+            .expect("preset")
+            .patched(r#"{"prefill": {"gemm_cluster": 2}}"#)
+            .expect("patch")
+            .validate(None)
+            .unwrap_err();
+        assert_eq!(field_of(e), "prefill.gemm_cluster");
         for (cols, ok) in [(8, true), (16, true), (12, false), (32, false)] {
             let r = h100
                 .patched(&format!(r#"{{"prefill": {{"gdn_state_cols": {cols}}}}}"#))

@@ -1188,7 +1188,7 @@ prefill_attention(const float* __restrict__ q, const float* __restrict__ qg, int
 /// empty mbarriers per stage hand the ring between them, so loads run ahead of
 /// the math without block-wide barriers. `bn` is the block tile's width (the
 /// instruction's N); the accumulator is `bn / 2` f32 registers per thread.
-pub fn gemm_wgmma(bn: u32) -> String {
+pub fn gemm_wgmma(bn: u32, cluster: u32) -> String {
     let regs = bn / 2;
     let outs: Vec<String> = (0..regs).map(|r| format!("%{r}")).collect();
     let binds: Vec<String> = (0..regs).map(|r| format!("\"+f\"(d[{r}])")).collect();
@@ -1207,7 +1207,14 @@ __device__ __forceinline__ void wgmma_m64k16(float* d, u64 desc_a, u64 desc_b) {
     );
     let mut s = String::from(GEMM_WGMMA_HEAD);
     s.push_str(&mma);
-    s.push_str(GEMM_WGMMA_KERNEL);
+    // Blocks of a cluster share the activation tile by TMA multicast.
+    let attr = if cluster > 1 {
+        format!("__cluster_dims__({cluster}, 1, 1) ")
+    } else {
+        String::new()
+    };
+    s.push_str(GEMM_WGMMA_CONSUME);
+    s.push_str(&GEMM_WGMMA_KERNEL.replace("CLUSTER_ATTR ", &attr));
     s
 }
 
@@ -1228,6 +1235,8 @@ static_assert(GEMM_RING_BYTES == GEMM_DYN_SMEM, "the launch plan's dynamic smem 
 static_assert(GEMM_BK == 64, "one 128-byte swizzle row of k per stage");
 static_assert(GEMM_THREADS == GEMM_MATH_THREADS + 128, "one producer warpgroup + one per 64 rows");
 static_assert(GEMM_BN % 16 == 0 && GEMM_BN <= 256, "wgmma N; SwiGLU halves of whole 8-column groups");
+static_assert(GEMM_BM % (8 * GEMM_CLUSTER) == 0, "each block's share of a multicast tile is whole 8-row swizzle groups");
+constexpr int GEMM_A_ROWS_OWN = GEMM_BM / GEMM_CLUSTER;          // rows of an activation tile this block loads
 
 // Shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart.
 // Stepping k by 16 (32 bytes) inside the swizzle row adds 2 to the encoded start address.
@@ -1261,16 +1270,40 @@ __device__ __forceinline__ void tma_load_2d(u32 dst, const void* map, u32 bar, i
     asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n"
                  :: "r"(dst), "l"(map), "r"(bar), "r"(k), "r"(row) : "memory");
 }
+// Clusters (GEMM_CLUSTER blocks along N share each activation tile): a block loads its
+// 1 / GEMM_CLUSTER of the tile's rows and multicasts them to every block of the cluster (same smem
+// offsets, each block's own `full` barrier counts the bytes); a stage is free for the next
+// multicast only when the consumers of every block have released it, so consumers arrive on the
+// `empty` barrier of each block of the cluster.
+__device__ __forceinline__ void tma_load_2d_multicast(u32 dst, const void* map, u32 bar, int k, int row, u16 mask) {
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, {%3, %4}], [%2], %5;\n"
+                 :: "r"(dst), "l"(map), "r"(bar), "r"(k), "r"(row), "h"(mask) : "memory");
+}
+__device__ __forceinline__ u32 cluster_rank() {
+    u32 r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+    return r;
+}
+// Arrive on the mbarrier at the same smem offset in block `rank` of the cluster.
+__device__ __forceinline__ void mbar_arrive_in(u32 bar, u32 rank) {
+    u32 remote;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(bar), "r"(rank));
+    asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" :: "r"(remote) : "memory");
+}
+// Every thread of every block of the cluster.
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
 // Sync of the consumer warpgroups only (the producer does not take part).
 __device__ __forceinline__ void math_barrier() { asm volatile("bar.sync 1, %0;\n" :: "n"(GEMM_MATH_THREADS) : "memory"); }
 
 "#;
 
 const GEMM_WGMMA_KERNEL: &str = r#"
-// X, W, W2: CUtensorMap addresses (W2: the up projection's, SwiGLU only). Boxes: 64 k x GEMM_BM
-// rows of X (whose rows hold ACT_PARTS x K values: part p at column p * K), 64 x GEMM_BN rows
-// of W, or 64 x GEMM_BN / 2 of each of W and W2 with SwiGLU.
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 1)
+// X, W, W2: CUtensorMap addresses (W2: the up projection's, SwiGLU only). Boxes: 64 k x
+// GEMM_A_ROWS_OWN rows of X (whose rows hold ACT_PARTS x K values: part p at column p * K),
+// 64 x GEMM_BN rows of W, or 64 x GEMM_BN / 2 of each of W and W2 with SwiGLU.
+extern "C" __global__ void CLUSTER_ATTR __launch_bounds__(GEMM_THREADS, 1)
 prefill_gemm(const void* __restrict__ X, const void* __restrict__ W, const void* __restrict__ W2, int M, int N, int K,
              int epilogue, float* __restrict__ partials, u32* __restrict__ counters,
              float* __restrict__ Yf, u16* __restrict__ Yb) {
@@ -1289,14 +1322,17 @@ prefill_gemm(const void* __restrict__ X, const void* __restrict__ W, const void*
     int kt0, kt1;
     gemm_split_range(K / GEMM_BK, splits, kt0, kt1);
     const int KT = kt1 - kt0;
+    const u32 rank = GEMM_CLUSTER > 1 ? cluster_rank() : 0u;
     if (threadIdx.x == 0) {
         for (int s = 0; s < GEMM_STAGES; ++s) {
             mbar_init(full0 + 8u * s, 1u);
-            mbar_init(empty0 + 8u * s, GEMM_CONSUMERS);
+            mbar_init(empty0 + 8u * s, GEMM_CONSUMERS * GEMM_CLUSTER);
         }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
-    __syncthreads();
+    // No block multicasts into, or arrives on, a barrier of another before it is initialised.
+    if constexpr (GEMM_CLUSTER > 1) cluster_sync();
+    else __syncthreads();
 
     if (wg == GEMM_CONSUMERS) {
         // Producer: one thread keeps the ring full. A fresh barrier counts as having completed
@@ -1310,9 +1346,15 @@ prefill_gemm(const void* __restrict__ X, const void* __restrict__ W, const void*
                 mbar_arrive_expect_tx(full, GEMM_STAGE_BYTES);
                 const u32 st = ring + s * GEMM_STAGE_BYTES;
                 const int k = (kt0 + kt) * GEMM_BK;
+                const u32 own = rank * GEMM_A_ROWS_OWN;  // this block's rows of the activation tile
 #pragma unroll
-                for (int part = 0; part < ACT_PARTS; ++part)
-                    tma_load_2d(st + part * GEMM_A_BYTES, X, full, part * K + k, m0);
+                for (int part = 0; part < ACT_PARTS; ++part) {
+                    if constexpr (GEMM_CLUSTER > 1)
+                        tma_load_2d_multicast(st + part * GEMM_A_BYTES + own * 128u, X, full, part * K + k,
+                                              m0 + (int)own, (u16)((1u << GEMM_CLUSTER) - 1u));
+                    else
+                        tma_load_2d(st + part * GEMM_A_BYTES, X, full, part * K + k, m0);
+                }
                 const u32 wt = st + ACT_PARTS * GEMM_A_BYTES;
                 if (swiglu) {
                     tma_load_2d(wt, W, full, k, n0);
@@ -1322,10 +1364,26 @@ prefill_gemm(const void* __restrict__ X, const void* __restrict__ W, const void*
                 }
             }
         }
-        return;
+    } else {
+        gemm_consume(ring, full0, empty0, KT, M, N, m0, n0, wg, swiglu, epilogue, splits, partials, counters, Yf, Yb, is_last);
     }
+    // A block leaves only when no other block of its cluster can still multicast into it or
+    // arrive on its barriers.
+    if constexpr (GEMM_CLUSTER > 1) {
+        __syncwarp();  // the barrier is .aligned: whole warps
+        cluster_sync();
+    }
+}
+"#;
 
-    // Consumer warpgroup wg: rows [64 wg, 64 wg + 64) of the block tile, all GEMM_BN columns.
+/// The math warpgroups of the wgmma GEMM: the k loop over the ring, split-K
+/// and the epilogue from registers.
+const GEMM_WGMMA_CONSUME: &str = r#"
+// Consumer warpgroup wg: rows [64 wg, 64 wg + 64) of the block tile, all GEMM_BN columns.
+__device__ __forceinline__ void gemm_consume(u32 ring, u32 full0, u32 empty0, int KT, int M, int N, int m0, int n0,
+                                             int wg, bool swiglu, int epilogue, int splits,
+                                             float* __restrict__ partials, u32* __restrict__ counters,
+                                             float* __restrict__ Yf, u16* __restrict__ Yb, u32& is_last) {
     float d[GEMM_BN / 2];
 #pragma unroll
     for (int e = 0; e < GEMM_BN / 2; ++e) d[e] = 0.0f;
@@ -1342,9 +1400,18 @@ prefill_gemm(const void* __restrict__ X, const void* __restrict__ W, const void*
             for (int ks = 0; ks < 4; ++ks) wgmma_m64k16(d, da + 2 * ks, db + 2 * ks);
         }
         wgmma_commit();
-        // One group stays in flight: once the previous stage's group is done, that stage is free.
+        // One group stays in flight: once the previous stage's group is done, that stage is free
+        // (in every block of the cluster, which all received it).
         wgmma_wait<1>();
-        if (kt > 0 && (threadIdx.x & 127) == 0) mbar_arrive(empty0 + 8u * ((kt - 1) % GEMM_STAGES));
+        if (kt > 0 && (threadIdx.x & 127) == 0) {
+            const u32 empty = empty0 + 8u * ((kt - 1) % GEMM_STAGES);
+            if constexpr (GEMM_CLUSTER > 1) {
+#pragma unroll
+                for (u32 r = 0; r < GEMM_CLUSTER; ++r) mbar_arrive_in(empty, r);
+            } else {
+                mbar_arrive(empty);
+            }
+        }
     }
     wgmma_wait<0>();
 
@@ -1361,7 +1428,7 @@ prefill_gemm(const void* __restrict__ X, const void* __restrict__ W, const void*
         math_barrier();
         if (ct == 0) is_last = tile_arrive_is_last(counters + tile, (u32)splits) ? 1u : 0u;
         math_barrier();
-        if (!is_last) return;
+        if (!is_last) return;  // to the kernel's exit (the cluster barrier)
         __threadfence();
         // Split by split, so each split's loads are all in flight at once (a chain of
         // dependent L2 round trips per register otherwise).

@@ -325,6 +325,11 @@ pub fn generate_prefill(
             Constant::int("GEMM_BN", g.gemm_bn, "GEMM block tile columns (outputs)"),
             Constant::int("GEMM_BK", g.gemm_bk, "GEMM k step"),
             Constant::int("GEMM_STAGES", g.gemm_stages, "smem ring depth"),
+            Constant::int(
+                "GEMM_CLUSTER",
+                p.gemm_cluster,
+                "blocks along N sharing activation tiles (TMA multicast)",
+            ),
             Constant::int("GEMM_THREADS", g.gemm_threads, ""),
             Constant::int(
                 "GEMM_DYN_SMEM",
@@ -423,7 +428,7 @@ pub fn generate_prefill(
         "head dims per lane",
     ));
     write_constants(&mut src, "model", &model)?;
-    let wgmma = kernels::gemm_wgmma(g.gemm_bn);
+    let wgmma = kernels::gemm_wgmma(g.gemm_bn, p.gemm_cluster);
     // Each path brings only what it runs: the wgmma GEMM loads by TMA and
     // stores from registers; mma.sync pieces serve its GEMM and the attention.
     let copies = if p.use_cp_async {

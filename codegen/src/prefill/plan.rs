@@ -12,11 +12,14 @@ use crate::CodegenError;
 /// A launch grid as a function of the prompt length T.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grid {
-    /// GEMM: `[ceil(n / cols_per_block), ceil(T / rows_per_block), splits]`.
+    /// GEMM: `[ceil(n / cols_per_block) rounded up to whole clusters,
+    /// ceil(T / rows_per_block), splits]`.
     GemmTiles {
         n: u32,
         cols_per_block: u32,
         rows_per_block: u32,
+        /// Blocks per cluster along x (the kernel's `__cluster_dims__`).
+        cluster: u32,
         /// Split-K factor (blockIdx.z; the kernel reads it from gridDim.z).
         splits: SplitK,
     },
@@ -48,8 +51,12 @@ impl Grid {
                 cols_per_block,
                 rows_per_block,
                 splits,
+                cluster,
             } => {
-                let tiles = [n.div_ceil(cols_per_block), t.div_ceil(rows_per_block)];
+                let tiles = [
+                    n.div_ceil(cols_per_block).next_multiple_of(cluster.max(1)),
+                    t.div_ceil(rows_per_block),
+                ];
                 [tiles[0], tiles[1], splits.for_tiles(tiles[0] * tiles[1])]
             }
             Grid::PerToken => [t, 1, 1],
@@ -420,13 +427,20 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
                 n,
                 cols_per_block,
                 rows_per_block: g.gemm_bm,
+                cluster: sched.prefill.gemm_cluster,
                 splits,
             },
             block: g.gemm_threads,
             dynamic_smem: g.gemm_smem_bytes,
             layer: Some(layer),
             args: vec![
-                operand(Arg::Scratch(x), None, act_parts * k, g.gemm_bm),
+                // (each block of a cluster loads its share of the activation rows)
+                operand(
+                    Arg::Scratch(x),
+                    None,
+                    act_parts * k,
+                    g.gemm_bm / sched.prefill.gemm_cluster.max(1),
+                ),
                 operand(w, Some(n), k, cols_per_block),
                 w2.map(|w2| operand(Arg::Weight(w2), Some(n), k, cols_per_block))
                     .unwrap_or(Arg::Null),
@@ -779,11 +793,12 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
         if let Grid::GemmTiles {
             n,
             cols_per_block,
+            cluster,
             splits,
             ..
         } = launch.grid
         {
-            let col_blocks = n.div_ceil(cols_per_block) as u64;
+            let col_blocks = n.div_ceil(cols_per_block).next_multiple_of(cluster.max(1)) as u64;
             if splits.max() > 1 {
                 partial_bytes =
                     partial_bytes.max(col_blocks * splits.max() as u64 * g.gemm_bn as u64 * 4);
@@ -1056,6 +1071,7 @@ mod tests {
             n: 4096,
             cols_per_block: 64,
             rows_per_block: 64,
+            cluster: 1,
             splits: SplitK::Fixed(3),
         };
         assert_eq!(g.dims(520), [64, 9, 3]);
@@ -1066,6 +1082,7 @@ mod tests {
                 n: 1024,
                 cols_per_block: 256,
                 rows_per_block: 128,
+                cluster: 1,
                 splits: SplitK::PerPrompt {
                     k_tiles: 56,
                     max: 7,
@@ -1084,6 +1101,7 @@ mod tests {
             n: 3584,
             cols_per_block: 128,
             rows_per_block: 128,
+            cluster: 1,
             splits: SplitK::PerPrompt {
                 k_tiles: 16,
                 max: 2,
@@ -1092,6 +1110,15 @@ mod tests {
         };
         // 140 tiles: two waves either way, unsplit is cheaper
         assert_eq!(gate_up.dims(520), [28, 5, 1]);
+        // clusters of 2 along N: an odd column count gets one more (idle) block
+        let in_proj = Grid::GemmTiles {
+            n: 8224,
+            cols_per_block: 128,
+            rows_per_block: 128,
+            cluster: 2,
+            splits: SplitK::Fixed(1),
+        };
+        assert_eq!(in_proj.dims(520), [66, 5, 1]);
         let c = Grid::ChannelSegments {
             channels: 6144,
             threads: 256,
