@@ -423,8 +423,11 @@ impl Prefill {
                     Resolved::I32(v) => args.i32(v),
                     Resolved::PromptLen => args.i32(t as i32),
                     Resolved::StartPos => args.i32(start as i32),
-                    Resolved::TensorMap(_) => {
-                        unreachable!("tensor maps are resolved in Prefill::new")
+                    Resolved::TensorMap(i) => {
+                        return Err(RuntimeError::InvalidArgument(format!(
+                            "prefill launch {}: tensor map {i} was never uploaded",
+                            l.label
+                        )));
                     }
                 };
             }

@@ -1073,8 +1073,11 @@ prefill_attention(const float* __restrict__ q, const float* __restrict__ qg, int
         if (t < T && start + t < MAX_CTX) v = *reinterpret_cast<const float2*>(q + ((size_t)t * ATT_H + hq0 + h) * ATT_HD + e);
         *reinterpret_cast<u32*>(qs + (h * ATT_QROWS + r) * ATT_SROW + e) = pack_bf16x2(v.x, v.y);
     }
-    // Per-lane ldmatrix offsets: A (Q rows), B of S (K rows = n, dims = k), B of PV (V rows = k,
-    // via .trans): see the GEMM's for the lane -> row mapping.
+    // Per-lane ldmatrix row addresses (each 8-lane group addresses one 8x8 matrix of an x4):
+    // A = Q: row l & 15, dims + (l >> 4) * 8 -> a0..a3. B of S = K (rows n = keys, k = dims):
+    // key 8 ((l >> 4) & 1) + (l & 7), dims + ((l >> 3) & 1) * 8 -> b of n8 tiles j, j + 1.
+    // B of P V = V (rows k = keys, via .trans): key (l & 7) + 8 ((l >> 3) & 1), dims + (l >> 4) * 8
+    // -> b of dim tiles j, j + 1.
     const u32 q_lane = smem_addr(qs) + ((warp * ATT_QROWS + (lane & 15)) * ATT_SROW + (lane >> 4) * 8) * 2;
     const u32 k_lane = (((lane >> 4) & 1) * 8 + (lane & 7)) * ATT_ROW_BYTES + ((lane >> 3) & 1) * 16;
     const u32 v_lane = ((lane & 7) + ((lane >> 3) & 1) * 8) * ATT_ROW_BYTES + (lane >> 4) * 16;

@@ -265,18 +265,20 @@ pub fn generate_prefill(
                 format!("{}x{} warps", g.gemm_warps_m, g.gemm_warps_n)
             },
             if p.gemm_wgmma {
-                "TMA + wgmma m64nNk16 bf16 (sm_90a), 1 producer warpgroup"
+                "wgmma m64nNk16 bf16 (sm_90a)"
             } else if p.use_tensor_cores {
                 "mma.sync m16n8k16 bf16"
             } else {
                 "FMA"
             },
-            if p.gemm_wgmma {
-                "mbarrier ring"
+            if p.gemm_wgmma && p.gemm_cluster > 1 {
+                "TMA into an mbarrier ring, activation tiles multicast to clusters of 2".to_string()
+            } else if p.gemm_wgmma {
+                "TMA into an mbarrier ring".to_string()
             } else if p.use_cp_async {
-                "cp.async ring"
+                "cp.async ring".to_string()
             } else {
-                "plain copies"
+                "plain copies".to_string()
             },
             g.gemm_smem_bytes
         ),
