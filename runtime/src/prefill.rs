@@ -157,14 +157,9 @@ fn label_of<'a>(kernel: &str, args: &'a [Arg]) -> String {
     };
     let w: Vec<&str> = args
         .iter()
-        .flat_map(|a| match a {
+        .flat_map(|a| match a.matrix() {
             Arg::Weight(n) => vec![short(n)],
             Arg::Weights(ns) => ns.iter().map(|n| short(n)).collect(),
-            Arg::TensorMap(op) => match &*op.matrix {
-                Arg::Weight(n) => vec![short(n)],
-                Arg::Weights(ns) => ns.iter().map(|n| short(n)).collect(),
-                _ => vec![],
-            },
             _ => vec![],
         })
         .collect();

@@ -272,13 +272,13 @@ pub fn generate_prefill(
                 "FMA"
             },
             if p.gemm_wgmma && p.gemm_cluster > 1 {
-                "TMA into an mbarrier ring, activation tiles multicast to clusters of 2".to_string()
+                "TMA into an mbarrier ring, activation tiles multicast to clusters of 2"
             } else if p.gemm_wgmma {
-                "TMA into an mbarrier ring".to_string()
+                "TMA into an mbarrier ring"
             } else if p.use_cp_async {
-                "cp.async ring".to_string()
+                "cp.async ring"
             } else {
-                "plain copies".to_string()
+                "plain copies"
             },
             g.gemm_smem_bytes
         ),
@@ -438,11 +438,7 @@ pub fn generate_prefill(
     } else {
         kernels::COPY_PLAIN
     };
-    let mma = if p.use_tensor_cores {
-        kernels::MMA_HELPERS
-    } else {
-        ""
-    };
+
     let gemm_math: &[&str] = if p.gemm_wgmma {
         &[&wgmma]
     } else if p.use_tensor_cores {
@@ -463,22 +459,22 @@ pub fn generate_prefill(
     } else {
         kernels::ATTENTION_CUDA_CORES
     };
-    let blocks_before = [
+    let mut blocks_before = vec![
         blocks::rope::ROPE,
         blocks::decode_attention::HEAD_HELPERS,
         kernels::ACT_STORE,
         kernels::ROWWISE,
         copies,
-        mma,
-        blocks::sync::TILE_COUNTER,
-        kernels::GEMM_COMMON,
     ];
-    for text in blocks_before
-        .iter()
-        .filter(|t| !t.is_empty())
-        .chain(gemm_math)
-        .chain(&[kernels::GDN, kernels::QK_NORM_ROPE, attention])
-    {
+    if p.use_tensor_cores {
+        blocks_before.push(kernels::MMA_HELPERS);
+    }
+    blocks_before.extend([blocks::sync::TILE_COUNTER, kernels::GEMM_COMMON]);
+    for text in blocks_before.iter().chain(gemm_math).chain(&[
+        kernels::GDN,
+        kernels::QK_NORM_ROPE,
+        attention,
+    ]) {
         src.push_str(text);
         src.push('\n');
     }

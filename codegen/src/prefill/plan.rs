@@ -165,6 +165,17 @@ pub enum Arg {
     TensorMap(TmaOperand),
 }
 
+impl Arg {
+    /// The matrix behind a GEMM operand: a [`Arg::TensorMap`]'s, or the
+    /// argument itself.
+    pub fn matrix(&self) -> &Arg {
+        match self {
+            Arg::TensorMap(op) => &op.matrix,
+            a => a,
+        }
+    }
+}
+
 /// A row-major bf16 matrix as TMA reads it: a 2-D `CUtensorMap` with the
 /// 128-byte swizzle that wgmma's descriptors expect, rows past `rows` read
 /// as zeros.
@@ -845,21 +856,13 @@ mod tests {
         check_plan("rtx3090");
     }
 
-    /// The matrix behind a GEMM operand (a TMA descriptor's, or the argument itself).
-    fn matrix(a: &Arg) -> &Arg {
-        match a {
-            Arg::TensorMap(op) => &op.matrix,
-            a => a,
-        }
-    }
-
     fn check_plan(preset: &str) {
         let cfg = Qwen35Config::qwen35_0_8b();
         let s = Schedule::preset(preset).expect("preset");
         let plan = prefill_plan(&cfg, &s).expect("plan");
         let (slots, _) = crate::decode::abi::weight_slots(&cfg);
         for launch in &plan.launches {
-            for a in launch.args.iter().map(matrix) {
+            for a in launch.args.iter().map(Arg::matrix) {
                 if let Arg::Weight(name) = a {
                     assert!(
                         slots.iter().any(|w| &w.canonical_name == name),
@@ -969,7 +972,7 @@ mod tests {
             plan.launches
                 .iter()
                 .find(|l| {
-                    l.args.iter().map(matrix).any(|a| match a {
+                    l.args.iter().map(Arg::matrix).any(|a| match a {
                         Arg::Weight(n) => n == w,
                         Arg::Weights(ns) => ns[0] == w,
                         _ => false,
@@ -1077,48 +1080,29 @@ mod tests {
         assert_eq!(g.dims(520), [64, 9, 3]);
         assert_eq!(g.dims(1), [64, 1, 3]);
         // per prompt: the split that fills whole waves of 132 one-block SMs
-        let down = |t: u32| {
-            Grid::GemmTiles {
-                n: 1024,
-                cols_per_block: 256,
-                rows_per_block: 128,
-                cluster: 1,
-                splits: SplitK::PerPrompt {
-                    k_tiles: 56,
-                    max: 7,
-                    slots: 132,
-                },
-            }
-            .dims(t)
+        let tiles = |n, cols_per_block, cluster, splits| Grid::GemmTiles {
+            n,
+            cols_per_block,
+            rows_per_block: 128,
+            cluster,
+            splits,
         };
+        let per_prompt = |k_tiles, max| SplitK::PerPrompt {
+            k_tiles,
+            max,
+            slots: 132,
+        };
+        let down = |t: u32| tiles(1024, 256, 1, per_prompt(56, 7)).dims(t);
         // 20 tiles: 6 splits (120 blocks, one wave); 7 would need a second wave
         assert_eq!(down(520), [4, 5, 6]);
         // 64 tiles: 2 splits (128 blocks)
         assert_eq!(down(2048), [4, 16, 2]);
         // one tile: all 7 splits
         assert_eq!(down(1), [4, 1, 7]);
-        let gate_up = Grid::GemmTiles {
-            n: 3584,
-            cols_per_block: 128,
-            rows_per_block: 128,
-            cluster: 1,
-            splits: SplitK::PerPrompt {
-                k_tiles: 16,
-                max: 2,
-                slots: 132,
-            },
-        };
         // 140 tiles: two waves either way, unsplit is cheaper
-        assert_eq!(gate_up.dims(520), [28, 5, 1]);
+        assert_eq!(tiles(3584, 128, 1, per_prompt(16, 2)).dims(520), [28, 5, 1]);
         // clusters of 2 along N: an odd column count gets one more (idle) block
-        let in_proj = Grid::GemmTiles {
-            n: 8224,
-            cols_per_block: 128,
-            rows_per_block: 128,
-            cluster: 2,
-            splits: SplitK::Fixed(1),
-        };
-        assert_eq!(in_proj.dims(520), [66, 5, 1]);
+        assert_eq!(tiles(8224, 128, 2, SplitK::Fixed(1)).dims(520), [66, 5, 1]);
         let c = Grid::ChannelSegments {
             channels: 6144,
             threads: 256,
