@@ -95,13 +95,22 @@ fn every_kernel_of_every_preset_compiles() {
         assert!(k.arch.arch_specific, "wgmma compiles for sm_90a");
         jobs.push(k);
     }
-    // The CUDA-core attention and the 16-column GDN state pass on an sm_80+ arch
-    // (sm_75 compiles that attention through its preset).
-    let s = Schedule::preset("rtx3090")
-        .expect("preset")
-        .patched(r#"{"prefill": {"attn_tensor_cores": false, "gdn_state_cols": 16}}"#)
-        .expect("attention patch");
-    jobs.push(lucebox_codegen::prefill::generate_prefill(&cfg, &s).expect("generate"));
+    // The CUDA-core attention and delta rule (16-column state pass) on an sm_80+
+    // arch (sm_75 compiles both through its preset), and the tensor-core delta
+    // rule's 32-column state pass on sm_90a.
+    for (preset, patch) in [
+        (
+            "rtx3090",
+            r#"{"prefill": {"attn_tensor_cores": false, "gdn_tensor_cores": false, "gdn_state_cols": 16}}"#,
+        ),
+        ("h100", r#"{"prefill": {"gdn_state_cols": 32}}"#),
+    ] {
+        let s = Schedule::preset(preset)
+            .expect("preset")
+            .patched(patch)
+            .expect("prefill patch");
+        jobs.push(lucebox_codegen::prefill::generate_prefill(&cfg, &s).expect("generate"));
+    }
     // Decode with both per-head ready-counter replacements (attention's is the
     // sm_90 default, the GDN one is opt-in everywhere) on sm_90 and sm_86,
     // and 8 V rows per load round.

@@ -15,8 +15,8 @@ pub use arch::Arch;
 pub use device::DeviceProps;
 pub use error::ScheduleError;
 pub use schedule::{
-    DecodeSplit, DeviceLimits, ModelDims, PrefetchMode, PrefillTiles, Schedule, StateDType,
-    SyncMode, TreeParams, list_presets,
+    DecodeSplit, DeviceLimits, GDN_TC_STATE_WARPS, ModelDims, PrefetchMode, PrefillTiles, Schedule,
+    StateDType, SyncMode, TreeParams, gdn_tensor_core_tiles_fit, list_presets,
 };
 
 /// A named preset (`rtx3090`, `h100`, ...).

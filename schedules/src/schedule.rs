@@ -128,11 +128,17 @@ pub struct PrefillTiles {
     pub gemm_threads: u32,
     /// Chunk length of the chunked gated delta rule (64 in HF/FLA).
     pub gdn_chunk: u32,
-    /// Value columns per block of the delta rule's sequential state pass (8
-    /// or 16; 16 threads per column). More columns read each chunk's W and
-    /// K tiles once for more of the state, on fewer blocks.
+    /// Value columns per block of the delta rule's sequential state pass.
+    /// CUDA cores: 8 or 16 (16 threads per column); tensor cores: 8, 16 or
+    /// 32 (4 warps). More columns read each chunk's W and K tiles once for
+    /// more of the state, on fewer blocks.
     #[serde(default = "default_gdn_state_cols")]
     pub gdn_state_cols: u32,
+    /// The chunked delta rule's matrix products on `mma.sync` tf32 tensor
+    /// cores with split operands (3xTF32, f32-like precision; sm_80+, needs
+    /// `use_tensor_cores` and `use_cp_async`); off = register-tiled FMA.
+    #[serde(default)]
+    pub gdn_tensor_cores: bool,
     pub attn_q_tile: u32,
     /// Keys per shared-memory stage of the tensor-core attention.
     pub attn_kv_tile: u32,
@@ -453,6 +459,22 @@ impl Schedule {
         {
             s.decode.matvec_rows_per_warp /= 2;
         }
+        let (dk, dv) = (m.linear_key_head_dim, m.linear_value_head_dim);
+        if s.prefill.gdn_tensor_cores
+            && !gdn_tensor_core_tiles_fit(dk, dv, s.prefill.gdn_state_cols)
+        {
+            // The fewest columns that fit; heads the tiles cannot take use CUDA cores.
+            match [16, 32]
+                .into_iter()
+                .find(|c| gdn_tensor_core_tiles_fit(dk, dv, *c))
+            {
+                Some(cols) => s.prefill.gdn_state_cols = cols,
+                None => {
+                    s.prefill.gdn_tensor_cores = false;
+                    s.prefill.gdn_state_cols = s.prefill.gdn_state_cols.min(16);
+                }
+            }
+        }
         if s.decode.prefetch == PrefetchMode::SharedRing {
             // The largest ring the shared memory leaves room for, or no ring
             // when that cannot hold the largest item (big hidden sizes).
@@ -564,7 +586,8 @@ impl Schedule {
                 },
                 gemm_threads: if sm90 { 384 } else { 128 },
                 gdn_chunk: 64,
-                gdn_state_cols: 8,
+                gdn_state_cols: if sm80 { 16 } else { 8 },
+                gdn_tensor_cores: sm80,
                 attn_q_tile: 64,
                 attn_kv_tile: 32,
                 attn_threads: 128,
@@ -889,11 +912,23 @@ impl Schedule {
                 "1, or 2 with gemm_wgmma (TMA multicast)",
             ));
         }
-        if !matches!(p.gdn_state_cols, 8 | 16) {
+        if p.gdn_tensor_cores && !(p.use_tensor_cores && p.use_cp_async) {
+            return Err(Self::invalid(
+                "prefill.gdn_tensor_cores",
+                "true",
+                "needs use_tensor_cores and use_cp_async (sm_80+)",
+            ));
+        }
+        let cols_ok = if p.gdn_tensor_cores {
+            matches!(p.gdn_state_cols, 8 | 16 | 32)
+        } else {
+            matches!(p.gdn_state_cols, 8 | 16)
+        };
+        if !cols_ok {
             return Err(Self::invalid(
                 "prefill.gdn_state_cols",
                 p.gdn_state_cols,
-                "8 or 16",
+                "8, 16 or 32 on tensor cores, 8 or 16 on CUDA cores",
             ));
         }
         if p.attn_tensor_cores && !(p.use_tensor_cores && p.use_cp_async) {
@@ -1117,6 +1152,29 @@ const RING_STATIC_RESERVE: u32 = 4 * 1024;
 
 /// The most bytes one warp's matvec item can take in the weight ring: R rows
 /// (2R for the fused MLP gate/up) of the widest K, without any K split.
+/// Warps of the tensor-core delta rule's state-pass block (8 measured slower
+/// on an H100: 0.83 against 0.73 ms for the 0.8B prefill of 520 tokens).
+pub const GDN_TC_STATE_WARPS: u32 = 4;
+
+/// Whether the tensor-core delta rule's warp tiles fit a model's GDN head
+/// dims with `state_cols` value columns per state-pass block: dk = dv, a
+/// multiple of 32; V_new's 16-row tiles (4 per chunk of 64) leave
+/// `GDN_TC_STATE_WARPS / 4` column groups of 8-wide tiles; the state's 16-key
+/// tiles split evenly over the warps (with 4 warps: dk 32 or a multiple of
+/// 64), the columns' 8-wide tiles over the warps left.
+pub fn gdn_tensor_core_tiles_fit(dk: u32, dv: u32, state_cols: u32) -> bool {
+    const WARPS: u32 = GDN_TC_STATE_WARPS;
+    if dk != dv || dk == 0 || !dk.is_multiple_of(32) || !state_cols.is_multiple_of(8 * (WARPS / 4))
+    {
+        return false;
+    }
+    let key_tiles = dk / 16;
+    let key_warps = key_tiles.min(WARPS);
+    WARPS.is_multiple_of(key_warps)
+        && key_tiles.is_multiple_of(key_warps)
+        && state_cols.is_multiple_of(8 * (WARPS / key_warps))
+}
+
 pub fn ring_item_bytes_bound(m: &ModelDims, rows_per_warp: u32) -> u32 {
     let value_dim = m.linear_num_value_heads * m.linear_value_head_dim;
     let attn_out = m.num_attention_heads * m.head_dim;
@@ -1170,17 +1228,51 @@ mod tests {
     }
 
     #[test]
+    fn tensor_core_delta_rule_is_fitted_to_the_head_dims() {
+        assert!(gdn_tensor_core_tiles_fit(128, 128, 8));
+        assert!(gdn_tensor_core_tiles_fit(32, 32, 16));
+        assert!(
+            !gdn_tensor_core_tiles_fit(32, 32, 8),
+            "2 key warps x 2 column warps"
+        );
+        assert!(!gdn_tensor_core_tiles_fit(128, 64, 16), "dk = dv");
+        assert!(
+            !gdn_tensor_core_tiles_fit(96, 96, 16),
+            "6 key tiles over 4 warps"
+        );
+        let h100 = Schedule::preset("h100").expect("preset");
+        let dims = |dk: u32, dv: u32| ModelDims {
+            linear_key_head_dim: dk,
+            linear_value_head_dim: dv,
+            ..dims_08b()
+        };
+        let f = h100.clone().fitted_to_model(&dims(128, 128));
+        assert!(f.prefill.gdn_tensor_cores && f.prefill.gdn_state_cols == 16);
+        let narrow = h100
+            .patched(r#"{"prefill": {"gdn_state_cols": 8}}"#)
+            .expect("patch");
+        let f = narrow.clone().fitted_to_model(&dims(128, 128));
+        assert!(f.prefill.gdn_tensor_cores && f.prefill.gdn_state_cols == 8);
+        let f = narrow.fitted_to_model(&dims(32, 32));
+        assert!(f.prefill.gdn_tensor_cores && f.prefill.gdn_state_cols == 16);
+        let wide = h100
+            .patched(r#"{"prefill": {"gdn_state_cols": 32}}"#)
+            .expect("patch");
+        let f = wide.fitted_to_model(&dims(128, 64));
+        assert!(!f.prefill.gdn_tensor_cores && f.prefill.gdn_state_cols == 16);
+        f.validate(None).expect("fitted schedule validates");
+    }
+
+    #[test]
     fn prefill_attention_and_state_pass_knobs_are_validated() {
         let h100 = Schedule::preset("h100").expect("preset");
         assert!(h100.prefill.attn_tensor_cores);
         let turing = Schedule::preset("rtx2080ti").expect("preset");
         assert!(!turing.prefill.attn_tensor_cores);
-        let e = turing
-            .patched(r#"{"prefill": {"attn_tensor_cores": true}}"#)
-            .expect("patch")
-            .validate(None)
-            .unwrap_err();
-        assert_eq!(field_of(e), "prefill.attn_tensor_cores");
+        assert_eq!(
+            rejected_field(&turing, r#"{"prefill": {"attn_tensor_cores": true}}"#),
+            "prefill.attn_tensor_cores"
+        );
         // clusters: 1 or 2, and 2 only with the wgmma GEMM (TMA multicast)
         for (patch, ok) in [
             (r#"{"prefill": {"gemm_cluster": 2}}"#, true),
@@ -1197,13 +1289,28 @@ mod tests {
             .validate(None)
             .unwrap_err();
         assert_eq!(field_of(e), "prefill.gemm_cluster");
-        for (cols, ok) in [(8, true), (16, true), (12, false), (32, false)] {
+        // the state pass: 32 columns only on tensor cores
+        assert!(h100.prefill.gdn_tensor_cores && !turing.prefill.gdn_tensor_cores);
+        for (tc, cols, ok) in [
+            (true, 8, true),
+            (true, 16, true),
+            (true, 32, true),
+            (true, 12, false),
+            (false, 16, true),
+            (false, 32, false),
+        ] {
             let r = h100
-                .patched(&format!(r#"{{"prefill": {{"gdn_state_cols": {cols}}}}}"#))
+                .patched(&format!(
+                    r#"{{"prefill": {{"gdn_state_cols": {cols}, "gdn_tensor_cores": {tc}}}}}"#
+                ))
                 .expect("patch")
                 .validate(None);
-            assert_eq!(r.is_ok(), ok, "{cols}");
+            assert_eq!(r.is_ok(), ok, "{tc} {cols}");
         }
+        assert_eq!(
+            rejected_field(&turing, r#"{"prefill": {"gdn_tensor_cores": true}}"#),
+            "prefill.gdn_tensor_cores"
+        );
     }
 
     #[test]
@@ -1274,6 +1381,16 @@ mod tests {
             linear_value_head_dim: 128,
             max_position_embeddings: 262_144,
         }
+    }
+
+    /// The field a patched schedule's validation rejects.
+    fn rejected_field(s: &Schedule, patch: &str) -> &'static str {
+        field_of(
+            s.patched(patch)
+                .expect("patch")
+                .validate(None)
+                .expect_err("the patch is invalid"),
+        )
     }
 
     fn field_of(e: ScheduleError) -> &'static str {

@@ -417,8 +417,8 @@ prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __
 }
 "#;
 
-/// Causal conv over the prompt, chunked gated delta rule, gated RMSNorm.
-pub const GDN: &str = r#"// ---- prefill_causal_conv: y[t][c] = silu(sum_j w[c][j] * x_{t-CONV_K+1+j}[c]) ----
+/// Depthwise causal conv over the prompt and the conv state it leaves.
+pub const CONV: &str = r#"// ---- prefill_causal_conv: y[t][c] = silu(sum_j w[c][j] * x_{t-CONV_K+1+j}[c]) ----
 // x: [T][GDN_PROJ_COLS] the fused input projection, whose first CONV_DIM columns are the pre-conv
 // in_proj_qkv outputs (f32); inputs before the prompt come from
 // conv_state [CONV_DIM][CONV_K-1] (oldest first). One thread per (channel, CONV_SEG tokens);
@@ -464,8 +464,11 @@ prefill_conv_state(const float* __restrict__ x, int T, float* __restrict__ conv_
         st[i] = p >= 0 ? x[(size_t)p * GDN_PROJ_COLS + c] : st[CONV_K - 1 + p];
     }
 }
+"#;
 
-// ---- chunked gated delta rule (chunk GDN_CHUNK = C, WY/UT form): three launches ----
+/// The chunked gated delta rule: scratch layout and the pieces both math paths share
+/// (per-row scalars, Kd/Qg, the forward-substitution solve).
+pub const GDN_CHUNKED: &str = r#"// ---- chunked gated delta rule (chunk GDN_CHUNK = C, WY/UT form): three launches ----
 // qkv: [T][CONV_DIM] post-conv [q | k | v]; b_proj, a_proj: in_proj_b/a columns of the fused
 // input projection (row stride GDN_PROJ_COLS);
 // state: this layer's f32 [GDN_HV][GDN_DK][GDN_DV] (S[h, key, value]), continued and updated in place;
@@ -485,7 +488,6 @@ prefill_conv_state(const float* __restrict__ x, int T, float* __restrict__ conv_
 //   u  [chunk][GDN_HV][C][GDN_DV]  U, overwritten with V_new by the state pass
 //   w, kd, qg [chunk][GDN_HV][C][GDN_DK];  p [chunk][GDN_HV][C][C];  gam [chunk][GDN_HV][C]
 //   sc [chunk][GDN_HV][GDN_DV][GDN_DK]  S_c transposed: S_c[key][col] at col * GDN_DK + key
-constexpr int GDN_KS = GDN_DK + 1;        // K row stride (conflict-free column reads)
 constexpr int GDN_WARPS = GDN_THREADS / 32;
 constexpr int GDN_CPW = GDN_CHUNK / GDN_WARPS;  // solve: columns of X per warp
 constexpr int GDN_PARTS = 32 / GDN_CPW;         // solve: lanes sharing one column
@@ -493,6 +495,106 @@ static_assert(GDN_CHUNK % GDN_WARPS == 0 && 32 % GDN_CPW == 0, "solve layout");
 // The solve reads X[s][j] at M[j * GDN_MS + s], s = j + 1 + part + GDN_PARTS m: with GDN_MS + 1 =
 // GDN_PARTS (mod 32) the bank is GDN_PARTS j + part + const, distinct over a warp's lanes.
 static_assert(GDN_MS >= GDN_CHUNK && (GDN_MS + 1) % 32 == GDN_PARTS % 32, "conflict-free solve stride");
+
+// Prep, step 0: the chunk's L2-normed keys into Ks (row stride KS; rows past the prompt zero) and
+// per row gam = cumsum(g), bet = beta, qsc = q scale rsqrt(|q|^2 + eps) dk^-1/2, bek = beta exp(gamma);
+// gamma also to gam_out (this chunk and head). A GDN_THREADS block; ends with gam, bet, qsc visible.
+template <int KS>
+__device__ __forceinline__ void gdn_prep_rows(const float* __restrict__ qkv, const float* __restrict__ b_proj,
+                                              const float* __restrict__ a_proj, float neg_a, float dtb, int h,
+                                              int c0, int n, float* Ks, float* gam, float* bet, float* qsc,
+                                              float* bek, float* __restrict__ gam_out) {
+    const int kh = h / GDN_V_PER_K;  // v-head h uses k-head h / (Hv/Hk)
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    for (int r = warp; r < GDN_CHUNK; r += GDN_WARPS) {
+        float* kr = Ks + r * KS;
+        if (r < n) {
+            const float* row = qkv + (size_t)(c0 + r) * CONV_DIM;
+            float sk = 0.0f, sq = 0.0f;
+            for (int d = lane; d < GDN_DK; d += 32) {
+                const float kv = row[KEY_DIM + kh * GDN_DK + d], qv = row[kh * GDN_DK + d];
+                kr[d] = kv;
+                sk = fmaf(kv, kv, sk);
+                sq = fmaf(qv, qv, sq);
+            }
+            const float inv_k = rsqrtf(warp_sum(sk) + 1e-6f);
+            sq = warp_sum(sq);
+            for (int d = lane; d < GDN_DK; d += 32) kr[d] *= inv_k;
+            if (lane == 0) {
+                qsc[r] = rsqrtf(sq + 1e-6f) * GDN_Q_SCALE;
+                bet[r] = sigmoid_f(b_proj[(size_t)(c0 + r) * GDN_PROJ_COLS + h]);
+                gam[r] = neg_a * softplus_f(a_proj[(size_t)(c0 + r) * GDN_PROJ_COLS + h] + dtb);
+            }
+        } else {
+            for (int d = lane; d < GDN_DK; d += 32) kr[d] = 0.0f;
+            if (lane == 0) { qsc[r] = 0.0f; bet[r] = 0.0f; gam[r] = 0.0f; }
+        }
+    }
+    __syncthreads();
+    if (warp == 0) {  // gamma = cumsum(g): lane l holds rows 2l, 2l + 1; a warp scan of the pair sums
+        static_assert(GDN_CHUNK == 64, "two rows per lane");
+        const float g0 = gam[2 * lane], g1 = g0 + gam[2 * lane + 1];
+        float incl = g1;
+#pragma unroll
+        for (int off = 1; off < 32; off <<= 1) {
+            const float v = __shfl_up_sync(FULL_MASK, incl, off);
+            if (lane >= off) incl += v;
+        }
+        const float before = incl - g1;
+        gam[2 * lane] = before + g0;
+        gam[2 * lane + 1] = incl;
+    }
+    __syncthreads();
+    for (int r = threadIdx.x; r < GDN_CHUNK; r += GDN_THREADS) {
+        bek[r] = bet[r] * expf(gam[r]);
+        gam_out[r] = gam[r];
+    }
+}
+
+// Prep, step 2: Kd = K exp(gamma_C - gamma) and Qg = Q qscale exp(gamma) (zero past T), one warp per
+// row, into this chunk and head's rows of kd and qg.
+template <int KS>
+__device__ __forceinline__ void gdn_prep_kd_qg(const float* __restrict__ qkv, int h, int c0, int n, const float* Ks,
+                                               const float* gam, const float* qsc, float* __restrict__ kd,
+                                               float* __restrict__ qg) {
+    const int kh = h / GDN_V_PER_K;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const float gam_c = gam[GDN_CHUNK - 1];
+    for (int r = warp; r < GDN_CHUNK; r += GDN_WARPS) {
+        const float tail = expf(gam_c - gam[r]), qs = r < n ? qsc[r] * expf(gam[r]) : 0.0f;
+        const float* qrow = qkv + (size_t)(c0 + (r < n ? r : 0)) * CONV_DIM + kh * GDN_DK;
+        float* kdr = kd + (size_t)r * GDN_DK;
+        float* qgr = qg + (size_t)r * GDN_DK;
+        for (int d = lane; d < GDN_DK; d += 32) {
+            kdr[d] = Ks[r * KS + d] * tail;
+            qgr[d] = r < n ? qrow[d] * qs : 0.0f;
+        }
+    }
+}
+
+// Prep, step 3: X = (I + A)^-1 by forward substitution, one column j per GDN_PARTS lanes (warp-local):
+// X[r][j] = -(A[r][j] + sum_{j<s<r} A[r][s] X[s][j]), stored at M[j][r] (A stays intact below).
+// A is M's strictly lower part; a GDN_THREADS block.
+__device__ __forceinline__ void gdn_solve_x(float* M) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int j = warp * GDN_CPW + lane % GDN_CPW, part = lane / GDN_CPW;
+    for (int r = 1; r < GDN_CHUNK; ++r) {
+        float sum = 0.0f;
+        if (j < r) {
+            if (part == 0) sum = M[r * GDN_MS + j];
+            for (int s = j + 1 + part; s < r; s += GDN_PARTS) sum = fmaf(M[r * GDN_MS + s], M[j * GDN_MS + s], sum);
+        }
+#pragma unroll
+        for (int off = GDN_CPW; off < 32; off <<= 1) sum += __shfl_xor_sync(FULL_MASK, sum, off);
+        if (j < r && part == 0) M[j * GDN_MS + r] = -sum;
+        __syncwarp();
+    }
+}
+"#;
+
+/// The delta rule's three kernels on CUDA cores (register-tiled FMA).
+pub const GDN_CUDA_CORES: &str = r#"// ---- the chunked delta rule on CUDA cores ----
+constexpr int GDN_KS = GDN_DK + 1;        // K row stride (conflict-free column reads)
 constexpr int GDN_TQ = GDN_CHUNK / 4;        // 4x4 register tiles: rows t + GDN_TQ*i
 constexpr int GDN_TILES = GDN_TQ * GDN_TQ;    // tiles of a CHUNK x CHUNK matrix
 static_assert(GDN_CHUNK % 4 == 0 && GDN_DK % 4 == 0 && GDN_DV % 4 == 0, "register tiles");
@@ -559,47 +661,9 @@ prefill_gdn_chunked_prep(const float* __restrict__ qkv, const float* __restrict_
     float* bek = qsc + GDN_CHUNK;                     // beta exp(gamma) (W's right-hand side scale)
     const int h = blockIdx.x, c = blockIdx.y, c0 = c * GDN_CHUNK;
     const int n = min(GDN_CHUNK, T - c0);
-    const int kh = h / GDN_V_PER_K;  // v-head h uses k-head h / (Hv/Hk)
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const size_t hc = (size_t)c * GDN_HV + h;  // (chunk, head) index of the scratch buffers
-    const float neg_a = -expf(a_log[h]), dtb = dt_bias[h];
-
-    // 0. normalise k into smem; q's scale, beta and g per row (one warp per row)
-    for (int r = warp; r < GDN_CHUNK; r += GDN_WARPS) {
-        float* kr = Ks + r * GDN_KS;
-        if (r < n) {
-            const float* row = qkv + (size_t)(c0 + r) * CONV_DIM;
-            float sk = 0.0f, sq = 0.0f;
-            for (int d = lane; d < GDN_DK; d += 32) {
-                const float kv = row[KEY_DIM + kh * GDN_DK + d], qv = row[kh * GDN_DK + d];
-                kr[d] = kv;
-                sk = fmaf(kv, kv, sk);
-                sq = fmaf(qv, qv, sq);
-            }
-            const float inv_k = rsqrtf(warp_sum(sk) + 1e-6f);
-            sq = warp_sum(sq);
-            for (int d = lane; d < GDN_DK; d += 32) kr[d] *= inv_k;
-            if (lane == 0) {
-                qsc[r] = rsqrtf(sq + 1e-6f) * GDN_Q_SCALE;
-                bet[r] = sigmoid_f(b_proj[(size_t)(c0 + r) * GDN_PROJ_COLS + h]);
-                gam[r] = neg_a * softplus_f(a_proj[(size_t)(c0 + r) * GDN_PROJ_COLS + h] + dtb);
-            }
-        } else {
-            for (int d = lane; d < GDN_DK; d += 32) kr[d] = 0.0f;
-            if (lane == 0) { qsc[r] = 0.0f; bet[r] = 0.0f; gam[r] = 0.0f; }
-        }
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        float acc = 0.0f;
-        for (int r = 0; r < GDN_CHUNK; ++r) { acc += gam[r]; gam[r] = acc; }
-    }
-    __syncthreads();
-    const float gam_c = gam[GDN_CHUNK - 1];
-    for (int r = threadIdx.x; r < GDN_CHUNK; r += GDN_THREADS) {
-        bek[r] = bet[r] * expf(gam[r]);
-        gam_out[hc * GDN_CHUNK + r] = gam[r];
-    }
+    gdn_prep_rows<GDN_KS>(qkv, b_proj, a_proj, -expf(a_log[h]), dt_bias[h], h, c0, n, Ks, gam, bet, qsc, bek,
+                          gam_out + hc * GDN_CHUNK);
     // 1. A (strictly lower part of M). 4x4 register tiles: rows tr + GDN_TQ i, columns tc + GDN_TQ j.
     for (int it = threadIdx.x; it < GDN_TILES; it += GDN_THREADS) {
         const int tr = it / GDN_TQ, tc = it % GDN_TQ;
@@ -613,34 +677,9 @@ prefill_gdn_chunked_prep(const float* __restrict__ qkv, const float* __restrict_
                 if (s < r) M[r * GDN_MS + s] = bet[r] * acc[i][j] * expf(gam[r] - gam[s]);
             }
     }
-    // 2. Kd = K exp(gamma_C - gamma) and Qg = Q qscale exp(gamma) (zero past T), one warp per row
-    for (int r = warp; r < GDN_CHUNK; r += GDN_WARPS) {
-        const float tail = expf(gam_c - gam[r]), qs = r < n ? qsc[r] * expf(gam[r]) : 0.0f;
-        const float* qrow = qkv + (size_t)(c0 + (r < n ? r : 0)) * CONV_DIM + kh * GDN_DK;
-        float* kdr = kd + (hc * GDN_CHUNK + r) * GDN_DK;
-        float* qgr = qg + (hc * GDN_CHUNK + r) * GDN_DK;
-        for (int d = lane; d < GDN_DK; d += 32) {
-            kdr[d] = Ks[r * GDN_KS + d] * tail;
-            qgr[d] = r < n ? qrow[d] * qs : 0.0f;
-        }
-    }
+    gdn_prep_kd_qg<GDN_KS>(qkv, h, c0, n, Ks, gam, qsc, kd + hc * GDN_CHUNK * GDN_DK, qg + hc * GDN_CHUNK * GDN_DK);
     __syncthreads();
-    // 3. X = (I + A)^-1 by forward substitution, one column j per GDN_PARTS lanes (warp-local):
-    //    X[r][j] = -(A[r][j] + sum_{j<s<r} A[r][s] X[s][j]), stored at M[j][r] (A stays intact below).
-    {
-        const int j = warp * GDN_CPW + lane % GDN_CPW, part = lane / GDN_CPW;
-        for (int r = 1; r < GDN_CHUNK; ++r) {
-            float sum = 0.0f;
-            if (j < r) {
-                if (part == 0) sum = M[r * GDN_MS + j];
-                for (int s = j + 1 + part; s < r; s += GDN_PARTS) sum = fmaf(M[r * GDN_MS + s], M[j * GDN_MS + s], sum);
-            }
-#pragma unroll
-            for (int off = GDN_CPW; off < 32; off <<= 1) sum += __shfl_xor_sync(FULL_MASK, sum, off);
-            if (j < r && part == 0) M[j * GDN_MS + r] = -sum;
-            __syncwarp();
-        }
-    }
+    gdn_solve_x(M);
     __syncthreads();
     // 4. U = X (beta V): 4x4 tiles, rows tr + GDN_TQ i, columns tc + (GDN_DV/4) j; V read from global
     for (int it = threadIdx.x; it < GDN_TQ * (GDN_DV / 4); it += GDN_THREADS) {
@@ -669,7 +708,7 @@ prefill_gdn_chunked_prep(const float* __restrict__ qkv, const float* __restrict_
     for (int it = threadIdx.x; it < GDN_TILES; it += GDN_THREADS) {
         const int tr = it / GDN_TQ, tc = it % GDN_TQ;
         // rows past the prompt read row c0 (any valid row) and are masked below
-        const float* q0 = qkv + (size_t)c0 * CONV_DIM + kh * GDN_DK;
+        const float* q0 = qkv + (size_t)c0 * CONV_DIM + (h / GDN_V_PER_K) * GDN_DK;
         const float* qr[4];
 #pragma unroll
         for (int i = 0; i < 4; ++i) qr[i] = tr + GDN_TQ * i < n ? q0 + (size_t)(tr + GDN_TQ * i) * CONV_DIM : q0;
@@ -819,7 +858,7 @@ constexpr int GDN_OSL = GDN_DV / GDN_OCOLS;  // value slices per head
 constexpr int GDN_OXC = GDN_OCOLS / 2;
 constexpr int GDN_OSS = GDN_OCOLS + 1;       // S_c row stride in smem (conflict-free transpose)
 static_assert(GDN_DV % GDN_OCOLS == 0 && GDN_OCOLS % 2 == 0, "output slices");
-extern "C" __global__ void __launch_bounds__(GDN_THREADS)
+extern "C" __global__ void __launch_bounds__(GDN_OUT_THREADS)
 prefill_gdn_chunked_output(int T, const float* __restrict__ qg, const float* __restrict__ p,
                            const float* __restrict__ u, const float* __restrict__ sc, float* __restrict__ o) {
     __shared__ float Ss[GDN_DK * GDN_OSS];  // S_c[key][col] of this slice
@@ -827,7 +866,7 @@ prefill_gdn_chunked_output(int T, const float* __restrict__ qg, const float* __r
     const int c0 = c * GDN_CHUNK, n = min(GDN_CHUNK, T - c0);
     const size_t hc = (size_t)c * GDN_HV + h;
     const float* scc = sc + (hc * GDN_DV + col0) * GDN_DK;
-    for (int e = threadIdx.x; e < GDN_DK * GDN_OCOLS; e += GDN_THREADS) {
+    for (int e = threadIdx.x; e < GDN_DK * GDN_OCOLS; e += GDN_OUT_THREADS) {
         const int key = e % GDN_DK, col = e / GDN_DK;
         Ss[key * GDN_OSS + col] = scc[(size_t)col * GDN_DK + key];
     }
@@ -835,7 +874,7 @@ prefill_gdn_chunked_output(int T, const float* __restrict__ qg, const float* __r
     const float* qc = qg + hc * GDN_CHUNK * GDN_DK;
     const float* pc = p + hc * GDN_CHUNK * GDN_CHUNK;
     const float* vc = u + hc * GDN_CHUNK * GDN_DV + col0;  // V_new
-    for (int it = threadIdx.x; it < GDN_TQ * GDN_OXC; it += GDN_THREADS) {
+    for (int it = threadIdx.x; it < GDN_TQ * GDN_OXC; it += GDN_OUT_THREADS) {
         const int tr = it / GDN_OXC, tc = it % GDN_OXC;
         float acc[4][2];
 #pragma unroll
@@ -875,8 +914,437 @@ prefill_gdn_chunked_output(int T, const float* __restrict__ qg, const float* __r
         }
     }
 }
+"#;
 
-// ---- prefill_gated_rms_norm: out = act(w * norm(o) * silu(z)) per (token, v-head); NOT zero-centred ----
+/// The delta rule's three kernels on tensor cores (sm_80+): mma.sync tf32 with
+/// split operands, f32-like precision.
+pub const GDN_TENSOR_CORES: &str = r#"// ---- the chunked delta rule on tensor cores: mma.sync m16n8k8 tf32, split operands (3xTF32) ----
+// Same launches, scratch and math as the CUDA-core kernels; the matrix products run on tensor cores.
+// An f32 value x is carried as hi = tf32(x) and lo = tf32(x - hi); D += Al Bh + Ah Bl + Ah Bh keeps
+// about 21 mantissa bits of each operand (the dropped Al Bl is ~2^-22 relative), f32-like at 3 mma
+// per product. Fragments of m16n8k8 (g = lane / 4, t = lane % 4): A (16 x 8) a0 (g, t), a1 (g + 8, t),
+// a2 (g, t + 4), a3 (g + 8, t + 4); B (8 x 8, k x n) b0 (t, g), b1 (t + 4, g); C c0 (g, 2t),
+// c1 (g, 2t + 1), c2 (g + 8, 2t), c3 (g + 8, 2t + 1).
+// Shared-memory tiles are padded so that fragment loads are conflict-free: tiles read along k (A, or
+// B stored [n][k]) use row strides = 4 (mod 32) (bank 4g + t), tiles read across rows of k (B stored
+// [k][n], or A stored transposed) use strides = 8 or 24 (mod 32) (bank 8t + g or 24t + g).
+struct Tf32A { u32 hi[4], lo[4]; };
+struct Tf32B { u32 hi[2], lo[2]; };
+__device__ __forceinline__ void tf32_split(float x, u32& hi, u32& lo) {
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(hi) : "f"(x));
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(lo) : "f"(x - __uint_as_float(hi)));
+}
+__device__ __forceinline__ void tf32_frag_a(Tf32A& f, float a0, float a1, float a2, float a3) {
+    tf32_split(a0, f.hi[0], f.lo[0]);
+    tf32_split(a1, f.hi[1], f.lo[1]);
+    tf32_split(a2, f.hi[2], f.lo[2]);
+    tf32_split(a3, f.hi[3], f.lo[3]);
+}
+__device__ __forceinline__ void tf32_frag_b(Tf32B& f, float b0, float b1) {
+    tf32_split(b0, f.hi[0], f.lo[0]);
+    tf32_split(b1, f.hi[1], f.lo[1]);
+}
+// A(r, k) = s[r * stride + k]: a row-major tile at the fragment's origin.
+__device__ __forceinline__ void tf32_load_a(Tf32A& f, const float* s, int stride, int g, int t) {
+    tf32_frag_a(f, s[g * stride + t], s[(g + 8) * stride + t], s[g * stride + t + 4], s[(g + 8) * stride + t + 4]);
+}
+// A(r, k) = s[k * stride + r]: the transpose of a row-major tile.
+__device__ __forceinline__ void tf32_load_a_t(Tf32A& f, const float* s, int stride, int g, int t) {
+    tf32_frag_a(f, s[t * stride + g], s[t * stride + g + 8], s[(t + 4) * stride + g], s[(t + 4) * stride + g + 8]);
+}
+// B(k, n) = s[n * stride + k]: stored [n][k].
+__device__ __forceinline__ void tf32_load_b_nk(Tf32B& f, const float* s, int stride, int g, int t) {
+    tf32_frag_b(f, s[g * stride + t], s[g * stride + t + 4]);
+}
+// B(k, n) = s[k * stride + n]: stored [k][n].
+__device__ __forceinline__ void tf32_load_b_kn(Tf32B& f, const float* s, int stride, int g, int t) {
+    tf32_frag_b(f, s[t * stride + g], s[(t + 4) * stride + g]);
+}
+__device__ __forceinline__ void mma_tf32_1688(float* d, const u32* a, const u32* b) {
+    asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ void mma_3xtf32(float* d, const Tf32A& a, const Tf32B& b) {
+    mma_tf32_1688(d, a.lo, b.hi);
+    mma_tf32_1688(d, a.hi, b.lo);
+    mma_tf32_1688(d, a.hi, b.hi);
+}
+// A ROWS x COLS f32 tile (COLS % 4 == 0, 16-byte aligned rows) from global (row stride gs) into smem
+// (row stride ss) by 16-byte cp.async copies; the caller commits and waits.
+template <int ROWS, int COLS, int THREADS>
+__device__ __forceinline__ void gdn_copy_tile(float* dst, int ss, const float* __restrict__ src, size_t gs) {
+    constexpr int CPR = COLS / 4;
+    static_assert(COLS % 4 == 0, "16-byte chunks");
+    for (int i = threadIdx.x; i < ROWS * CPR; i += THREADS) {
+        const int r = i / CPR, ch = i % CPR;
+        copy16(to_smem_ptr(dst + r * ss + ch * 4), src + r * gs + ch * 4, 16u);
+    }
+}
+// Row stride of a [k][n] tile of `cols` columns: = 8 or 24 (mod 32).
+__host__ __device__ constexpr int gdn_kn_stride(int cols) { return cols % 32 == 8 || cols % 32 == 24 ? cols : cols + 8; }
+constexpr int GDN_TC_KS = GDN_DK + 4;     // row stride of [.][dk] tiles read along dk
+constexpr int GDN_TC_CS = GDN_CHUNK + 4;  // row stride of C x C tiles read along their rows
+static_assert(GDN_CHUNK == 64 && GDN_DK % 16 == 0 && GDN_DV % 8 == 0, "tensor-core tiles");
+
+// Prep: one block per (v-head h = blockIdx.x, chunk blockIdx.y), GDN_THREADS threads. The products
+// A = K K^T, P = Q K^T, U = X (beta V) and W = X (beta exp(gamma) K) are warp tiles of m16n8k8: warp
+// w owns rows 16 (w % 4) .. + 15 and column group w / 4 of GDN_TP_CG (C / GDN_TP_CG columns of the
+// C x C products, dv / GDN_TP_CG of U and W). X, lower triangular, is copied row-major after the
+// solve so that it reads as A fragments, and U, W skip the k steps above a warp's last row.
+constexpr int GDN_TP_XS = GDN_CHUNK + 4;
+constexpr int GDN_TP_SMEM_FLOATS = GDN_CHUNK * GDN_TC_KS + GDN_CHUNK * GDN_MS + GDN_CHUNK * GDN_TP_XS + 4 * GDN_CHUNK;
+static_assert(GDN_TP_SMEM_FLOATS * 4 == GDN_SMEM_BYTES, "the launch plan's dynamic smem size");
+constexpr int GDN_TP_CG = GDN_WARPS / 4;               // column groups (4 row groups of 16)
+constexpr int GDN_TP_APN = GDN_CHUNK / 8 / GDN_TP_CG;  // n8 tiles of A and P per warp
+constexpr int GDN_TP_UWN = GDN_DV / 8 / GDN_TP_CG;     // n8 tiles of U and W per warp
+static_assert(GDN_WARPS % 4 == 0 && GDN_TP_APN * 8 * GDN_TP_CG == GDN_CHUNK && GDN_TP_UWN * 8 * GDN_TP_CG == GDN_DV &&
+                  GDN_TP_UWN >= 1 && GDN_DV == GDN_DK,
+              "prep warp tiles");
+extern "C" __global__ void __launch_bounds__(GDN_THREADS)
+prefill_gdn_chunked_prep(const float* __restrict__ qkv, const float* __restrict__ b_proj,
+                         const float* __restrict__ a_proj, const float* __restrict__ a_log,
+                         const float* __restrict__ dt_bias, int T, float* __restrict__ u, float* __restrict__ w,
+                         float* __restrict__ kd, float* __restrict__ qg, float* __restrict__ p,
+                         float* __restrict__ gam_out) {
+    extern __shared__ float4 gdn_smem4[];
+    float* Ks = reinterpret_cast<float*>(gdn_smem4);  // [CHUNK][GDN_TC_KS] L2-normed k
+    float* M = Ks + GDN_CHUNK * GDN_TC_KS;            // [CHUNK][GDN_MS]: A below the diagonal, X^T above
+    float* Xs = M + GDN_CHUNK * GDN_MS;               // [CHUNK][GDN_TP_XS]: X row-major (unit lower)
+    float* gam = Xs + GDN_CHUNK * GDN_TP_XS;          // cumulative log-decay
+    float* bet = gam + GDN_CHUNK;                     // beta
+    float* qsc = bet + GDN_CHUNK;                     // q scale: rsqrt(|q|^2 + eps) * dk^-1/2
+    float* bek = qsc + GDN_CHUNK;                     // beta exp(gamma) (W's right-hand side scale)
+    const int h = blockIdx.x, c = blockIdx.y, c0 = c * GDN_CHUNK;
+    const int n = min(GDN_CHUNK, T - c0);
+    const size_t hc = (size_t)c * GDN_HV + h;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int r0 = 16 * (warp & 3), cg = warp >> 2;
+    gdn_prep_rows<GDN_TC_KS>(qkv, b_proj, a_proj, -expf(a_log[h]), dt_bias[h], h, c0, n, Ks, gam, bet, qsc, bek,
+                             gam_out + hc * GDN_CHUNK);
+    // 1. A = beta K K^T D (strictly lower, into M) and P = Q K^T D qscale (lower incl. the diagonal,
+    //    zero past T, to global): column group cg of rows r0 .. r0 + 15.
+    {
+        const float* q0 = qkv + (size_t)c0 * CONV_DIM + (h / GDN_V_PER_K) * GDN_DK;
+        // Q rows past the prompt read row 0 (any valid row); their P rows are stored as zeros.
+        const float* qa = q0 + (size_t)(r0 + g < n ? r0 + g : 0) * CONV_DIM;
+        const float* qb = q0 + (size_t)(r0 + g + 8 < n ? r0 + g + 8 : 0) * CONV_DIM;
+        float acc_a[GDN_TP_APN][4] = {}, acc_p[GDN_TP_APN][4] = {};
+        const int s0 = 8 * GDN_TP_APN * cg;
+#pragma unroll 2
+        for (int k = 0; k < GDN_DK; k += 8) {
+            Tf32A ka, qf;
+            tf32_load_a(ka, Ks + r0 * GDN_TC_KS + k, GDN_TC_KS, g, t);
+            tf32_frag_a(qf, qa[k + t], qb[k + t], qa[k + t + 4], qb[k + t + 4]);
+#pragma unroll
+            for (int j = 0; j < GDN_TP_APN; ++j) {
+                Tf32B kb;
+                tf32_load_b_nk(kb, Ks + (s0 + 8 * j) * GDN_TC_KS + k, GDN_TC_KS, g, t);
+                mma_3xtf32(acc_a[j], ka, kb);
+                mma_3xtf32(acc_p[j], qf, kb);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < GDN_TP_APN; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int r = r0 + g + 8 * (e >> 1), s = s0 + 8 * j + 2 * t + (e & 1);
+                const float d = expf(gam[r] - gam[s]);
+                if (s < r) M[r * GDN_MS + s] = bet[r] * acc_a[j][e] * d;
+                p[(hc * GDN_CHUNK + r) * GDN_CHUNK + s] = (s <= r && r < n) ? qsc[r] * acc_p[j][e] * d : 0.0f;
+            }
+    }
+    gdn_prep_kd_qg<GDN_TC_KS>(qkv, h, c0, n, Ks, gam, qsc, kd + hc * GDN_CHUNK * GDN_DK, qg + hc * GDN_CHUNK * GDN_DK);
+    __syncthreads();
+    gdn_solve_x(M);
+    __syncthreads();
+    // X row-major: X[r][s] = M[s][r] below the diagonal, 1 on it, 0 above.
+    for (int e = threadIdx.x; e < GDN_CHUNK * GDN_CHUNK; e += GDN_THREADS) {
+        const int s = e / GDN_CHUNK, r = e % GDN_CHUNK;
+        Xs[r * GDN_TP_XS + s] = s < r ? M[s * GDN_MS + r] : (s == r ? 1.0f : 0.0f);
+    }
+    __syncthreads();
+    // 2. U = X (beta V) and W = X (beta exp(gamma) K): column group cg (of dv, then dk) of rows
+    //    r0 .. r0 + 15; X is zero right of the diagonal, so k stops at r0 + 16. V rows past the
+    //    prompt are never read (their beta is 0).
+    const float* v0 = qkv + (size_t)c0 * CONV_DIM + 2 * KEY_DIM + h * GDN_DV;
+#pragma unroll 1
+    for (int which = 0; which < 2; ++which) {
+        float acc[GDN_TP_UWN][4] = {};
+        const int col0 = 8 * GDN_TP_UWN * cg;
+        for (int k = 0; k < r0 + 16; k += 8) {
+            Tf32A xa;
+            tf32_load_a(xa, Xs + r0 * GDN_TP_XS + k, GDN_TP_XS, g, t);
+            const int s0 = k + t, s1 = k + t + 4;
+#pragma unroll
+            for (int j = 0; j < GDN_TP_UWN; ++j) {
+                const int col = col0 + 8 * j + g;
+                Tf32B b;
+                if (which == 0)
+                    tf32_frag_b(b, s0 < n ? bet[s0] * v0[(size_t)s0 * CONV_DIM + col] : 0.0f,
+                                s1 < n ? bet[s1] * v0[(size_t)s1 * CONV_DIM + col] : 0.0f);
+                else
+                    tf32_frag_b(b, bek[s0] * Ks[s0 * GDN_TC_KS + col], bek[s1] * Ks[s1 * GDN_TC_KS + col]);
+                mma_3xtf32(acc[j], xa, b);
+            }
+        }
+        float* dst = which == 0 ? u : w;  // both [chunk][head][C][dv = dk]
+#pragma unroll
+        for (int j = 0; j < GDN_TP_UWN; ++j)
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh) {
+                const int r = r0 + g + 8 * hh, col = col0 + 8 * j + 2 * t;
+                *reinterpret_cast<float2*>(dst + (hc * GDN_CHUNK + r) * GDN_DV + col) =
+                    make_float2(acc[j][2 * hh], acc[j][2 * hh + 1]);
+            }
+    }
+}
+
+// State pass: one block per (v-head, GDN_ST_COLS value columns), GDN_TS_THREADS threads, sequential
+// over chunks. The state slice S (dk x GDN_ST_COLS) lives in registers as C fragments (warp w: keys
+// kw .. kw + 16 GDN_TS_MT - 1 x columns cw .. cw + 8 GDN_TS_NT - 1) and as a [col][key] smem copy
+// that is B of the next product and the source of the S_c snapshot. Per chunk:
+//   V_new = U - W S_c               (warp w: 16 rows x 8 GDN_TS_NT2 columns)
+//   S <- exp(gamma_C) S + Kd^T V_new
+// The three products of each 3xTF32 step go to separate accumulators, so a warp has three
+// independent mma chains per tile instead of one three times as long (the chunk loop is the
+// critical path of the prefill). W, Kd and U come through cp.async, each while the other product
+// runs: W (and U, double-buffered) of the next chunk load during this chunk's state update, Kd of
+// the next chunk during the S_c store and V_new.
+constexpr int GDN_TS_THREADS = GDN_ST_THREADS;
+constexpr int GDN_TS_WARPS = GDN_TS_THREADS / 32;
+constexpr int GDN_TS_CG2 = GDN_TS_WARPS / (GDN_CHUNK / 16);  // V_new: column groups (rows in groups of 16)
+constexpr int GDN_TS_NT2 = GDN_ST_COLS / 8 / GDN_TS_CG2;     // n8 tiles of V_new per warp
+// The update's warp tiles: GDN_TS_KW warps along the keys x GDN_TS_CW along the columns.
+constexpr int GDN_TS_KW = GDN_DK / 16 < GDN_TS_WARPS ? GDN_DK / 16 : GDN_TS_WARPS;
+constexpr int GDN_TS_CW = GDN_TS_WARPS / GDN_TS_KW;
+constexpr int GDN_TS_MT = GDN_DK / 16 / GDN_TS_KW;      // m16 tiles of keys per warp
+constexpr int GDN_TS_NT = GDN_ST_COLS / 8 / GDN_TS_CW;  // n8 tiles of columns per warp
+static_assert(GDN_TS_KW * GDN_TS_CW == GDN_TS_WARPS && GDN_TS_MT * GDN_TS_KW * 16 == GDN_DK &&
+                  GDN_TS_NT * GDN_TS_CW * 8 == GDN_ST_COLS && GDN_TS_NT >= 1 &&
+                  GDN_TS_CG2 * (GDN_CHUNK / 16) == GDN_TS_WARPS && GDN_TS_NT2 * GDN_TS_CG2 * 8 == GDN_ST_COLS &&
+                  GDN_TS_NT2 >= 1,
+              "state pass warp tiles (schedules::gdn_tensor_core_tiles_fit)");
+constexpr int GDN_TS_KDS = gdn_kn_stride(GDN_DK);      // Kd read transposed (A = Kd^T)
+constexpr int GDN_TS_VS = gdn_kn_stride(GDN_ST_COLS);  // U / V_new, B of the update
+constexpr int GDN_TS_SMEM_FLOATS =
+    GDN_CHUNK * GDN_TC_KS + GDN_CHUNK * GDN_TS_KDS + 2 * GDN_CHUNK * GDN_TS_VS + GDN_ST_COLS * GDN_TC_KS;
+static_assert(GDN_TS_SMEM_FLOATS * 4 == GDN_ST_SMEM_BYTES, "the launch plan's dynamic smem size");
+static_assert(GDN_DV % GDN_ST_COLS == 0, "a block's columns share one head");
+// d[0] += Al Bh, d[1] += Ah Bl, d[2] += Ah Bh: the 3xTF32 terms as three independent chains.
+__device__ __forceinline__ void mma_3xtf32_apart(float (&d)[3][4], const Tf32A& a, const Tf32B& b) {
+    mma_tf32_1688(d[0], a.lo, b.hi);
+    mma_tf32_1688(d[1], a.hi, b.lo);
+    mma_tf32_1688(d[2], a.hi, b.hi);
+}
+__device__ __forceinline__ float tf32_terms_sum(const float (&d)[3][4], int e) { return (d[0][e] + d[1][e]) + d[2][e]; }
+extern "C" __global__ void __launch_bounds__(GDN_TS_THREADS)
+prefill_gdn_chunked_state(int T, float* __restrict__ u, const float* __restrict__ w, const float* __restrict__ kd,
+                          const float* __restrict__ gam, float* __restrict__ state, float* __restrict__ sc) {
+    extern __shared__ float4 gdn_ts_smem4[];
+    float* Ws = reinterpret_cast<float*>(gdn_ts_smem4);  // [C][GDN_TC_KS] W of this chunk
+    float* Kds = Ws + GDN_CHUNK * GDN_TC_KS;              // [C][GDN_TS_KDS] Kd of this chunk
+    float* Us = Kds + GDN_CHUNK * GDN_TS_KDS;             // 2 x [C][GDN_TS_VS]: U, then V_new, by chunk parity
+    float* Ss = Us + 2 * GDN_CHUNK * GDN_TS_VS;           // [GDN_ST_COLS][GDN_TC_KS] S_c (transposed)
+    const int h = blockIdx.x / (GDN_DV / GDN_ST_COLS), col0 = (blockIdx.x % (GDN_DV / GDN_ST_COLS)) * GDN_ST_COLS;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int nc = (T + GDN_CHUNK - 1) / GDN_CHUNK;
+    auto load_wu = [&](int ch) {  // one cp.async group, empty past the last chunk
+        if (ch < nc) {
+            const size_t hc = (size_t)ch * GDN_HV + h;
+            gdn_copy_tile<GDN_CHUNK, GDN_DK, GDN_TS_THREADS>(Ws, GDN_TC_KS, w + hc * GDN_CHUNK * GDN_DK, GDN_DK);
+            gdn_copy_tile<GDN_CHUNK, GDN_ST_COLS, GDN_TS_THREADS>(Us + (ch & 1) * GDN_CHUNK * GDN_TS_VS, GDN_TS_VS,
+                                                                   u + hc * GDN_CHUNK * GDN_DV + col0, GDN_DV);
+        }
+        copy_commit();
+    };
+    auto load_kd = [&](int ch) {
+        if (ch < nc) {
+            const size_t hc = (size_t)ch * GDN_HV + h;
+            gdn_copy_tile<GDN_CHUNK, GDN_DK, GDN_TS_THREADS>(Kds, GDN_TS_KDS, kd + hc * GDN_CHUNK * GDN_DK, GDN_DK);
+        }
+        copy_commit();
+    };
+    load_wu(0);
+    load_kd(0);
+    // S[i][j][e]: key kw + 16 i + g + 8 (e / 2), column cw + 8 j + 2 t + e % 2 (of the block's columns).
+    const int kw = 16 * GDN_TS_MT * (warp % GDN_TS_KW), cw = 8 * GDN_TS_NT * (warp / GDN_TS_KW);
+    float* st = state + (size_t)h * GDN_DK * GDN_DV + col0;  // S[key * GDN_DV + col]
+    float S[GDN_TS_MT][GDN_TS_NT][4];
+    auto put_state = [&]() {
+#pragma unroll
+        for (int i = 0; i < GDN_TS_MT; ++i)
+#pragma unroll
+            for (int j = 0; j < GDN_TS_NT; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    Ss[(cw + 8 * j + 2 * t + (e & 1)) * GDN_TC_KS + kw + 16 * i + g + 8 * (e >> 1)] = S[i][j][e];
+    };
+#pragma unroll
+    for (int i = 0; i < GDN_TS_MT; ++i)
+#pragma unroll
+        for (int j = 0; j < GDN_TS_NT; ++j)
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh) {
+                const float2 v = *reinterpret_cast<const float2*>(
+                    st + (size_t)(kw + 16 * i + g + 8 * hh) * GDN_DV + cw + 8 * j + 2 * t);
+                S[i][j][2 * hh] = v.x;
+                S[i][j][2 * hh + 1] = v.y;
+            }
+    put_state();
+    __syncthreads();
+    for (int ch = 0; ch < nc; ++ch) {
+        const size_t hc = (size_t)ch * GDN_HV + h;
+        // S_c -> sc [col][key], 16-byte rows
+        float* scc = sc + (hc * GDN_DV + col0) * GDN_DK;
+        for (int e = threadIdx.x; e < GDN_ST_COLS * GDN_DK / 4; e += GDN_TS_THREADS) {
+            const int col = e / (GDN_DK / 4), k4 = 4 * (e % (GDN_DK / 4));
+            *reinterpret_cast<float4*>(scc + (size_t)col * GDN_DK + k4) =
+                *reinterpret_cast<const float4*>(Ss + col * GDN_TC_KS + k4);
+        }
+        copy_wait<1>();  // this chunk's W and U (its Kd may still be in flight)
+        __syncthreads();
+        float* Uc = Us + (ch & 1) * GDN_CHUNK * GDN_TS_VS;
+        {  // V_new = U - W S_c: rows r0 .. r0 + 15, columns c2 .. c2 + 8 GDN_TS_NT2 - 1
+            const int r0 = 16 * (warp % (GDN_CHUNK / 16)), c2 = 8 * GDN_TS_NT2 * (warp / (GDN_CHUNK / 16));
+            float acc[GDN_TS_NT2][3][4] = {};
+#pragma unroll 4
+            for (int k = 0; k < GDN_DK; k += 8) {
+                Tf32A a;
+                tf32_load_a(a, Ws + r0 * GDN_TC_KS + k, GDN_TC_KS, g, t);
+#pragma unroll
+                for (int j = 0; j < GDN_TS_NT2; ++j) {
+                    Tf32B b;
+                    tf32_load_b_nk(b, Ss + (c2 + 8 * j) * GDN_TC_KS + k, GDN_TC_KS, g, t);
+                    mma_3xtf32_apart(acc[j], a, b);
+                }
+            }
+            float* uc = u + hc * GDN_CHUNK * GDN_DV + col0;
+#pragma unroll
+            for (int j = 0; j < GDN_TS_NT2; ++j)
+#pragma unroll
+                for (int hh = 0; hh < 2; ++hh) {
+                    const int r = r0 + g + 8 * hh, col = c2 + 8 * j + 2 * t;
+                    float* vs = Uc + r * GDN_TS_VS + col;
+                    const float2 vn = make_float2(vs[0] - tf32_terms_sum(acc[j], 2 * hh),
+                                                  vs[1] - tf32_terms_sum(acc[j], 2 * hh + 1));
+                    vs[0] = vn.x;
+                    vs[1] = vn.y;
+                    *reinterpret_cast<float2*>(uc + (size_t)r * GDN_DV + col) = vn;
+                }
+        }
+        __syncthreads();  // V_new complete; Ws and the other U buffer are free
+        load_wu(ch + 1);
+        copy_wait<1>();  // this chunk's Kd (the next W and U may still be in flight)
+        __syncthreads();
+        {  // S <- exp(gamma_C) S + Kd^T V_new: A(key, s) = Kd[s][key], B(s, col) = V_new[s][col]
+            float upd[GDN_TS_MT][GDN_TS_NT][3][4] = {};
+#pragma unroll 2
+            for (int k = 0; k < GDN_CHUNK; k += 8) {
+                Tf32B b[GDN_TS_NT];
+#pragma unroll
+                for (int j = 0; j < GDN_TS_NT; ++j)
+                    tf32_load_b_kn(b[j], Uc + k * GDN_TS_VS + cw + 8 * j, GDN_TS_VS, g, t);
+#pragma unroll
+                for (int i = 0; i < GDN_TS_MT; ++i) {
+                    Tf32A a;
+                    tf32_load_a_t(a, Kds + k * GDN_TS_KDS + kw + 16 * i, GDN_TS_KDS, g, t);
+#pragma unroll
+                    for (int j = 0; j < GDN_TS_NT; ++j) mma_3xtf32_apart(upd[i][j], a, b[j]);
+                }
+            }
+            const float decay = expf(gam[hc * GDN_CHUNK + GDN_CHUNK - 1]);
+#pragma unroll
+            for (int i = 0; i < GDN_TS_MT; ++i)
+#pragma unroll
+                for (int j = 0; j < GDN_TS_NT; ++j)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) S[i][j][e] = fmaf(decay, S[i][j][e], tf32_terms_sum(upd[i][j], e));
+        }
+        __syncthreads();  // every read of Kds, Ss and this chunk's U buffer is done
+        load_kd(ch + 1);
+        put_state();
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < GDN_TS_MT; ++i)
+#pragma unroll
+        for (int j = 0; j < GDN_TS_NT; ++j)
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh)
+                *reinterpret_cast<float2*>(st + (size_t)(kw + 16 * i + g + 8 * hh) * GDN_DV + cw + 8 * j + 2 * t) =
+                    make_float2(S[i][j][2 * hh], S[i][j][2 * hh + 1]);
+}
+
+// Outputs: one block per (v-head, GDN_OCOLS value columns) = blockIdx.x and chunk = blockIdx.y,
+// GDN_TO_THREADS threads; warp w computes rows 16 w .. + 15 of O = Qg S_c + P V_new (P is zero right
+// of the diagonal, so its k steps stop at 16 w + 16). Qg, P, the S_c slice and the V_new slice are
+// staged in smem by cp.async.
+constexpr int GDN_TO_THREADS = 2 * GDN_CHUNK;  // C / 16 warps
+constexpr int GDN_TO_NT = GDN_OCOLS / 8;
+constexpr int GDN_TO_VS = gdn_kn_stride(GDN_OCOLS);
+constexpr int GDN_TO_SMEM_FLOATS =
+    GDN_CHUNK * GDN_TC_KS + GDN_CHUNK * GDN_TC_CS + GDN_OCOLS * GDN_TC_KS + GDN_CHUNK * GDN_TO_VS;
+static_assert(GDN_TO_THREADS == GDN_OUT_THREADS && GDN_TO_SMEM_FLOATS * 4 == GDN_OUT_SMEM_BYTES,
+              "the launch plan's block and dynamic smem size");
+static_assert(GDN_DV % GDN_OCOLS == 0 && GDN_OCOLS % 8 == 0, "output slices");
+extern "C" __global__ void __launch_bounds__(GDN_TO_THREADS)
+prefill_gdn_chunked_output(int T, const float* __restrict__ qg, const float* __restrict__ p,
+                           const float* __restrict__ u, const float* __restrict__ sc, float* __restrict__ o) {
+    extern __shared__ float4 gdn_to_smem4[];
+    float* Qs = reinterpret_cast<float*>(gdn_to_smem4);  // [C][GDN_TC_KS] Qg
+    float* Ps = Qs + GDN_CHUNK * GDN_TC_KS;               // [C][GDN_TC_CS] P
+    float* Ss = Ps + GDN_CHUNK * GDN_TC_CS;               // [GDN_OCOLS][GDN_TC_KS] S_c (transposed)
+    float* Vs = Ss + GDN_OCOLS * GDN_TC_KS;               // [C][GDN_TO_VS] V_new
+    constexpr int SLICES = GDN_DV / GDN_OCOLS;
+    const int h = blockIdx.x / SLICES, col0 = (blockIdx.x % SLICES) * GDN_OCOLS, c = blockIdx.y;
+    const int c0 = c * GDN_CHUNK, n = min(GDN_CHUNK, T - c0);
+    const size_t hc = (size_t)c * GDN_HV + h;
+    gdn_copy_tile<GDN_CHUNK, GDN_DK, GDN_TO_THREADS>(Qs, GDN_TC_KS, qg + hc * GDN_CHUNK * GDN_DK, GDN_DK);
+    gdn_copy_tile<GDN_OCOLS, GDN_DK, GDN_TO_THREADS>(Ss, GDN_TC_KS, sc + (hc * GDN_DV + col0) * GDN_DK, GDN_DK);
+    gdn_copy_tile<GDN_CHUNK, GDN_CHUNK, GDN_TO_THREADS>(Ps, GDN_TC_CS, p + hc * GDN_CHUNK * GDN_CHUNK, GDN_CHUNK);
+    gdn_copy_tile<GDN_CHUNK, GDN_OCOLS, GDN_TO_THREADS>(Vs, GDN_TO_VS, u + hc * GDN_CHUNK * GDN_DV + col0, GDN_DV);
+    copy_commit();
+    copy_wait<0>();
+    __syncthreads();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int r0 = 16 * warp;
+    float acc[GDN_TO_NT][4] = {};
+#pragma unroll 4
+    for (int k = 0; k < GDN_DK; k += 8) {
+        Tf32A a;
+        tf32_load_a(a, Qs + r0 * GDN_TC_KS + k, GDN_TC_KS, g, t);
+#pragma unroll
+        for (int j = 0; j < GDN_TO_NT; ++j) {
+            Tf32B b;
+            tf32_load_b_nk(b, Ss + 8 * j * GDN_TC_KS + k, GDN_TC_KS, g, t);
+            mma_3xtf32(acc[j], a, b);
+        }
+    }
+    for (int k = 0; k < r0 + 16; k += 8) {
+        Tf32A a;
+        tf32_load_a(a, Ps + r0 * GDN_TC_CS + k, GDN_TC_CS, g, t);
+#pragma unroll
+        for (int j = 0; j < GDN_TO_NT; ++j) {
+            Tf32B b;
+            tf32_load_b_kn(b, Vs + k * GDN_TO_VS + 8 * j, GDN_TO_VS, g, t);
+            mma_3xtf32(acc[j], a, b);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < GDN_TO_NT; ++j)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+            const int r = r0 + g + 8 * hh;
+            if (r < n)
+                *reinterpret_cast<float2*>(o + (size_t)(c0 + r) * VALUE_DIM + h * GDN_DV + col0 + 8 * j + 2 * t) =
+                    make_float2(acc[j][2 * hh], acc[j][2 * hh + 1]);
+        }
+}
+"#;
+
+/// The gated RMSNorm after the delta rule (the out-projection's GEMM input).
+pub const GATED_RMS_NORM: &str = r#"// ---- prefill_gated_rms_norm: out = act(w * norm(o) * silu(z)) per (token, v-head); NOT zero-centred ----
 extern "C" __global__ void __launch_bounds__(ROW_THREADS)
 prefill_gated_rms_norm(const float* __restrict__ o, const float* __restrict__ z, const float* __restrict__ w, int T,
                        u16* __restrict__ out) {

@@ -25,7 +25,7 @@ mod kernels;
 pub mod plan;
 
 use lucebox_models::config::Qwen35Config;
-use lucebox_schedules::Schedule;
+use lucebox_schedules::{GDN_TC_STATE_WARPS, Schedule, gdn_tensor_core_tiles_fit};
 
 use crate::blocks;
 use crate::cuda::{Constant, HeaderInfo, header, write_constants};
@@ -55,7 +55,7 @@ pub const ENTRY_POINTS: [&str; 12] = [
 pub const ROW_THREADS: u32 = 256;
 /// Tokens per thread of the conv kernel (one thread per channel and segment).
 pub const CONV_SEG: u32 = 16;
-/// Threads of the parallel GDN kernels (`prefill_gdn_chunked_prep`, `_output`).
+/// Threads of `prefill_gdn_chunked_prep` (both math paths) and of the CUDA-core `_output`.
 pub const GDN_THREADS: u32 = 256;
 /// GDN state pass: threads per value column of a block (the schedule's
 /// `gdn_state_cols` columns per block).
@@ -83,6 +83,12 @@ pub struct PrefillGeometry {
     pub gdn_smem_bytes: u32,
     /// Threads of a `prefill_gdn_chunked_state` block.
     pub gdn_state_threads: u32,
+    /// Dynamic smem of `prefill_gdn_chunked_state` (0: static, CUDA cores).
+    pub gdn_state_smem_bytes: u32,
+    /// Threads of a `prefill_gdn_chunked_output` block.
+    pub gdn_out_threads: u32,
+    /// Dynamic smem of `prefill_gdn_chunked_output` (0: static, CUDA cores).
+    pub gdn_out_smem_bytes: u32,
     pub attn_threads: u32,
     /// Tensor-core attention: query heads (warps) per block, or 0 for the
     /// CUDA-core kernel.
@@ -173,26 +179,46 @@ pub fn geometry(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillGeometry,
     let gdn_ms = (chunk..chunk + 32)
         .find(|m| (m + 1) % 32 == parts % 32)
         .expect("a residue mod 32");
-    let gdn_floats = chunk * (dk + 1) + chunk * gdn_ms + 4 * chunk;
-    let gdn_smem = gdn_floats * 4;
-    let gdn_out_smem = dk * (GDN_OCOLS + 1) * 4;
-    if gdn_out_smem > 48 * 1024 {
-        return Err(CodegenError::Config(format!(
-            "prefill GDN output needs {gdn_out_smem} B of static shared memory (limit 49152)"
-        )));
-    }
     let st_cols = p.gdn_state_cols;
-    let gdn_state_smem = (chunk * (dk + 4) + dk * st_cols + chunk * st_cols) * 4;
-    if gdn_state_smem > 48 * 1024 {
-        return Err(CodegenError::Config(format!(
-            "prefill GDN state pass needs {gdn_state_smem} B of static shared memory (limit 49152): dk {dk} is too large for chunk {chunk}"
-        )));
-    }
-    if gdn_smem > sched.limits.shared_mem_per_block_optin {
-        return Err(CodegenError::Config(format!(
-            "prefill GDN needs {gdn_smem} B of shared memory, above the {} B opt-in limit",
-            sched.limits.shared_mem_per_block_optin
-        )));
+    let gdn = if p.gdn_tensor_cores {
+        gdn_tensor_core_geometry(chunk, dk, dv, st_cols, gdn_ms)?
+    } else {
+        let out_smem = dk * (GDN_OCOLS + 1) * 4;
+        if out_smem > 48 * 1024 {
+            return Err(CodegenError::Config(format!(
+                "prefill GDN output needs {out_smem} B of static shared memory (limit 49152)"
+            )));
+        }
+        let state_smem = (chunk * (dk + 4) + dk * st_cols + chunk * st_cols) * 4;
+        if state_smem > 48 * 1024 {
+            return Err(CodegenError::Config(format!(
+                "prefill GDN state pass needs {state_smem} B of static shared memory (limit 49152): dk {dk} is too large for chunk {chunk}"
+            )));
+        }
+        GdnGeometry {
+            prep_smem: (chunk * (dk + 1) + chunk * gdn_ms + 4 * chunk) * 4,
+            state_threads: st_cols * GDN_ST_THREADS_PER_COL,
+            state_smem: 0,
+            out_threads: GDN_THREADS,
+            out_smem: 0,
+        }
+    };
+    for (kernel, bytes) in [
+        ("prep", gdn.prep_smem),
+        ("state pass", gdn.state_smem),
+        ("output", gdn.out_smem),
+    ] {
+        if bytes > sched.limits.shared_mem_per_block_optin {
+            return Err(CodegenError::Config(format!(
+                "prefill GDN {kernel} needs {bytes} B of shared memory, above the {} B opt-in limit{}",
+                sched.limits.shared_mem_per_block_optin,
+                if p.gdn_tensor_cores {
+                    ": lower prefill.gdn_state_cols or set gdn_tensor_cores false"
+                } else {
+                    ""
+                }
+            )));
+        }
     }
     if !cfg.head_dim.is_multiple_of(32) || ![2, 4, 8].contains(&(cfg.head_dim / 32)) {
         return Err(CodegenError::Config(format!(
@@ -233,12 +259,74 @@ pub fn geometry(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillGeometry,
         gemm_warps_n: wn,
         gemm_smem_bytes: gemm_smem,
         gdn_ms,
-        gdn_smem_bytes: gdn_smem,
-        gdn_state_threads: st_cols * GDN_ST_THREADS_PER_COL,
+        gdn_smem_bytes: gdn.prep_smem,
+        gdn_state_threads: gdn.state_threads,
+        gdn_state_smem_bytes: gdn.state_smem,
+        gdn_out_threads: gdn.out_threads,
+        gdn_out_smem_bytes: gdn.out_smem,
         attn_threads: p.attn_threads,
         attn_tc_heads,
         attn_smem_bytes: attn_smem,
         act_parts,
+    })
+}
+
+fn smem_note(bytes: u32) -> String {
+    if bytes == 0 {
+        String::new()
+    } else {
+        format!(" ({bytes} B dynamic smem)")
+    }
+}
+
+/// Block sizes and shared memory of the delta rule's three kernels.
+struct GdnGeometry {
+    prep_smem: u32,
+    state_threads: u32,
+    state_smem: u32,
+    out_threads: u32,
+    out_smem: u32,
+}
+
+/// The tensor-core delta rule (`kernels::GDN_TENSOR_CORES`; its static_asserts
+/// check these sizes): warps own 16-row m16n8k8 tiles (the output block has
+/// chunk / 16 warps, the state pass `GDN_TC_STATE_WARPS`, the prep 8); tiles
+/// read along k have rows padded to 4 (mod 32) floats, tiles read across k to
+/// 8 (mod 32).
+fn gdn_tensor_core_geometry(
+    chunk: u32,
+    dk: u32,
+    dv: u32,
+    st_cols: u32,
+    gdn_ms: u32,
+) -> Result<GdnGeometry, CodegenError> {
+    if chunk != 64 || !gdn_tensor_core_tiles_fit(dk, dv, st_cols) {
+        return Err(CodegenError::Config(format!(
+            "prefill GDN on tensor cores: the warp tiles do not fit chunk {chunk}, dk {dk}, dv {dv} with {st_cols} state columns per block (Schedule::fitted_to_model picks a fitting gdn_state_cols or CUDA cores)"
+        )));
+    }
+    let kn_stride = |cols: u32| {
+        if matches!(cols % 32, 8 | 24) {
+            cols
+        } else {
+            cols + 8
+        }
+    };
+    let ks = dk + 4;
+    Ok(GdnGeometry {
+        prep_smem: (chunk * ks + chunk * gdn_ms + chunk * (chunk + 4) + 4 * chunk) * 4,
+        state_threads: 32 * GDN_TC_STATE_WARPS,
+        state_smem: (chunk * ks
+            + chunk * kn_stride(dk)
+            + 2 * chunk * kn_stride(st_cols)
+            + st_cols * ks)
+            * 4,
+        out_threads: 2 * chunk,
+        out_smem: (chunk * ks
+            + chunk * (chunk + 4)
+            + GDN_OCOLS * ks
+            + chunk * kn_stride(GDN_OCOLS))
+            * 4,
     })
 }
 
@@ -283,13 +371,21 @@ pub fn generate_prefill(
             g.gemm_smem_bytes
         ),
         format!(
-            "gated delta rule  : chunk {}; prep {} threads, {} B dynamic smem; state pass {} threads, {} columns per block; output {} columns per block",
+            "gated delta rule  : chunk {}, {}; prep {} threads, {} B dynamic smem; state pass {} threads, {} columns per block{}; output {} threads, {} columns per block{}",
             p.gdn_chunk,
+            if p.gdn_tensor_cores {
+                "mma.sync m16n8k8 tf32 with split operands (3xTF32)"
+            } else {
+                "FMA"
+            },
             GDN_THREADS,
             g.gdn_smem_bytes,
             g.gdn_state_threads,
             p.gdn_state_cols,
-            GDN_OCOLS
+            smem_note(g.gdn_state_smem_bytes),
+            g.gdn_out_threads,
+            GDN_OCOLS,
+            smem_note(g.gdn_out_smem_bytes),
         ),
         if p.attn_tensor_cores {
             format!(
@@ -346,7 +442,8 @@ pub fn generate_prefill(
             Constant::int("ROW_THREADS", ROW_THREADS, "row-wise kernels"),
             Constant::int("CONV_SEG", CONV_SEG, "tokens per conv thread"),
             Constant::int("GDN_CHUNK", p.gdn_chunk, "chunk of the delta rule"),
-            Constant::int("GDN_THREADS", GDN_THREADS, "GDN prep and output blocks"),
+            Constant::int("GDN_THREADS", GDN_THREADS, "GDN prep block"),
+            Constant::int("GDN_OUT_THREADS", g.gdn_out_threads, "GDN output block"),
             Constant::int("GDN_MS", g.gdn_ms, "GDN prep: C x C matrix row stride"),
             Constant::int(
                 "GDN_SMEM_BYTES",
@@ -371,6 +468,24 @@ pub fn generate_prefill(
             Constant::int("MAX_CTX", sched.max_context, "KV cache positions"),
         ],
     )?;
+    if p.gdn_tensor_cores {
+        write_constants(
+            &mut src,
+            "tensor-core delta rule",
+            &[
+                Constant::int(
+                    "GDN_ST_SMEM_BYTES",
+                    g.gdn_state_smem_bytes,
+                    "dynamic smem of prefill_gdn_chunked_state",
+                ),
+                Constant::int(
+                    "GDN_OUT_SMEM_BYTES",
+                    g.gdn_out_smem_bytes,
+                    "dynamic smem of prefill_gdn_chunked_output",
+                ),
+            ],
+        )?;
+    }
     if !p.attn_tensor_cores {
         write_constants(
             &mut src,
@@ -470,8 +585,16 @@ pub fn generate_prefill(
         blocks_before.push(kernels::MMA_HELPERS);
     }
     blocks_before.extend([blocks::sync::TILE_COUNTER, kernels::GEMM_COMMON]);
+    let gdn_math = if p.gdn_tensor_cores {
+        kernels::GDN_TENSOR_CORES
+    } else {
+        kernels::GDN_CUDA_CORES
+    };
     for text in blocks_before.iter().chain(gemm_math).chain(&[
-        kernels::GDN,
+        kernels::CONV,
+        kernels::GDN_CHUNKED,
+        gdn_math,
+        kernels::GATED_RMS_NORM,
         kernels::QK_NORM_ROPE,
         attention,
     ]) {

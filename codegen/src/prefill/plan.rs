@@ -706,7 +706,7 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
                     kernel: "prefill_gdn_chunked_state",
                     grid: Grid::Fixed(hv * dv / sched.prefill.gdn_state_cols),
                     block: g.gdn_state_threads,
-                    dynamic_smem: 0,
+                    dynamic_smem: g.gdn_state_smem_bytes,
                     layer: Some(i),
                     args: vec![
                         Arg::PromptLen,
@@ -727,8 +727,8 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
                         heads: hv * dv / GDN_OCOLS,
                         tokens_per_block: g_chunk,
                     },
-                    block: GDN_THREADS,
-                    dynamic_smem: 0,
+                    block: g.gdn_out_threads,
+                    dynamic_smem: g.gdn_out_smem_bytes,
                     layer: Some(i),
                     args: vec![
                         Arg::PromptLen,
@@ -1027,18 +1027,67 @@ mod tests {
                 .expect("state pass");
             (l.grid.dims(520), l.block)
         };
-        assert_eq!(state(&h100), ([256, 1, 1], 128));
-        let wide = h100
-            .patched(r#"{"prefill": {"gdn_state_cols": 16}}"#)
+        // tensor cores (the sm_80+ default, 16 columns): 4 warps whatever the columns
+        assert_eq!(state(&h100), ([128, 1, 1], 128));
+        let tc_wide = h100
+            .patched(r#"{"prefill": {"gdn_state_cols": 32}}"#)
             .expect("patch");
-        assert_eq!(state(&wide), ([128, 1, 1], 256));
+        assert_eq!(state(&tc_wide), ([64, 1, 1], 128));
+        for (cols, want) in [(8, ([256, 1, 1], 128)), (16, ([128, 1, 1], 256))] {
+            let cc = h100
+                .patched(&format!(
+                    r#"{{"prefill": {{"gdn_tensor_cores": false, "gdn_state_cols": {cols}}}}}"#
+                ))
+                .expect("patch");
+            assert_eq!(state(&cc), want, "{cols}");
+        }
+        assert_eq!(state(&turing), ([256, 1, 1], 128));
     }
 
     #[test]
     fn gdn_launches_for_0_8b() {
         let cfg = Qwen35Config::qwen35_0_8b();
-        let s = Schedule::preset("h100").expect("preset");
-        let plan = prefill_plan(&cfg, &s).expect("plan");
+        let h100 = Schedule::preset("h100").expect("preset");
+        let cuda_cores = h100
+            .patched(r#"{"prefill": {"gdn_tensor_cores": false, "gdn_state_cols": 8}}"#)
+            .expect("patch");
+        // Hv = 16, dk = dv = 128, chunk 64: 9 chunks at T = 520. Tensor cores (floats of smem):
+        // prep K [64][132], M [64][67], X [64][68], 4 x 64 row scalars; state W [64][132],
+        // Kd [64][136], 2 x U [64][24], S_c [16][132]; output Qg [64][132], P [64][68],
+        // S_c [32][132], V [64][40].
+        gdn_launches(
+            &cfg,
+            &h100,
+            [
+                ([16, 9, 1], 256, (64 * 132 + 64 * 67 + 64 * 68 + 4 * 64) * 4),
+                (
+                    [128, 1, 1],
+                    128,
+                    (64 * 132 + 64 * 136 + 2 * 64 * 24 + 16 * 132) * 4,
+                ),
+                (
+                    [64, 9, 1],
+                    128,
+                    (64 * 132 + 64 * 68 + 32 * 132 + 64 * 40) * 4,
+                ),
+            ],
+        );
+        // CUDA cores: prep K [64][129], M [64][67], row scalars; state and output static smem
+        gdn_launches(
+            &cfg,
+            &cuda_cores,
+            [
+                ([16, 9, 1], 256, (64 * 129 + 64 * 67 + 4 * 64) * 4),
+                ([256, 1, 1], 128, 0),
+                ([64, 9, 1], 256, 0),
+            ],
+        );
+    }
+
+    /// (grid at T = 520, block, dynamic smem) of a GDN layer's prep, state
+    /// and output launches, and the per-token sizes of the scratch.
+    fn gdn_launches(cfg: &Qwen35Config, s: &Schedule, want: [([u32; 3], u32, u32); 3]) {
+        let plan = prefill_plan(cfg, s).expect("plan");
         let layer = cfg
             .layer_types
             .iter()
@@ -1052,10 +1101,9 @@ mod tests {
                 .expect(k);
             (l.grid.dims(520), l.block, l.dynamic_smem)
         };
-        // Hv = 16, dk = dv = 128, chunk 64: 9 chunks at T = 520
-        assert_eq!(grid("prefill_gdn_chunked_prep"), ([16, 9, 1], 256, 51200));
-        assert_eq!(grid("prefill_gdn_chunked_state"), ([256, 1, 1], 128, 0));
-        assert_eq!(grid("prefill_gdn_chunked_output"), ([64, 9, 1], 256, 0));
+        assert_eq!(grid("prefill_gdn_chunked_prep"), want[0]);
+        assert_eq!(grid("prefill_gdn_chunked_state"), want[1]);
+        assert_eq!(grid("prefill_gdn_chunked_output"), want[2]);
         let bytes = |n: &str| {
             plan.scratch
                 .iter()
