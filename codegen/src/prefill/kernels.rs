@@ -991,7 +991,7 @@ static_assert(GDN_CHUNK == 64 && GDN_DK % 16 == 0 && GDN_DV % 8 == 0, "tensor-co
 // A = K K^T, P = Q K^T, U = X (beta V) and W = X (beta exp(gamma) K) are warp tiles of m16n8k8: warp
 // w owns rows 16 (w % 4) .. + 15 and column group w / 4 of GDN_TP_CG (C / GDN_TP_CG columns of the
 // C x C products, dv / GDN_TP_CG of U and W). X, lower triangular, is copied row-major after the
-// solve so that it reads as A fragments, and U, W skip the k steps above a warp's last row.
+// solve so that it reads as A fragments, and U, W stop their k steps at a warp's last row.
 constexpr int GDN_TP_XS = GDN_CHUNK + 4;
 constexpr int GDN_TP_SMEM_FLOATS = GDN_CHUNK * GDN_TC_KS + GDN_CHUNK * GDN_MS + GDN_CHUNK * GDN_TP_XS + 4 * GDN_CHUNK;
 static_assert(GDN_TP_SMEM_FLOATS * 4 == GDN_SMEM_BYTES, "the launch plan's dynamic smem size");
@@ -1066,7 +1066,7 @@ prefill_gdn_chunked_prep(const float* __restrict__ qkv, const float* __restrict_
     __syncthreads();
     // 2. U = X (beta V) and W = X (beta exp(gamma) K): column group cg (of dv, then dk) of rows
     //    r0 .. r0 + 15; X is zero right of the diagonal, so k stops at r0 + 16. V rows past the
-    //    prompt are never read (their beta is 0).
+    //    prompt are not read (masked to 0; their beta is 0 too).
     const float* v0 = qkv + (size_t)c0 * CONV_DIM + 2 * KEY_DIM + h * GDN_DV;
 #pragma unroll 1
     for (int which = 0; which < 2; ++which) {
