@@ -912,12 +912,18 @@ impl Schedule {
                 "1, or 2 with gemm_wgmma (TMA multicast)",
             ));
         }
-        if p.gdn_tensor_cores && !(p.use_tensor_cores && p.use_cp_async) {
-            return Err(Self::invalid(
-                "prefill.gdn_tensor_cores",
-                "true",
-                "needs use_tensor_cores and use_cp_async (sm_80+)",
-            ));
+        // The tensor-core delta rule and attention use mma.sync and cp.async (sm_80+).
+        for (field, on) in [
+            ("prefill.gdn_tensor_cores", p.gdn_tensor_cores),
+            ("prefill.attn_tensor_cores", p.attn_tensor_cores),
+        ] {
+            if on && !(p.use_tensor_cores && p.use_cp_async) {
+                return Err(Self::invalid(
+                    field,
+                    "true",
+                    "needs use_tensor_cores and use_cp_async (sm_80+)",
+                ));
+            }
         }
         let cols_ok = if p.gdn_tensor_cores {
             matches!(p.gdn_state_cols, 8 | 16 | 32)
@@ -929,13 +935,6 @@ impl Schedule {
                 "prefill.gdn_state_cols",
                 p.gdn_state_cols,
                 "8, 16 or 32 on tensor cores, 8 or 16 on CUDA cores",
-            ));
-        }
-        if p.attn_tensor_cores && !(p.use_tensor_cores && p.use_cp_async) {
-            return Err(Self::invalid(
-                "prefill.attn_tensor_cores",
-                "true",
-                "needs use_tensor_cores and use_cp_async (sm_80+)",
             ));
         }
         if !p.attn_threads.is_multiple_of(32) || p.attn_threads == 0 || p.attn_threads > 1024 {

@@ -989,16 +989,8 @@ mod tests {
     #[test]
     fn attention_launch_follows_the_schedule() {
         let cfg = Qwen35Config::qwen35_0_8b();
-        let attention = |s: &Schedule| {
-            let plan = prefill_plan(&cfg, s).expect("plan");
-            let l = plan
-                .launches
-                .iter()
-                .find(|l| l.kernel == "prefill_attention")
-                .expect("attention")
-                .clone();
-            (l.grid.dims(520), l.block, l.dynamic_smem)
-        };
+        let attention =
+            |s: &Schedule| launch_shape(&prefill_plan(&cfg, s).expect("plan"), "prefill_attention");
         // tensor cores (sm_80+): 8 query heads in pairs x 16-token tiles, 2 warps, Q rows and a
         // 2-stage ring of 32-key K/V tiles (rows of 256 + 8 bf16)
         let h100 = Schedule::preset("h100").expect("preset");
@@ -1019,13 +1011,11 @@ mod tests {
         assert_eq!(attention(&turing), ([8, 130, 1], 128, 0));
         // the GDN state pass follows gdn_state_cols (16 threads per column)
         let state = |s: &Schedule| {
-            let plan = prefill_plan(&cfg, s).expect("plan");
-            let l = plan
-                .launches
-                .iter()
-                .find(|l| l.kernel == "prefill_gdn_chunked_state")
-                .expect("state pass");
-            (l.grid.dims(520), l.block)
+            let (grid, block, _) = launch_shape(
+                &prefill_plan(&cfg, s).expect("plan"),
+                "prefill_gdn_chunked_state",
+            );
+            (grid, block)
         };
         // tensor cores (the sm_80+ default, 16 columns): 4 warps whatever the columns
         assert_eq!(state(&h100), ([128, 1, 1], 128));
@@ -1084,26 +1074,24 @@ mod tests {
         );
     }
 
+    /// (grid at T = 520, block, dynamic smem) of the first launch of `kernel`
+    /// (every layer of a type launches it alike).
+    fn launch_shape(plan: &PrefillPlan, kernel: &str) -> ([u32; 3], u32, u32) {
+        let l = plan
+            .launches
+            .iter()
+            .find(|l| l.kernel == kernel)
+            .expect(kernel);
+        (l.grid.dims(520), l.block, l.dynamic_smem)
+    }
+
     /// (grid at T = 520, block, dynamic smem) of a GDN layer's prep, state
     /// and output launches, and the per-token sizes of the scratch.
     fn gdn_launches(cfg: &Qwen35Config, s: &Schedule, want: [([u32; 3], u32, u32); 3]) {
         let plan = prefill_plan(cfg, s).expect("plan");
-        let layer = cfg
-            .layer_types
-            .iter()
-            .position(|t| *t == LayerType::LinearAttention)
-            .expect("a GDN layer");
-        let grid = |k: &str| {
-            let l = plan
-                .launches
-                .iter()
-                .find(|l| l.kernel == k && l.layer == Some(layer))
-                .expect(k);
-            (l.grid.dims(520), l.block, l.dynamic_smem)
-        };
-        assert_eq!(grid("prefill_gdn_chunked_prep"), want[0]);
-        assert_eq!(grid("prefill_gdn_chunked_state"), want[1]);
-        assert_eq!(grid("prefill_gdn_chunked_output"), want[2]);
+        assert_eq!(launch_shape(&plan, "prefill_gdn_chunked_prep"), want[0]);
+        assert_eq!(launch_shape(&plan, "prefill_gdn_chunked_state"), want[1]);
+        assert_eq!(launch_shape(&plan, "prefill_gdn_chunked_output"), want[2]);
         let bytes = |n: &str| {
             plan.scratch
                 .iter()
