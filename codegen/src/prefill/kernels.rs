@@ -506,27 +506,46 @@ __device__ __forceinline__ void gdn_prep_rows(const float* __restrict__ qkv, con
                                               float* bek, float* __restrict__ gam_out) {
     const int kh = h / GDN_V_PER_K;  // v-head h uses k-head h / (Hv/Hk)
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    for (int r = warp; r < GDN_CHUNK; r += GDN_WARPS) {
+    // Rows warp + GDN_WARPS i: every row's loads are issued before any reduction, so a warp waits
+    // for one memory round trip instead of one per row.
+    constexpr int RPW = GDN_CHUNK / GDN_WARPS, DPL = GDN_DK / 32;
+    static_assert(GDN_CHUNK % GDN_WARPS == 0 && GDN_DK % 32 == 0, "rows per warp, dims per lane");
+    float kv[RPW][DPL], qv[RPW][DPL], bp[RPW], ap[RPW];
+#pragma unroll
+    for (int i = 0; i < RPW; ++i) {
+        const int r = warp + GDN_WARPS * i;
+        const float* row = qkv + (size_t)(c0 + (r < n ? r : 0)) * CONV_DIM;  // rows past T: any valid row, unused
+#pragma unroll
+        for (int d = 0; d < DPL; ++d) {
+            kv[i][d] = row[KEY_DIM + kh * GDN_DK + lane + 32 * d];
+            qv[i][d] = row[kh * GDN_DK + lane + 32 * d];
+        }
+        bp[i] = b_proj[(size_t)(c0 + (r < n ? r : 0)) * GDN_PROJ_COLS + h];
+        ap[i] = a_proj[(size_t)(c0 + (r < n ? r : 0)) * GDN_PROJ_COLS + h];
+    }
+#pragma unroll
+    for (int i = 0; i < RPW; ++i) {
+        const int r = warp + GDN_WARPS * i;
         float* kr = Ks + r * KS;
         if (r < n) {
-            const float* row = qkv + (size_t)(c0 + r) * CONV_DIM;
             float sk = 0.0f, sq = 0.0f;
-            for (int d = lane; d < GDN_DK; d += 32) {
-                const float kv = row[KEY_DIM + kh * GDN_DK + d], qv = row[kh * GDN_DK + d];
-                kr[d] = kv;
-                sk = fmaf(kv, kv, sk);
-                sq = fmaf(qv, qv, sq);
+#pragma unroll
+            for (int d = 0; d < DPL; ++d) {
+                sk = fmaf(kv[i][d], kv[i][d], sk);
+                sq = fmaf(qv[i][d], qv[i][d], sq);
             }
             const float inv_k = rsqrtf(warp_sum(sk) + 1e-6f);
             sq = warp_sum(sq);
-            for (int d = lane; d < GDN_DK; d += 32) kr[d] *= inv_k;
+#pragma unroll
+            for (int d = 0; d < DPL; ++d) kr[lane + 32 * d] = kv[i][d] * inv_k;
             if (lane == 0) {
                 qsc[r] = rsqrtf(sq + 1e-6f) * GDN_Q_SCALE;
-                bet[r] = sigmoid_f(b_proj[(size_t)(c0 + r) * GDN_PROJ_COLS + h]);
-                gam[r] = neg_a * softplus_f(a_proj[(size_t)(c0 + r) * GDN_PROJ_COLS + h] + dtb);
+                bet[r] = sigmoid_f(bp[i]);
+                gam[r] = neg_a * softplus_f(ap[i] + dtb);
             }
         } else {
-            for (int d = lane; d < GDN_DK; d += 32) kr[d] = 0.0f;
+#pragma unroll
+            for (int d = 0; d < DPL; ++d) kr[lane + 32 * d] = 0.0f;
             if (lane == 0) { qsc[r] = 0.0f; bet[r] = 0.0f; gam[r] = 0.0f; }
         }
     }
@@ -560,6 +579,7 @@ __device__ __forceinline__ void gdn_prep_kd_qg(const float* __restrict__ qkv, in
     const int kh = h / GDN_V_PER_K;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const float gam_c = gam[GDN_CHUNK - 1];
+#pragma unroll
     for (int r = warp; r < GDN_CHUNK; r += GDN_WARPS) {
         const float tail = expf(gam_c - gam[r]), qs = r < n ? qsc[r] * expf(gam[r]) : 0.0f;
         const float* qrow = qkv + (size_t)(c0 + (r < n ? r : 0)) * CONV_DIM + kh * GDN_DK;
@@ -990,9 +1010,59 @@ static_assert(GDN_CHUNK == 64 && GDN_DK % 16 == 0 && GDN_DV % 8 == 0, "tensor-co
 // Prep: one block per (v-head h = blockIdx.x, chunk blockIdx.y), GDN_THREADS threads. The products
 // A = K K^T, P = Q K^T, U = X (beta V) and W = X (beta exp(gamma) K) are warp tiles of m16n8k8: warp
 // w owns rows 16 (w % 4) .. + 15 and column group w / 4 of GDN_TP_CG (C / GDN_TP_CG columns of the
-// C x C products, dv / GDN_TP_CG of U and W). X, lower triangular, is copied row-major after the
-// solve so that it reads as A fragments, and U, W stop their k steps at a warp's last row.
+// C x C products, dv / GDN_TP_CG of U and W). X, lower triangular, is solved in 16 x 16 blocks
+// straight into a row-major tile that reads as A fragments, and U, W stop their k steps at a
+// warp's last row.
 constexpr int GDN_TP_XS = GDN_CHUNK + 4;
+// X = (I + A)^-1 in 16 x 16 blocks, A being M's strictly lower part; X goes row-major into Xs
+// (zero above the diagonal). The scalar solve walks 63 dependent rows (the prep's longest chain,
+// measured on an H100); here the diagonal blocks are inverted by forward substitution at once
+// (2 warps per block, 8 columns each, 4 lanes per column: 15 dependent rows), then block rows
+// i = 1, 2, 3 in turn: T_j = sum_{j <= k < i} A_ik X_kj for every j < i, kept in M's unused upper
+// triangle at block (j, i), then X_ij = -X_ii T_j.
+constexpr int GDN_SB = 16;
+__device__ __forceinline__ void gdn_solve_x_blocked(float* M, float* Xs) {
+    static_assert(GDN_CHUNK == 4 * GDN_SB && GDN_WARPS == 8, "blocked solve: 4 diagonal blocks, 2 warps each");
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    for (int e = threadIdx.x; e < GDN_CHUNK * GDN_CHUNK; e += GDN_THREADS) {
+        const int r = e / GDN_CHUNK, c = e % GDN_CHUNK;
+        Xs[r * GDN_TP_XS + c] = r == c ? 1.0f : 0.0f;
+    }
+    __syncthreads();
+    {
+        const int b0 = GDN_SB * (warp >> 1), j = b0 + 8 * (warp & 1) + (lane & 7), part = lane >> 3;
+        for (int r = b0 + 1; r < b0 + GDN_SB; ++r) {
+            float sum = 0.0f;
+            if (j < r) {
+                if (part == 0) sum = M[r * GDN_MS + j];
+                for (int c = j + 1 + part; c < r; c += 4) sum = fmaf(M[r * GDN_MS + c], Xs[c * GDN_TP_XS + j], sum);
+            }
+            sum += __shfl_xor_sync(FULL_MASK, sum, 8);
+            sum += __shfl_xor_sync(FULL_MASK, sum, 16);
+            if (j < r && part == 0) Xs[r * GDN_TP_XS + j] = -sum;
+            __syncwarp();
+        }
+    }
+    __syncthreads();
+    for (int i = 1; i < GDN_CHUNK / GDN_SB; ++i) {
+        for (int e = threadIdx.x; e < i * GDN_SB * GDN_SB; e += GDN_THREADS) {
+            const int j = e / (GDN_SB * GDN_SB), rr = e / GDN_SB % GDN_SB, cc = e % GDN_SB;
+            const float* a = M + (GDN_SB * i + rr) * GDN_MS;
+            float acc = 0.0f;
+            for (int c = GDN_SB * j; c < GDN_SB * i; ++c) acc = fmaf(a[c], Xs[c * GDN_TP_XS + GDN_SB * j + cc], acc);
+            M[(GDN_SB * j + rr) * GDN_MS + GDN_SB * i + cc] = acc;
+        }
+        __syncthreads();
+        for (int e = threadIdx.x; e < i * GDN_SB * GDN_SB; e += GDN_THREADS) {
+            const int j = e / (GDN_SB * GDN_SB), rr = e / GDN_SB % GDN_SB, cc = e % GDN_SB;
+            const float* x = Xs + (GDN_SB * i + rr) * GDN_TP_XS + GDN_SB * i;  // row rr of X_ii
+            float acc = 0.0f;
+            for (int c = 0; c <= rr; ++c) acc = fmaf(x[c], M[(GDN_SB * j + c) * GDN_MS + GDN_SB * i + cc], acc);
+            Xs[(GDN_SB * i + rr) * GDN_TP_XS + GDN_SB * j + cc] = -acc;
+        }
+        __syncthreads();
+    }
+}
 constexpr int GDN_TP_SMEM_FLOATS = GDN_CHUNK * GDN_TC_KS + GDN_CHUNK * GDN_MS + GDN_CHUNK * GDN_TP_XS + 4 * GDN_CHUNK;
 static_assert(GDN_TP_SMEM_FLOATS * 4 == GDN_SMEM_BYTES, "the launch plan's dynamic smem size");
 constexpr int GDN_TP_CG = GDN_WARPS / 4;               // column groups (4 row groups of 16)
@@ -1009,7 +1079,7 @@ prefill_gdn_chunked_prep(const float* __restrict__ qkv, const float* __restrict_
                          float* __restrict__ gam_out) {
     extern __shared__ float4 gdn_smem4[];
     float* Ks = reinterpret_cast<float*>(gdn_smem4);  // [CHUNK][GDN_TC_KS] L2-normed k
-    float* M = Ks + GDN_CHUNK * GDN_TC_KS;            // [CHUNK][GDN_MS]: A below the diagonal, X^T above
+    float* M = Ks + GDN_CHUNK * GDN_TC_KS;            // [CHUNK][GDN_MS]: A below the diagonal, solve blocks above
     float* Xs = M + GDN_CHUNK * GDN_MS;               // [CHUNK][GDN_TP_XS]: X row-major (unit lower)
     float* gam = Xs + GDN_CHUNK * GDN_TP_XS;          // cumulative log-decay
     float* bet = gam + GDN_CHUNK;                     // beta
@@ -1031,7 +1101,7 @@ prefill_gdn_chunked_prep(const float* __restrict__ qkv, const float* __restrict_
         const float* qb = q0 + (size_t)(r0 + g + 8 < n ? r0 + g + 8 : 0) * CONV_DIM;
         float acc_a[GDN_TP_APN][4] = {}, acc_p[GDN_TP_APN][4] = {};
         const int s0 = 8 * GDN_TP_APN * cg;
-#pragma unroll 2
+#pragma unroll 4
         for (int k = 0; k < GDN_DK; k += 8) {
             Tf32A ka, qf;
             tf32_load_a(ka, Ks + r0 * GDN_TC_KS + k, GDN_TC_KS, g, t);
@@ -1056,14 +1126,7 @@ prefill_gdn_chunked_prep(const float* __restrict__ qkv, const float* __restrict_
     }
     gdn_prep_kd_qg<GDN_TC_KS>(qkv, h, c0, n, Ks, gam, qsc, kd + hc * GDN_CHUNK * GDN_DK, qg + hc * GDN_CHUNK * GDN_DK);
     __syncthreads();
-    gdn_solve_x(M);
-    __syncthreads();
-    // X row-major: X[r][s] = M[s][r] below the diagonal, 1 on it, 0 above.
-    for (int e = threadIdx.x; e < GDN_CHUNK * GDN_CHUNK; e += GDN_THREADS) {
-        const int s = e / GDN_CHUNK, r = e % GDN_CHUNK;
-        Xs[r * GDN_TP_XS + s] = s < r ? M[s * GDN_MS + r] : (s == r ? 1.0f : 0.0f);
-    }
-    __syncthreads();
+    gdn_solve_x_blocked(M, Xs);
     // 2. U = X (beta V) and W = X (beta exp(gamma) K): column group cg (of dv, then dk) of rows
     //    r0 .. r0 + 15; X is zero right of the diagonal, so k stops at r0 + 16. V rows past the
     //    prompt are not read (masked to 0; their beta is 0 too).
@@ -1195,6 +1258,7 @@ prefill_gdn_chunked_state(int T, float* __restrict__ u, const float* __restrict_
     __syncthreads();
     for (int ch = 0; ch < nc; ++ch) {
         const size_t hc = (size_t)ch * GDN_HV + h;
+        const float gam_c = gam[hc * GDN_CHUNK + GDN_CHUNK - 1];  // loaded here, used after V_new
         // S_c -> sc [col][key], 16-byte rows
         float* scc = sc + (hc * GDN_DV + col0) * GDN_DK;
         for (int e = threadIdx.x; e < GDN_ST_COLS * GDN_DK / 4; e += GDN_TS_THREADS) {
@@ -1253,7 +1317,7 @@ prefill_gdn_chunked_state(int T, float* __restrict__ u, const float* __restrict_
                     for (int j = 0; j < GDN_TS_NT; ++j) mma_3xtf32_apart(upd[i][j], a, b[j]);
                 }
             }
-            const float decay = expf(gam[hc * GDN_CHUNK + GDN_CHUNK - 1]);
+            const float decay = expf(gam_c);
 #pragma unroll
             for (int i = 0; i < GDN_TS_MT; ++i)
 #pragma unroll
@@ -1300,12 +1364,14 @@ prefill_gdn_chunked_output(int T, const float* __restrict__ qg, const float* __r
     const int h = blockIdx.x / SLICES, col0 = (blockIdx.x % SLICES) * GDN_OCOLS, c = blockIdx.y;
     const int c0 = c * GDN_CHUNK, n = min(GDN_CHUNK, T - c0);
     const size_t hc = (size_t)c * GDN_HV + h;
+    // Two cp.async groups: Qg S_c runs while P and V_new land.
     gdn_copy_tile<GDN_CHUNK, GDN_DK, GDN_TO_THREADS>(Qs, GDN_TC_KS, qg + hc * GDN_CHUNK * GDN_DK, GDN_DK);
     gdn_copy_tile<GDN_OCOLS, GDN_DK, GDN_TO_THREADS>(Ss, GDN_TC_KS, sc + (hc * GDN_DV + col0) * GDN_DK, GDN_DK);
+    copy_commit();
     gdn_copy_tile<GDN_CHUNK, GDN_CHUNK, GDN_TO_THREADS>(Ps, GDN_TC_CS, p + hc * GDN_CHUNK * GDN_CHUNK, GDN_CHUNK);
     gdn_copy_tile<GDN_CHUNK, GDN_OCOLS, GDN_TO_THREADS>(Vs, GDN_TO_VS, u + hc * GDN_CHUNK * GDN_DV + col0, GDN_DV);
     copy_commit();
-    copy_wait<0>();
+    copy_wait<1>();
     __syncthreads();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int r0 = 16 * warp;
@@ -1321,6 +1387,8 @@ prefill_gdn_chunked_output(int T, const float* __restrict__ qg, const float* __r
             mma_3xtf32(acc[j], a, b);
         }
     }
+    copy_wait<0>();
+    __syncthreads();
     for (int k = 0; k < r0 + 16; k += 8) {
         Tf32A a;
         tf32_load_a(a, Ps + r0 * GDN_TC_CS + k, GDN_TC_CS, g, t);
