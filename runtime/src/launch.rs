@@ -240,7 +240,49 @@ impl Gpu {
         grid: [u32; 3],
         threads_per_block: u32,
         dynamic_smem_bytes: u32,
+        args: KernelArgs,
+    ) -> Result<()> {
+        self.launch_grid_with(
+            kernel,
+            grid,
+            threads_per_block,
+            dynamic_smem_bytes,
+            args,
+            false,
+        )
+    }
+
+    /// Like [`Self::launch_grid`], but as a programmatic dependent of the
+    /// kernel before it on the stream (sm_90+): the driver may schedule its
+    /// blocks before that one completes, so `kernel` must execute
+    /// `griddepcontrol.wait` before it touches memory the earlier one writes
+    /// or reads.
+    pub fn launch_grid_programmatic(
+        &self,
+        kernel: &Kernel,
+        grid: [u32; 3],
+        threads_per_block: u32,
+        dynamic_smem_bytes: u32,
+        args: KernelArgs,
+    ) -> Result<()> {
+        self.launch_grid_with(
+            kernel,
+            grid,
+            threads_per_block,
+            dynamic_smem_bytes,
+            args,
+            true,
+        )
+    }
+
+    fn launch_grid_with(
+        &self,
+        kernel: &Kernel,
+        grid: [u32; 3],
+        threads_per_block: u32,
+        dynamic_smem_bytes: u32,
         mut args: KernelArgs,
+        programmatic: bool,
     ) -> Result<()> {
         if grid.contains(&0) || threads_per_block == 0 {
             return Err(RuntimeError::InvalidArgument(format!(
@@ -251,25 +293,35 @@ impl Gpu {
         kernel.allow_dynamic_smem(dynamic_smem_bytes)?;
         self.bind()?;
         let mut ptrs = args.pointers();
-        // SAFETY: the argument slots live until the call returns (the driver
-        // copies them); the caller matches them to the kernel signature.
+        // SAFETY: an all-zero attribute is a valid C value (id IGNORE, zero padding).
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        let config = sys::CUlaunchConfig {
+            gridDimX: grid[0],
+            gridDimY: grid[1],
+            gridDimZ: grid[2],
+            blockDimX: threads_per_block,
+            blockDimY: 1,
+            blockDimZ: 1,
+            sharedMemBytes: dynamic_smem_bytes,
+            hStream: self.stream().cu_stream(),
+            attrs: &mut attr,
+            numAttrs: u32::from(programmatic),
+        };
+        // SAFETY: the argument slots, `config` and `attr` live until the call
+        // returns (the driver copies them); the caller matches the slots to the
+        // kernel signature.
         unsafe {
-            sys::cuLaunchKernel(
+            sys::cuLaunchKernelEx(
+                &config,
                 kernel.function.cu_function(),
-                grid[0],
-                grid[1],
-                grid[2],
-                threads_per_block,
-                1,
-                1,
-                dynamic_smem_bytes,
-                self.stream().cu_stream(),
                 ptrs.as_mut_ptr(),
                 std::ptr::null_mut(),
             )
         }
         .result()
-        .map_err(|e| RuntimeError::driver(format!("cuLaunchKernel({})", kernel.name), e))
+        .map_err(|e| RuntimeError::driver(format!("cuLaunchKernelEx({})", kernel.name), e))
     }
 
     /// Largest grid of `kernel` that can be co-resident at this block shape.

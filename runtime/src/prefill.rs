@@ -131,6 +131,9 @@ pub struct Prefill {
     handoff_scratch: &'static str,
     handoff_row_bytes: u64,
     piece_tokens: u32,
+    /// Launch each kernel as a programmatic dependent of the one before
+    /// (the generated kernels wait for it first; see `PrefillPlan`).
+    programmatic_launch: bool,
     info: PrefillBuildInfo,
 }
 
@@ -365,6 +368,7 @@ impl Prefill {
             handoff_scratch: plan.handoff.scratch,
             handoff_row_bytes: plan.handoff.row_bytes,
             piece_tokens,
+            programmatic_launch: plan.programmatic_launch,
             info,
         })
     }
@@ -432,7 +436,12 @@ impl Prefill {
                 marks.push(ev);
             }
             let kernel = &self.kernels[l.kernel];
-            gpu.launch_grid(kernel, l.grid.dims(t), l.block, l.dynamic_smem, args)?;
+            let grid = l.grid.dims(t);
+            if self.programmatic_launch {
+                gpu.launch_grid_programmatic(kernel, grid, l.block, l.dynamic_smem, args)?;
+            } else {
+                gpu.launch_grid(kernel, grid, l.block, l.dynamic_smem, args)?;
+            }
         }
         if let Some(stages) = profile {
             let end = event()?;

@@ -171,6 +171,12 @@ pub struct PrefillTiles {
     /// multicasts it to both, so every SM reads a third less from L2.
     #[serde(default = "default_one")]
     pub gemm_cluster: u32,
+    /// sm_90+: launch each prefill kernel as a programmatic dependent of the
+    /// one before it, so its blocks are scheduled while that one drains; every
+    /// kernel waits (`griddepcontrol.wait`) for its predecessor to complete
+    /// before touching memory. Off = ordinary stream order.
+    #[serde(default)]
+    pub programmatic_launch: bool,
 }
 
 fn default_one() -> u32 {
@@ -597,6 +603,7 @@ impl Schedule {
                 split_activations: true,
                 gemm_wgmma: sm90,
                 gemm_cluster: 1,
+                programmatic_launch: arch.number() >= 90,
             },
             tree: TreeParams {
                 budget: 22,
@@ -910,6 +917,13 @@ impl Schedule {
                 "prefill.gemm_cluster",
                 p.gemm_cluster,
                 "1, or 2 with gemm_wgmma (TMA multicast)",
+            ));
+        }
+        if p.programmatic_launch && self.arch.number() < 90 {
+            return Err(Self::invalid(
+                "prefill.programmatic_launch",
+                "true",
+                format!("griddepcontrol needs sm_90 or newer, not {}", self.arch),
             ));
         }
         // The tensor-core delta rule and attention use mma.sync and cp.async (sm_80+).
@@ -1260,6 +1274,29 @@ mod tests {
         let f = wide.fitted_to_model(&dims(128, 64));
         assert!(!f.prefill.gdn_tensor_cores && f.prefill.gdn_state_cols == 16);
         f.validate(None).expect("fitted schedule validates");
+    }
+
+    #[test]
+    fn programmatic_launch_is_the_sm90_plus_default_and_refused_below() {
+        for (name, _, _) in PRESETS {
+            let s = Schedule::preset(name).expect("preset");
+            assert_eq!(
+                s.prefill.programmatic_launch,
+                s.arch.number() >= 90,
+                "{name}"
+            );
+        }
+        let ampere = Schedule::preset("a100").expect("preset");
+        assert_eq!(
+            rejected_field(&ampere, r#"{"prefill": {"programmatic_launch": true}}"#),
+            "prefill.programmatic_launch"
+        );
+        let off = Schedule::preset("h100")
+            .expect("preset")
+            .patched(r#"{"prefill": {"programmatic_launch": false}}"#)
+            .expect("patch");
+        off.validate(None)
+            .expect("switching it off is always valid");
     }
 
     #[test]

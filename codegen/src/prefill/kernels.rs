@@ -3,6 +3,23 @@
 //! arch-dependent pieces (cp.async or plain copies, mma.sync or FMA) are
 //! chosen in Rust so each file holds only code its arch can run.
 
+/// Every prefill kernel's first statement with `prefill.programmatic_launch`
+/// (sm_90+): the runtime launches each kernel as a programmatic dependent of
+/// the one before it, so its blocks are scheduled while that one drains.
+pub const ENTRY_PROGRAMMATIC: &str = r#"// ---- prefill_entry: programmatic dependent launch (prefill.programmatic_launch) ----
+// This kernel may start while the one before it drains: nothing is read or written before that one
+// has completed and flushed (griddepcontrol.wait); then the next kernel may launch.
+__device__ __forceinline__ void prefill_entry() {
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
+"#;
+
+/// `prefill_entry` in ordinary stream order: nothing to wait for.
+pub const ENTRY_STREAM_ORDER: &str = r#"// ---- prefill_entry: ordinary stream order (each kernel starts after the one before completes) ----
+__device__ __forceinline__ void prefill_entry() {}
+"#;
+
 /// How a kernel stores an activation that a GEMM reads.
 pub const ACT_STORE: &str = r#"// ---- GEMM input activations: ACT_PARTS bf16 parts per value ----
 // Row of a K-wide activation = ACT_PARTS x K bf16: the value rounded (hi) at row[k] and, with
@@ -27,6 +44,7 @@ __device__ __forceinline__ void store_act2(u16* row, int k, int K, float v0, flo
 pub const ROWWISE: &str = r#"// ---- prefill_embed: resid[t][i] = embed_tokens[tokens[t]][i] (bf16 -> f32) ----
 extern "C" __global__ void __launch_bounds__(ROW_THREADS)
 prefill_embed(const u32* __restrict__ tokens, int T, const u16* __restrict__ table, float* __restrict__ resid) {
+    prefill_entry();
     const long long idx = (long long)blockIdx.x * ROW_THREADS + threadIdx.x;
     if (idx >= (long long)T * HIDDEN) return;
     const int t = (int)(idx / HIDDEN), i = (int)(idx % HIDDEN);
@@ -36,6 +54,7 @@ prefill_embed(const u32* __restrict__ tokens, int T, const u16* __restrict__ tab
 // ---- prefill_mark_inputs: counts[tokens[t]] |= seen-in-input bit (the decode penalties' view of the prompt) ----
 extern "C" __global__ void __launch_bounds__(ROW_THREADS)
 prefill_mark_inputs(const u32* __restrict__ tokens, int T, u32* __restrict__ counts) {
+    prefill_entry();
     const int t = blockIdx.x * ROW_THREADS + threadIdx.x;
     if (t < T) atomicOr(counts + tokens[t], 0x80000000u);
 }
@@ -43,6 +62,7 @@ prefill_mark_inputs(const u32* __restrict__ tokens, int T, u32* __restrict__ cou
 // ---- prefill_rms_norm: out[t] = act(x[t] / sqrt(mean(x[t]^2) + eps) * (1 + w)), one block per row ----
 extern "C" __global__ void __launch_bounds__(ROW_THREADS)
 prefill_rms_norm(const float* __restrict__ x, const float* __restrict__ w, int T, u16* __restrict__ out) {
+    prefill_entry();
     __shared__ float red[ROW_THREADS / 32];
     const int t = blockIdx.x;
     if (t >= T) return;
@@ -260,6 +280,7 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __restrict__ W2, int M, int N, int K,
              int epilogue, float* __restrict__ partials, u32* __restrict__ counters,
              float* __restrict__ Yf, u16* __restrict__ Yb) {
+    prefill_entry();
     const int splits = gridDim.z;  // split-K
     extern __shared__ __align__(16) unsigned char smem[];
     const bool swiglu = epilogue == EPI_SWIGLU_BF16;
@@ -361,6 +382,7 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 prefill_gemm(const u16* __restrict__ X, const u16* __restrict__ W, const u16* __restrict__ W2, int M, int N, int K,
              int epilogue, float* __restrict__ partials, u32* __restrict__ counters,
              float* __restrict__ Yf, u16* __restrict__ Yb) {
+    prefill_entry();
     const int splits = gridDim.z;  // split-K
     extern __shared__ __align__(16) unsigned char smem[];
     u16* ring = reinterpret_cast<u16*>(smem);
@@ -427,6 +449,7 @@ static_assert(GDN_PROJ_COLS == CONV_DIM + VALUE_DIM + 2 * GDN_HV, "fused GDN pro
 extern "C" __global__ void __launch_bounds__(ROW_THREADS)
 prefill_causal_conv(const float* __restrict__ x, int T, const float* __restrict__ w,
                     const float* __restrict__ conv_state, float* __restrict__ y) {
+    prefill_entry();
     const int c = blockIdx.x * ROW_THREADS + threadIdx.x;
     const int t0 = blockIdx.y * CONV_SEG;
     if (c >= CONV_DIM || t0 >= T) return;
@@ -454,6 +477,7 @@ prefill_causal_conv(const float* __restrict__ x, int T, const float* __restrict_
 // ---- prefill_conv_state: conv_state <- the last CONV_K-1 pre-conv inputs (after the conv ran) ----
 extern "C" __global__ void __launch_bounds__(ROW_THREADS)
 prefill_conv_state(const float* __restrict__ x, int T, float* __restrict__ conv_state) {
+    prefill_entry();
     const int c = blockIdx.x * ROW_THREADS + threadIdx.x;
     if (c >= CONV_DIM) return;
     float* st = conv_state + (size_t)c * (CONV_K - 1);
@@ -672,6 +696,7 @@ prefill_gdn_chunked_prep(const float* __restrict__ qkv, const float* __restrict_
                          const float* __restrict__ dt_bias, int T, float* __restrict__ u, float* __restrict__ w,
                          float* __restrict__ kd, float* __restrict__ qg, float* __restrict__ p,
                          float* __restrict__ gam_out) {
+    prefill_entry();
     extern __shared__ float4 gdn_smem4[];
     float* Ks = reinterpret_cast<float*>(gdn_smem4);  // [CHUNK][GDN_KS] L2-normed k
     float* M = Ks + GDN_CHUNK * GDN_KS;               // [CHUNK][GDN_MS]: A below the diagonal, X^T above
@@ -793,6 +818,7 @@ __device__ __forceinline__ void gdn_state_load_tile(float* Ms, const float* __re
 extern "C" __global__ void __launch_bounds__(GDN_ST_THREADS)
 prefill_gdn_chunked_state(int T, float* __restrict__ u, const float* __restrict__ w, const float* __restrict__ kd,
                           const float* __restrict__ gam, float* __restrict__ state, float* __restrict__ sc) {
+    prefill_entry();
     __shared__ __align__(16) float Ms[GDN_CHUNK * GDN_ST_MS];  // W, then Kd, of this chunk and head
     __shared__ float Ss[GDN_DK * GDN_ST_COLS];                 // S_c[key][c]
     __shared__ float Vs[GDN_CHUNK * GDN_ST_COLS];              // U, then V_new [r][c]
@@ -881,6 +907,7 @@ static_assert(GDN_DV % GDN_OCOLS == 0 && GDN_OCOLS % 2 == 0, "output slices");
 extern "C" __global__ void __launch_bounds__(GDN_OUT_THREADS)
 prefill_gdn_chunked_output(int T, const float* __restrict__ qg, const float* __restrict__ p,
                            const float* __restrict__ u, const float* __restrict__ sc, float* __restrict__ o) {
+    prefill_entry();
     __shared__ float Ss[GDN_DK * GDN_OSS];  // S_c[key][col] of this slice
     const int h = blockIdx.x / GDN_OSL, col0 = (blockIdx.x % GDN_OSL) * GDN_OCOLS, c = blockIdx.y;
     const int c0 = c * GDN_CHUNK, n = min(GDN_CHUNK, T - c0);
@@ -1077,6 +1104,7 @@ prefill_gdn_chunked_prep(const float* __restrict__ qkv, const float* __restrict_
                          const float* __restrict__ dt_bias, int T, float* __restrict__ u, float* __restrict__ w,
                          float* __restrict__ kd, float* __restrict__ qg, float* __restrict__ p,
                          float* __restrict__ gam_out) {
+    prefill_entry();
     extern __shared__ float4 gdn_smem4[];
     float* Ks = reinterpret_cast<float*>(gdn_smem4);  // [CHUNK][GDN_TC_KS] L2-normed k
     float* M = Ks + GDN_CHUNK * GDN_TC_KS;            // [CHUNK][GDN_MS]: A below the diagonal, solve blocks above
@@ -1204,6 +1232,7 @@ __device__ __forceinline__ float tf32_terms_sum(const float (&d)[3][4], int e) {
 extern "C" __global__ void __launch_bounds__(GDN_TS_THREADS)
 prefill_gdn_chunked_state(int T, float* __restrict__ u, const float* __restrict__ w, const float* __restrict__ kd,
                           const float* __restrict__ gam, float* __restrict__ state, float* __restrict__ sc) {
+    prefill_entry();
     extern __shared__ float4 gdn_ts_smem4[];
     float* Ws = reinterpret_cast<float*>(gdn_ts_smem4);  // [C][GDN_TC_KS] W of this chunk
     float* Kds = Ws + GDN_CHUNK * GDN_TC_KS;              // [C][GDN_TS_KDS] Kd of this chunk
@@ -1355,6 +1384,7 @@ static_assert(GDN_DV % GDN_OCOLS == 0 && GDN_OCOLS % 8 == 0, "output slices");
 extern "C" __global__ void __launch_bounds__(GDN_TO_THREADS)
 prefill_gdn_chunked_output(int T, const float* __restrict__ qg, const float* __restrict__ p,
                            const float* __restrict__ u, const float* __restrict__ sc, float* __restrict__ o) {
+    prefill_entry();
     extern __shared__ float4 gdn_to_smem4[];
     float* Qs = reinterpret_cast<float*>(gdn_to_smem4);  // [C][GDN_TC_KS] Qg
     float* Ps = Qs + GDN_CHUNK * GDN_TC_KS;               // [C][GDN_TC_CS] P
@@ -1416,6 +1446,7 @@ pub const GATED_RMS_NORM: &str = r#"// ---- prefill_gated_rms_norm: out = act(w 
 extern "C" __global__ void __launch_bounds__(ROW_THREADS)
 prefill_gated_rms_norm(const float* __restrict__ o, const float* __restrict__ z, const float* __restrict__ w, int T,
                        u16* __restrict__ out) {
+    prefill_entry();
     const int gw = blockIdx.x * (ROW_THREADS / 32) + (threadIdx.x >> 5);
     if (gw >= T * GDN_HV) return;
     const int lane = threadIdx.x & 31;
@@ -1442,6 +1473,7 @@ extern "C" __global__ void __launch_bounds__(ROW_THREADS)
 prefill_qk_norm_rope(const float* __restrict__ qg, const float* __restrict__ k, const float* __restrict__ v, int T,
                      int start, const float* __restrict__ q_norm_w, const float* __restrict__ k_norm_w,
                      float* __restrict__ q_out, u16* __restrict__ k_cache, u16* __restrict__ v_cache) {
+    prefill_entry();
     const int gw = blockIdx.x * (ROW_THREADS / 32) + (threadIdx.x >> 5);
     if (gw >= T * (ATT_H + ATT_HKV)) return;
     const int t = gw / (ATT_H + ATT_HKV), head = gw % (ATT_H + ATT_HKV);
@@ -1494,6 +1526,7 @@ __device__ __forceinline__ void load_bf16_l1(const u16* p, float* o) {
 extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 prefill_attention(const float* __restrict__ q, const float* __restrict__ qg, int T, int start,
                   const u16* __restrict__ k_cache, const u16* __restrict__ v_cache, u16* __restrict__ out) {
+    prefill_entry();
     const int hq = blockIdx.x, kvh = hq / ATT_G;
     const int t = blockIdx.y * ATT_WARPS + (threadIdx.x >> 5);
     if (t >= T || start + t >= MAX_CTX) return;
@@ -1572,6 +1605,7 @@ constexpr u32 ATT_ROW_BYTES = ATT_SROW * 2;
 extern "C" __global__ void __launch_bounds__(ATT_TC_HEADS * 32, 1)
 prefill_attention(const float* __restrict__ q, const float* __restrict__ qg, int T, int start,
                   const u16* __restrict__ k_cache, const u16* __restrict__ v_cache, u16* __restrict__ out) {
+    prefill_entry();
     extern __shared__ __align__(16) unsigned char smem[];
     u16* qs = reinterpret_cast<u16*>(smem);
     const u32 kv_s = smem_addr(smem) + ATT_Q_ELEMS * 2;  // stage s: K at 2s tiles, V at 2s + 1
@@ -1846,6 +1880,7 @@ extern "C" __global__ void CLUSTER_ATTR __launch_bounds__(GEMM_THREADS, 1)
 prefill_gemm(const void* __restrict__ X, const void* __restrict__ W, const void* __restrict__ W2, int M, int N, int K,
              int epilogue, float* __restrict__ partials, u32* __restrict__ counters,
              float* __restrict__ Yf, u16* __restrict__ Yb) {
+    prefill_entry();
     const int splits = gridDim.z;  // split-K
     extern __shared__ __align__(16) unsigned char smem_raw[];
     __shared__ __align__(8) u64 bars[2 * GEMM_STAGES];  // full[s] at s, empty[s] at GEMM_STAGES + s

@@ -574,7 +574,13 @@ pub fn generate_prefill(
     } else {
         kernels::ATTENTION_CUDA_CORES
     };
+    let entry = if p.programmatic_launch {
+        kernels::ENTRY_PROGRAMMATIC
+    } else {
+        kernels::ENTRY_STREAM_ORDER
+    };
     let mut blocks_before = vec![
+        entry,
         blocks::rope::ROPE,
         blocks::decode_attention::HEAD_HELPERS,
         kernels::ACT_STORE,
@@ -614,4 +620,67 @@ pub fn generate_prefill(
         arch: target.arch,
         sync_points_per_token: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lucebox_schedules::list_presets;
+
+    /// The body of every `__global__` function in `src`, from its opening brace.
+    fn kernel_bodies(src: &str) -> Vec<(String, &str)> {
+        src.match_indices("extern \"C\" __global__")
+            .map(|(at, _)| {
+                let rest = &src[at..];
+                let open = rest.find('{').expect("kernel body");
+                let name = rest[..open]
+                    .split('(')
+                    .rev()
+                    .nth(1)
+                    .and_then(|s| s.split_whitespace().last())
+                    .unwrap_or("?")
+                    .to_string();
+                (name, &rest[open + 1..])
+            })
+            .collect()
+    }
+
+    /// A kernel launched as a programmatic dependent that touched memory before
+    /// `griddepcontrol.wait` would race with its predecessor, so every prefill
+    /// kernel must start with `prefill_entry()`, on every preset and both ways.
+    #[test]
+    fn every_prefill_kernel_starts_with_the_entry_wait() {
+        let cfg = Qwen35Config::qwen35_0_8b();
+        for (name, _, _) in list_presets() {
+            let preset = Schedule::preset(name).expect("preset");
+            for on in [false, true] {
+                if on && preset.arch.number() < 90 {
+                    continue;
+                }
+                let s = preset
+                    .clone()
+                    .patched(&format!(
+                        r#"{{"prefill": {{"programmatic_launch": {on}}}}}"#
+                    ))
+                    .expect("patch");
+                let src = generate_prefill(&cfg, &s).expect("generate").source;
+                let bodies = kernel_bodies(&src);
+                let mut names: Vec<_> = bodies.iter().map(|(n, _)| n.as_str()).collect();
+                names.sort_unstable();
+                names.dedup();
+                assert_eq!(names.len(), ENTRY_POINTS.len(), "{name}: {names:?}");
+                for (kernel, body) in &bodies {
+                    assert!(
+                        body.trim_start().starts_with("prefill_entry();"),
+                        "{name}: {kernel} does not start with prefill_entry()"
+                    );
+                }
+                assert_eq!(src.contains("griddepcontrol.wait;"), on, "{name}");
+                assert_eq!(
+                    prefill_plan(&cfg, &s).expect("plan").programmatic_launch,
+                    on
+                );
+            }
+        }
+    }
 }

@@ -235,6 +235,10 @@ pub struct PrefillPlan {
     pub scratch: Vec<ScratchBuffer>,
     pub launches: Vec<Launch>,
     pub handoff: Handoff,
+    /// Launch every kernel as a programmatic dependent of the one before
+    /// (`prefill.programmatic_launch`: each kernel waits for its predecessor
+    /// in `prefill_entry`, so the runtime may let it start early).
+    pub programmatic_launch: bool,
 }
 
 /// GEMM epilogue selectors (`EPI_*` in the generated file).
@@ -839,6 +843,7 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
             decode_buffer: "resid",
             row_bytes: d as u64 * 4,
         },
+        programmatic_launch: sched.prefill.programmatic_launch,
     })
 }
 
