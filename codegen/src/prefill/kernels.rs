@@ -1939,7 +1939,8 @@ prefill_gemm(const void* __restrict__ X, const void* __restrict__ W, const void*
             }
         }
     } else {
-        gemm_consume(ring, full0, empty0, KT, M, N, m0, n0, wg, swiglu, epilogue, splits, partials, counters, Yf, Yb, is_last);
+        float* stage = reinterpret_cast<float*>(smem_raw + (ring - raw));  // the ring, reused by the epilogue
+        gemm_consume(ring, stage, full0, empty0, KT, M, N, m0, n0, wg, swiglu, epilogue, splits, partials, counters, Yf, Yb, is_last);
     }
     // A block leaves only when no other block of its cluster can still multicast into it or
     // arrive on its barriers.
@@ -1953,8 +1954,68 @@ prefill_gemm(const void* __restrict__ X, const void* __restrict__ W, const void*
 /// The math warpgroups of the wgmma GEMM: the k loop over the ring, split-K
 /// and the epilogue from registers.
 const GEMM_WGMMA_CONSUME: &str = r#"
+// Row stride of the staged epilogue tile in floats: 8 mod 32, so the float2 fragment writes of 16
+// lanes (4 rows x 4 column pairs) fall in distinct banks.
+constexpr int GEMM_EPI_LD = GEMM_BN + 8;
+static_assert(GEMM_BM * GEMM_EPI_LD * 4 <= GEMM_STAGES * GEMM_STAGE_BYTES, "the staged tile fits in the ring");
+constexpr int GEMM_EPI_ROWS = 16;  // rows per math warp (GEMM_BM / (GEMM_MATH_THREADS / 32))
+static_assert(GEMM_EPI_ROWS * GEMM_MATH_THREADS / 32 == GEMM_BM, "every tile row has one warp");
+
+// EPI_ADD_F32 from the staged tile: Yf[m][n] += tile. Warp w takes tile rows [16 w, 16 w + 16), a
+// lane 4 adjacent columns; the residual loads of 8 rows are all issued before their sums.
+__device__ __forceinline__ void gemm_add_rows(const float* stage, int M, int N, int m0, int n0, int ct,
+                                              float* __restrict__ Yf) {
+    const int lane = ct & 31, wr = (ct >> 5) * GEMM_EPI_ROWS;
+    constexpr int CI = (GEMM_BN + 127) / 128;  // 4-column slots of a lane per row
+    const bool vec = (N & 3) == 0;             // rows 16-byte aligned
+#pragma unroll
+    for (int i0 = 0; i0 < GEMM_EPI_ROWS; i0 += 8) {
+        float4 res[8][CI];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const int m = m0 + wr + i0 + i;
+#pragma unroll
+            for (int q = 0; q < CI; ++q) {
+                const int c = 4 * lane + 128 * q, n = n0 + c;
+                res[i][q] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                if (m >= M || c >= GEMM_BN || n >= N) continue;
+                const float* y = Yf + (size_t)m * N + n;
+                if (vec) {
+                    res[i][q] = *reinterpret_cast<const float4*>(y);
+                } else {
+                    res[i][q].x = y[0];
+                    if (n + 1 < N) res[i][q].y = y[1];
+                    if (n + 2 < N) res[i][q].z = y[2];
+                    if (n + 3 < N) res[i][q].w = y[3];
+                }
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const int m = m0 + wr + i0 + i;
+            if (m >= M) break;
+#pragma unroll
+            for (int q = 0; q < CI; ++q) {
+                const int c = 4 * lane + 128 * q, n = n0 + c;
+                if (c >= GEMM_BN || n >= N) continue;
+                const float4 t = *reinterpret_cast<const float4*>(stage + (wr + i0 + i) * GEMM_EPI_LD + c);
+                const float4 v = make_float4(res[i][q].x + t.x, res[i][q].y + t.y, res[i][q].z + t.z, res[i][q].w + t.w);
+                float* y = Yf + (size_t)m * N + n;
+                if (vec) {
+                    *reinterpret_cast<float4*>(y) = v;
+                } else {
+                    y[0] = v.x;
+                    if (n + 1 < N) y[1] = v.y;
+                    if (n + 2 < N) y[2] = v.z;
+                    if (n + 3 < N) y[3] = v.w;
+                }
+            }
+        }
+    }
+}
+
 // Consumer warpgroup wg: rows [64 wg, 64 wg + 64) of the block tile, all GEMM_BN columns.
-__device__ __forceinline__ void gemm_consume(u32 ring, u32 full0, u32 empty0, int KT, int M, int N, int m0, int n0,
+__device__ __forceinline__ void gemm_consume(u32 ring, float* stage, u32 full0, u32 empty0, int KT, int M, int N, int m0, int n0,
                                              int wg, bool swiglu, int epilogue, int splits,
                                              float* __restrict__ partials, u32* __restrict__ counters,
                                              float* __restrict__ Yf, u16* __restrict__ Yb, u32& is_last) {
@@ -2014,6 +2075,28 @@ __device__ __forceinline__ void gemm_consume(u32 ring, u32 full0, u32 empty0, in
             for (int e = 0; e < GEMM_BN / 2; ++e) d[e] += __ldcg(part + e * GEMM_MATH_THREADS);
         }
     }
+    if (epilogue == EPI_ADD_F32) {
+        // Adding into the residual goes through shared memory: the fragments into a staged f32 tile,
+        // then each warp reads, adds and writes whole rows with 16-byte accesses. Straight from the
+        // fragments, a warp instruction touches 8 rows x 32 bytes (8 L2 requests) and the loads wait
+        // on all of them; per-block %globaltimer stamps on the H100 showed that epilogue taking
+        // 10-15 us of a 30 us split-K GEMM. (Plain stores gain nothing from staging: measured slower.)
+        // The ring is free once every consumer warpgroup's last wgmma has completed (the producer
+        // issued no copy past the last stage consumed).
+        math_barrier();
+        const int lane = ct & 31;
+        const int r = wg * 64 + ((ct >> 5) & 3) * 16 + (lane >> 2);  // tile row of d[4j], d[4j+1]
+        const int cq = (lane & 3) * 2;
+#pragma unroll
+        for (int j = 0; j < GEMM_BN / 8; ++j) {
+            *reinterpret_cast<float2*>(stage + r * GEMM_EPI_LD + 8 * j + cq) = make_float2(d[4 * j], d[4 * j + 1]);
+            *reinterpret_cast<float2*>(stage + (r + 8) * GEMM_EPI_LD + 8 * j + cq) = make_float2(d[4 * j + 2], d[4 * j + 3]);
+        }
+        math_barrier();
+        gemm_add_rows(stage, M, N, m0, n0, ct, Yf);
+        return;
+    }
+    // Plain stores straight from the fragments.
     const int lane = ct & 31;
     const int r0 = m0 + wg * 64 + ((ct >> 5) & 3) * 16 + (lane >> 2);
     const int cq = (lane & 3) * 2;
@@ -2031,23 +2114,6 @@ __device__ __forceinline__ void gemm_consume(u32 ring, u32 full0, u32 empty0, in
                 const float* g = d + 4 * j + 2 * h;
                 const float* u = d + 4 * (j + GEMM_BN / 16) + 2 * h;
                 store_act2(row, n, N, silu_f(g[0]) * u[0], silu_f(g[1]) * u[1]);
-            }
-            continue;
-        }
-        if (epilogue == EPI_ADD_F32) {
-            // The residual's values first, all in flight, then the sums.
-            float2 res[GEMM_BN / 8];
-#pragma unroll
-            for (int j = 0; j < GEMM_BN / 8; ++j) {
-                const int n = n0 + 8 * j + cq;
-                res[j] = n < N ? *reinterpret_cast<const float2*>(Yf + (size_t)m * N + n) : make_float2(0.0f, 0.0f);
-            }
-#pragma unroll
-            for (int j = 0; j < GEMM_BN / 8; ++j) {
-                const int n = n0 + 8 * j + cq;
-                if (n < N)
-                    *reinterpret_cast<float2*>(Yf + (size_t)m * N + n) =
-                        make_float2(res[j].x + d[4 * j + 2 * h], res[j].y + d[4 * j + 2 * h + 1]);
             }
             continue;
         }
