@@ -45,6 +45,17 @@ pub struct LaunchConfig {
     pub dynamic_smem_bytes: u32,
 }
 
+/// How a launch orders itself after the previous kernel on the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamOrder {
+    /// Starts after the previous kernel completes (the ordinary rule).
+    Serial,
+    /// A programmatic dependent (sm_90+): may start once the previous kernel
+    /// triggers `griddepcontrol.launch_dependents` (or exits); the kernel
+    /// itself waits with `griddepcontrol.wait` before touching shared data.
+    Programmatic,
+}
+
 /// Kernel arguments by value. Each argument gets its own 8-aligned slot
 /// (scalars and pointers: one word; structs: as many words as they need),
 /// which satisfies the parameter ABI of every type up to 8-byte alignment.
@@ -242,47 +253,22 @@ impl Gpu {
         dynamic_smem_bytes: u32,
         args: KernelArgs,
     ) -> Result<()> {
-        self.launch_grid_with(
-            kernel,
-            grid,
-            threads_per_block,
-            dynamic_smem_bytes,
-            args,
-            false,
-        )
+        let shape = (grid, threads_per_block, dynamic_smem_bytes);
+        self.launch_grid_ordered(kernel, shape, args, StreamOrder::Serial)
     }
 
-    /// Like [`Self::launch_grid`], but as a programmatic dependent of the
-    /// kernel before it on the stream (sm_90+): the driver may schedule its
-    /// blocks before that one completes, so `kernel` must execute
-    /// `griddepcontrol.wait` before it touches memory the earlier one writes
-    /// or reads.
-    pub fn launch_grid_programmatic(
+    /// [`Self::launch_grid`] with the stream ordering spelled out: `shape` is
+    /// (grid, threads per block, dynamic shared-memory bytes). Under
+    /// [`StreamOrder::Programmatic`] (sm_90+) the driver may schedule the
+    /// blocks before the previous kernel on the stream completes, so `kernel`
+    /// must execute `griddepcontrol.wait` before it touches memory that one
+    /// writes or reads.
+    pub fn launch_grid_ordered(
         &self,
         kernel: &Kernel,
-        grid: [u32; 3],
-        threads_per_block: u32,
-        dynamic_smem_bytes: u32,
-        args: KernelArgs,
-    ) -> Result<()> {
-        self.launch_grid_with(
-            kernel,
-            grid,
-            threads_per_block,
-            dynamic_smem_bytes,
-            args,
-            true,
-        )
-    }
-
-    fn launch_grid_with(
-        &self,
-        kernel: &Kernel,
-        grid: [u32; 3],
-        threads_per_block: u32,
-        dynamic_smem_bytes: u32,
+        (grid, threads_per_block, dynamic_smem_bytes): ([u32; 3], u32, u32),
         mut args: KernelArgs,
-        programmatic: bool,
+        order: StreamOrder,
     ) -> Result<()> {
         if grid.contains(&0) || threads_per_block == 0 {
             return Err(RuntimeError::InvalidArgument(format!(
@@ -307,7 +293,7 @@ impl Gpu {
             sharedMemBytes: dynamic_smem_bytes,
             hStream: self.stream().cu_stream(),
             attrs: &mut attr,
-            numAttrs: u32::from(programmatic),
+            numAttrs: u32::from(order == StreamOrder::Programmatic),
         };
         // SAFETY: the argument slots, `config` and `attr` live until the call
         // returns (the driver copies them); the caller matches the slots to the

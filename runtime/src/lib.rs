@@ -19,7 +19,7 @@ pub mod memory;
 pub mod timing;
 
 pub use device::{DeviceInfo, Gpu};
-pub use launch::{Kernel, KernelArgs, LaunchConfig, Module};
+pub use launch::{Kernel, KernelArgs, LaunchConfig, Module, StreamOrder};
 pub use memory::{DeviceBuffer, MappedHostBuffer};
 pub mod diagnostics;
 pub mod kernels;

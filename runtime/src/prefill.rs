@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::{CacheOutcome, KernelCache};
 use crate::device::Gpu;
 use crate::error::{Result, RuntimeError};
-use crate::launch::{Kernel, KernelArgs};
+use crate::launch::{Kernel, KernelArgs, StreamOrder};
 use crate::memory::DeviceBuffer;
 use crate::nvrtc::CompileOptions;
 use cudarc::driver::CudaEvent;
@@ -437,11 +437,12 @@ impl Prefill {
             }
             let kernel = &self.kernels[l.kernel];
             let grid = l.grid.dims(t);
-            if self.programmatic_launch {
-                gpu.launch_grid_programmatic(kernel, grid, l.block, l.dynamic_smem, args)?;
+            let order = if self.programmatic_launch {
+                StreamOrder::Programmatic
             } else {
-                gpu.launch_grid(kernel, grid, l.block, l.dynamic_smem, args)?;
-            }
+                StreamOrder::Serial
+            };
+            gpu.launch_grid_ordered(kernel, (grid, l.block, l.dynamic_smem), args, order)?;
         }
         if let Some(stages) = profile {
             let end = event()?;
