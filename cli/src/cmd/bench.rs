@@ -293,6 +293,12 @@ pub struct DeviceReport {
     pub schedule_preset: String,
 }
 
+/// The JSON's `compute_capability`: digits ("90"), as the HF script writes it;
+/// the table prints it as `sm_90`.
+fn compute_capability(arch: lucebox_schedules::Arch) -> String {
+    arch.number().to_string()
+}
+
 /// Decode roofline: parameter bytes one token reads over the read bandwidth
 /// measured in the same run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -665,7 +671,7 @@ mod gpu {
         };
         let device = DeviceReport {
             name: info.props.name.clone(),
-            compute_capability: info.props.arch.to_string(),
+            compute_capability: compute_capability(info.props.arch),
             sm_count: info.props.sm_count,
             sm_clock_mhz: (info.props.sm_clock_khz > 0).then_some(info.props.sm_clock_khz / 1000),
             mem_clock_mhz: (info.props.mem_clock_khz > 0)
@@ -853,6 +859,41 @@ mod tests {
         assert_eq!(json["decode"]["tokens"], 4);
         let table = render_table(&r);
         assert!(table.contains("pp8") && table.contains("tg4"), "{table}");
+    }
+
+    #[test]
+    fn table_names_the_device_once_as_sm_digits() {
+        let mut e = FakeEngine {
+            calls: 0,
+            short_by: 0,
+        };
+        let proto = Protocol {
+            pp: 8,
+            tg: 4,
+            reps: 1,
+            warmup: 0,
+            seed: 1,
+        };
+        let extras = BackendExtras {
+            device: Some(DeviceReport {
+                name: "NVIDIA H100 80GB HBM3".into(),
+                compute_capability: compute_capability(lucebox_schedules::Arch::new(9, 0)),
+                sm_count: 132,
+                sm_clock_mhz: Some(1980),
+                mem_clock_mhz: None,
+                driver: "580.159.04 (CUDA 13.0)".into(),
+                schedule_preset: "derived".into(),
+            }),
+            energy: None,
+            energy_note: None,
+            read_bandwidth_gbps: None,
+        };
+        let r = run_protocol(&mut e, extras, model_report(), proto, 1.0, "gpu").expect("bench");
+        let table = render_table(&r);
+        assert!(
+            table.contains("(sm_90, 132 SMs, SM clock 1980 MHz, memory clock ?)"),
+            "{table}"
+        );
     }
 
     #[test]
