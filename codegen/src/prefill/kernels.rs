@@ -2022,19 +2022,26 @@ __device__ __forceinline__ void gemm_consume(u32 ring, float* stage, u32 full0, 
     float d[GEMM_BN / 2];
 #pragma unroll
     for (int e = 0; e < GEMM_BN / 2; ++e) d[e] = 0.0f;
+    // A warpgroup whose 64 rows all lie past the prompt (rows 576..639 of the last row tile at
+    // T = 520) keeps the ring protocol but skips its math (its d stays 0, and no row of it is
+    // stored). That halves the tensor work of the last row tile's blocks, which the scheduler
+    // dispatches last: at T = 520 they are most of the wide GEMMs' third wave.
+    const bool rows_live = m0 + wg * 64 < M;
     for (int kt = 0; kt < KT; ++kt) {
         const int s = kt % GEMM_STAGES;
         mbar_wait(full0 + 8u * s, (u32)(kt / GEMM_STAGES) & 1u);
         const u32 st = ring + s * GEMM_STAGE_BYTES;
-        const u64 db = wgmma_desc(st + ACT_PARTS * GEMM_A_BYTES);
-        wgmma_fence();
+        if (rows_live) {
+            const u64 db = wgmma_desc(st + ACT_PARTS * GEMM_A_BYTES);
+            wgmma_fence();
 #pragma unroll
-        for (int part = 0; part < ACT_PARTS; ++part) {
-            const u64 da = wgmma_desc(st + part * GEMM_A_BYTES + wg * 64 * 128);
+            for (int part = 0; part < ACT_PARTS; ++part) {
+                const u64 da = wgmma_desc(st + part * GEMM_A_BYTES + wg * 64 * 128);
 #pragma unroll
-            for (int ks = 0; ks < 4; ++ks) wgmma_m64k16(d, da + 2 * ks, db + 2 * ks);
+                for (int ks = 0; ks < 4; ++ks) wgmma_m64k16(d, da + 2 * ks, db + 2 * ks);
+            }
+            wgmma_commit();
         }
-        wgmma_commit();
         // One group stays in flight: once the previous stage's group is done, that stage is free
         // (in every block of the cluster, which all received it).
         wgmma_wait<1>();
