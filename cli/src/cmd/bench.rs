@@ -820,8 +820,8 @@ mod tests {
         assert!(Spread::of(&[1.0, f64::NAN]).is_none());
     }
 
-    #[test]
-    fn protocol_counts_tokens_exactly_and_drops_warmup() {
+    /// `lucebox bench` at pp8 tg4 on the fake engine; returns the report and the engine's calls.
+    fn bench_fake(extras: BackendExtras, reps: usize, warmup: usize) -> (BenchReport, usize) {
         let mut e = FakeEngine {
             calls: 0,
             short_by: 0,
@@ -829,18 +829,24 @@ mod tests {
         let proto = Protocol {
             pp: 8,
             tg: 4,
-            reps: 3,
-            warmup: 1,
+            reps,
+            warmup,
             seed: 1,
         };
+        let r = run_protocol(&mut e, extras, model_report(), proto, 1.0, "fake").expect("bench");
+        (r, e.calls)
+    }
+
+    #[test]
+    fn protocol_counts_tokens_exactly_and_drops_warmup() {
         let extras = BackendExtras {
             device: None,
             energy: None,
             energy_note: Some("cpu backend".into()),
             read_bandwidth_gbps: Some(Ok(3000.0)),
         };
-        let r = run_protocol(&mut e, extras, model_report(), proto, 1.0, "cpu").expect("bench");
-        assert_eq!(e.calls, 4, "1 warm-up + 3 timed");
+        let (r, calls) = bench_fake(extras, 3, 1);
+        assert_eq!(calls, 4, "1 warm-up + 3 timed");
         assert_eq!(r.prefill.tokens, 8);
         assert_eq!(r.decode.tokens, 4);
         assert_eq!(r.prefill.seconds.len(), 3);
@@ -863,17 +869,6 @@ mod tests {
 
     #[test]
     fn table_names_the_device_once_as_sm_digits() {
-        let mut e = FakeEngine {
-            calls: 0,
-            short_by: 0,
-        };
-        let proto = Protocol {
-            pp: 8,
-            tg: 4,
-            reps: 1,
-            warmup: 0,
-            seed: 1,
-        };
         let extras = BackendExtras {
             device: Some(DeviceReport {
                 name: "NVIDIA H100 80GB HBM3".into(),
@@ -888,8 +883,7 @@ mod tests {
             energy_note: None,
             read_bandwidth_gbps: None,
         };
-        let r = run_protocol(&mut e, extras, model_report(), proto, 1.0, "gpu").expect("bench");
-        let table = render_table(&r);
+        let table = render_table(&bench_fake(extras, 1, 0).0);
         assert!(
             table.contains("(sm_90, 132 SMs, SM clock 1980 MHz, memory clock ?)"),
             "{table}"
