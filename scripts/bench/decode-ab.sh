@@ -4,6 +4,12 @@
 # (ROUNDS rounds, so clock or thermal drift hits both), then each build's
 # per-phase decode profile and/or per-kernel prefill profile (PROFILES, default
 # "decode prefill"; "" for none). Prints the bench and profile summaries last.
+# CHECKS=prefill also runs the new build's checks after the first round: `check --only
+# prefill` on both HF fixtures and on the 0.8B checkpoint up to T = CHECK_MAX (default 520),
+# and compute-sanitizer memcheck and racecheck of a 70-token fixture request (where installed).
+# BUDGET (seconds, default 570) bounds the whole run: each stage's limit is cut to what is left,
+# and a stage with less than 20 s left is skipped and named at the end (the run then fails), so
+# a short device window still returns the first rounds.
 # usage: scripts/bench/decode-ab.sh BASE_BIN NEW_BIN [ROUNDS]   (logs under $OUT or ./decode-ab-logs)
 set -uo pipefail
 BASE=$(realpath "$1")
@@ -14,18 +20,38 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 LOG="${OUT:-$PWD/decode-ab-logs}"
 # shellcheck source=scripts/lib/gpu-stages.sh
 source "$root/scripts/lib/gpu-stages.sh"
+BUDGET=${BUDGET:-570}
+skipped=()
+timed() { # timed NAME SECONDS CMD...: `stage` with its limit cut to the budget left, or skipped
+  local name=$1 secs=$2 left=$((BUDGET - SECONDS)); shift 2
+  if ((left < 20)); then skipped+=("$name"); echo "=== $name: skipped (budget)"; return; fi
+  stage "$name" $((secs < left ? secs : left)) "$@"
+}
+checks() {
+  [[ ${CHECKS:-} == prefill ]] || return 0
+  timed check-fixtures 150 "$NEW" check --only prefill --model "$FIX/tiny-composite-tied" --model "$FIX/tiny-text-untied" --prefill-max 200
+  timed check-0.8b 300 "$NEW" check --only prefill --model "$CKPT" --prefill-max "${CHECK_MAX:-520}" --greedy-steps 32 --logit-positions 16
+  command -v compute-sanitizer >/dev/null || return 0
+  local ids tool
+  ids=$(python3 -c "print(','.join(str(i * 37 % 250 + 3) for i in range(70)))")
+  for tool in memcheck racecheck; do
+    timed "check-$tool" 120 compute-sanitizer --tool "$tool" --error-exitcode 9 "$NEW" run --model "$FIX/tiny-text-untied" --ids "$ids" --max-tokens 4 --backend gpu --output json
+  done
+}
+[[ -z ${CHECKS:-} || ${CHECKS:-} == prefill ]] || { echo "decode-ab: unknown CHECKS '$CHECKS' (prefill)" >&2; exit 2; }
 synth_0_8b
 for r in $(seq 1 "$ROUNDS"); do
-  stage "bench-base-$r" 200 "$BASE" bench --model "$CKPT" --pp 520 --tg 128 --reps 5 --energy-seconds 0
-  stage "bench-new-$r" 200 "$NEW" bench --model "$CKPT" --pp 520 --tg 128 --reps 5 --energy-seconds 0
+  timed "bench-base-$r" 200 "$BASE" bench --model "$CKPT" --pp 520 --tg 128 --reps 5 --energy-seconds 0
+  timed "bench-new-$r" 200 "$NEW" bench --model "$CKPT" --pp 520 --tg 128 --reps 5 --energy-seconds 0
+  ((r == 1)) && checks
 done
 for p in ${PROFILES-decode prefill}; do
   [[ $p == decode || $p == prefill ]] || { echo "decode-ab: unknown profile '$p' (decode, prefill)" >&2; status=1; continue; }
   for b in base new; do
     bin=$BASE; [[ $b == new ]] && bin=$NEW
     case $p in
-      decode) stage "profile-$b" 200 "$bin" profile --model "$CKPT" --pp 376 --steps 128 --skip 8 ;;
-      prefill) stage "prefill-profile-$b" 100 "$bin" profile --prefill --model "$CKPT" --pp 520 --reps 5 ;;
+      decode) timed "profile-$b" 200 "$bin" profile --model "$CKPT" --pp 376 --steps 128 --skip 8 ;;
+      prefill) timed "prefill-profile-$b" 100 "$bin" profile --prefill --model "$CKPT" --pp 520 --reps 5 ;;
     esac
   done
 done
@@ -39,4 +65,10 @@ for f in "$LOG"/prefill-profile-*.log; do
   echo "== $(basename "$f" .log)"
   grep -E "median|^gemm|^gdn|sum" "$f" | sed 's/^/  /'
 done
+for f in "$LOG"/check-*.log; do
+  [[ -e $f ]] || continue
+  echo "== $(basename "$f" .log)"
+  grep -E "^(PASS|FAIL)|passed,|SUMMARY" "$f" | cut -c1-160 | sed 's/^/  /'
+done
+if ((${#skipped[@]})); then echo "skipped for the budget (BUDGET=$BUDGET s): ${skipped[*]}"; status=1; fi
 exit $status
