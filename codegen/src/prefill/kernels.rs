@@ -520,6 +520,13 @@ static_assert(GDN_CHUNK % GDN_WARPS == 0 && 32 % GDN_CPW == 0, "solve layout");
 // GDN_PARTS (mod 32) the bank is GDN_PARTS j + part + const, distinct over a warp's lanes.
 static_assert(GDN_MS >= GDN_CHUNK && (GDN_MS + 1) % 32 == GDN_PARTS % 32, "conflict-free solve stride");
 
+// The prep's parameters, in the plan's order; both math paths' kernels take them.
+#define GDN_PREP_PARAMS                                                                                     \
+    const float* __restrict__ qkv, const float* __restrict__ b_proj, const float* __restrict__ a_proj,     \
+        const float* __restrict__ a_log, const float* __restrict__ dt_bias, int T, float* __restrict__ u, \
+        float* __restrict__ w, float* __restrict__ kd, float* __restrict__ qg, float* __restrict__ p,      \
+        float* __restrict__ gam_out
+
 // Prep, step 0: the chunk's L2-normed keys into Ks (row stride KS; rows past the prompt zero) and
 // per row gam = cumsum(g), bet = beta, qsc = q scale rsqrt(|q|^2 + eps) dk^-1/2, bek = beta exp(gamma);
 // gamma also to gam_out (this chunk and head). A GDN_THREADS block; ends with gam, bet, qsc visible.
@@ -691,11 +698,7 @@ static_assert(GDN_PREP_SMEM_FLOATS * 4 == GDN_SMEM_BYTES, "the launch plan's dyn
 
 // One block per (v-head h = blockIdx.x, chunk blockIdx.y).
 extern "C" __global__ void __launch_bounds__(GDN_THREADS)
-prefill_gdn_chunked_prep(const float* __restrict__ qkv, const float* __restrict__ b_proj,
-                         const float* __restrict__ a_proj, const float* __restrict__ a_log,
-                         const float* __restrict__ dt_bias, int T, float* __restrict__ u, float* __restrict__ w,
-                         float* __restrict__ kd, float* __restrict__ qg, float* __restrict__ p,
-                         float* __restrict__ gam_out) {
+prefill_gdn_chunked_prep(GDN_PREP_PARAMS) {
     prefill_entry();
     extern __shared__ float4 gdn_smem4[];
     float* Ks = reinterpret_cast<float*>(gdn_smem4);  // [CHUNK][GDN_KS] L2-normed k
@@ -1099,11 +1102,7 @@ static_assert(GDN_WARPS % 4 == 0 && GDN_TP_APN * 8 * GDN_TP_CG == GDN_CHUNK && G
                   GDN_TP_UWN >= 1 && GDN_DV == GDN_DK,
               "prep warp tiles");
 extern "C" __global__ void __launch_bounds__(GDN_THREADS)
-prefill_gdn_chunked_prep(const float* __restrict__ qkv, const float* __restrict__ b_proj,
-                         const float* __restrict__ a_proj, const float* __restrict__ a_log,
-                         const float* __restrict__ dt_bias, int T, float* __restrict__ u, float* __restrict__ w,
-                         float* __restrict__ kd, float* __restrict__ qg, float* __restrict__ p,
-                         float* __restrict__ gam_out) {
+prefill_gdn_chunked_prep(GDN_PREP_PARAMS) {
     prefill_entry();
     extern __shared__ float4 gdn_smem4[];
     float* Ks = reinterpret_cast<float*>(gdn_smem4);  // [CHUNK][GDN_TC_KS] L2-normed k
