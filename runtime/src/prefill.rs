@@ -131,9 +131,9 @@ pub struct Prefill {
     handoff_scratch: &'static str,
     handoff_row_bytes: u64,
     piece_tokens: u32,
-    /// Launch each kernel as a programmatic dependent of the one before
-    /// (the generated kernels wait for it first; see `PrefillPlan`).
-    programmatic_launch: bool,
+    /// How each kernel follows the one before: `Programmatic` when the plan
+    /// says so (the generated kernels wait for it first; see `PrefillPlan`).
+    launch_order: StreamOrder,
     info: PrefillBuildInfo,
 }
 
@@ -368,7 +368,11 @@ impl Prefill {
             handoff_scratch: plan.handoff.scratch,
             handoff_row_bytes: plan.handoff.row_bytes,
             piece_tokens,
-            programmatic_launch: plan.programmatic_launch,
+            launch_order: if plan.programmatic_launch {
+                StreamOrder::Programmatic
+            } else {
+                StreamOrder::Serial
+            },
             info,
         })
     }
@@ -437,12 +441,12 @@ impl Prefill {
             }
             let kernel = &self.kernels[l.kernel];
             let grid = l.grid.dims(t);
-            let order = if self.programmatic_launch {
-                StreamOrder::Programmatic
-            } else {
-                StreamOrder::Serial
-            };
-            gpu.launch_grid_ordered(kernel, (grid, l.block, l.dynamic_smem), args, order)?;
+            gpu.launch_grid_ordered(
+                kernel,
+                (grid, l.block, l.dynamic_smem),
+                args,
+                self.launch_order,
+            )?;
         }
         if let Some(stages) = profile {
             let end = event()?;
