@@ -139,6 +139,15 @@ pub struct PrefillTiles {
     /// `use_tensor_cores` and `use_cp_async`); off = register-tiled FMA.
     #[serde(default)]
     pub gdn_tensor_cores: bool,
+    /// With `gdn_tensor_cores` (ignored without; see
+    /// [`PrefillTiles::conv_in_prep`]): the delta rule's prep computes the
+    /// depthwise causal conv (and SiLU) of its chunk's q, k and v channels
+    /// from the input projection, so no conv kernel runs and the conv output
+    /// never goes through global memory. Its q and v tiles then take
+    /// [`gdn_tc_prep_smem_bytes`] of shared memory per block (about 104 KB for
+    /// 128-wide heads: not within the 99 KB of sm_86/89/120). The sm_90 default.
+    #[serde(default)]
+    pub gdn_fused_conv: bool,
     pub attn_q_tile: u32,
     /// Keys per shared-memory stage of the tensor-core attention.
     pub attn_kv_tile: u32,
@@ -184,6 +193,12 @@ fn default_one() -> u32 {
 }
 
 impl PrefillTiles {
+    /// Whether the delta rule's prep computes the causal conv: `gdn_fused_conv`
+    /// on the tensor-core path (the CUDA-core prep reads the conv kernel's output).
+    pub fn conv_in_prep(&self) -> bool {
+        self.gdn_fused_conv && self.gdn_tensor_cores
+    }
+
     /// Ring depth the prefill GEMM is generated with (at least 2: one stage
     /// loads while one computes).
     pub fn gemm_ring_stages(&self) -> u32 {
@@ -481,6 +496,13 @@ impl Schedule {
                 }
             }
         }
+        if s.prefill.conv_in_prep()
+            && gdn_tc_prep_smem_bytes(s.prefill.gdn_chunk, dk, dv, true)
+                > s.limits.shared_mem_per_block_optin
+        {
+            // The conv kernel runs instead.
+            s.prefill.gdn_fused_conv = false;
+        }
         if s.decode.prefetch == PrefetchMode::SharedRing {
             // The largest ring the shared memory leaves room for, or no ring
             // when that cannot hold the largest item (big hidden sizes).
@@ -594,6 +616,11 @@ impl Schedule {
                 gdn_chunk: 64,
                 gdn_state_cols: if sm80 { 16 } else { 8 },
                 gdn_tensor_cores: sm80,
+                // Measured on an H100 only (pp520 within 0.3% of the conv kernel, RESULTS.md),
+                // where two 104 KB prep blocks still fit an SM; an A100's 164 KB would hold one.
+                gdn_fused_conv: sm90
+                    && gdn_tc_prep_smem_bytes(64, 128, 128, true)
+                        <= limits.shared_mem_per_block_optin,
                 attn_q_tile: 64,
                 attn_kv_tile: 32,
                 attn_threads: 128,
@@ -1167,6 +1194,45 @@ const RING_STATIC_RESERVE: u32 = 4 * 1024;
 /// on an H100: 0.83 against 0.73 ms for the 0.8B prefill of 520 tokens).
 pub const GDN_TC_STATE_WARPS: u32 = 4;
 
+/// Threads of the delta rule's prep block (both math paths).
+pub const GDN_PREP_THREADS: u32 = 256;
+
+/// Row stride of the prep's C x C solve matrix: the smallest >= chunk with
+/// (stride + 1) = the lanes sharing a column of X (mod 32), so the solve's
+/// reads are conflict-free.
+pub fn gdn_solve_stride(chunk: u32) -> u32 {
+    let warps = GDN_PREP_THREADS / 32;
+    let parts = 32 / (chunk / warps).max(1);
+    (chunk..chunk + 32)
+        .find(|m| (m + 1) % 32 == parts % 32)
+        .unwrap_or(chunk)
+}
+
+/// Dynamic shared memory of the tensor-core prep: the normed K tile, a region
+/// that first holds the Q tile and then the solve's A and X, with
+/// `fused_conv` the post-conv V tile, and four per-row vectors. Tiles read
+/// along k have rows of dk + 4 floats; V, read across k, 8 or 24 (mod 32).
+pub fn gdn_tc_prep_smem_bytes(chunk: u32, dk: u32, dv: u32, fused_conv: bool) -> u32 {
+    let ks = dk + 4;
+    let solve = chunk * gdn_solve_stride(chunk) + chunk * (chunk + 4);
+    let v = if fused_conv {
+        chunk * gdn_kn_stride(dv)
+    } else {
+        0
+    };
+    (chunk * ks + solve.max(chunk * ks) + v + 4 * chunk) * 4
+}
+
+/// Row stride (floats) of a tensor-core tile read across k with `cols`
+/// columns: 8 or 24 (mod 32), so fragment reads are conflict-free.
+pub fn gdn_kn_stride(cols: u32) -> u32 {
+    if matches!(cols % 32, 8 | 24) {
+        cols
+    } else {
+        cols + 8
+    }
+}
+
 /// Whether the tensor-core delta rule's warp tiles fit a model's GDN head
 /// dims with `state_cols` value columns per state-pass block: dk = dv, a
 /// multiple of 32; V_new's 16-row tiles (4 per chunk of 64) leave
@@ -1274,6 +1340,49 @@ mod tests {
         let f = wide.fitted_to_model(&dims(128, 64));
         assert!(!f.prefill.gdn_tensor_cores && f.prefill.gdn_state_cols == 16);
         f.validate(None).expect("fitted schedule validates");
+    }
+
+    #[test]
+    fn conv_in_prep_where_its_tiles_fit_in_shared_memory() {
+        // 128-wide heads: K and Q/solve tiles + V [64][136] + row vectors, 104,192 B
+        assert_eq!(gdn_tc_prep_smem_bytes(64, 128, 128, true), 104_192);
+        assert_eq!(gdn_tc_prep_smem_bytes(64, 128, 128, false), 69_376);
+        for (name, on) in [
+            ("h100", true),
+            ("a100", false),
+            ("rtx3090", false),
+            ("rtx5090", false),
+            ("rtx2080ti", false),
+        ] {
+            let s = Schedule::preset(name).expect("preset");
+            assert_eq!(s.prefill.conv_in_prep(), on, "{name}");
+        }
+        // CUDA cores run the conv kernel whatever the field says
+        let cc = Schedule::preset("h100")
+            .expect("preset")
+            .patched(r#"{"prefill": {"gdn_tensor_cores": false}}"#)
+            .expect("patch");
+        assert!(cc.prefill.gdn_fused_conv && !cc.prefill.conv_in_prep());
+        // 256-wide heads need 201.7 KB: an H100's 227 KB takes it, an A100's 163 KB does not
+        let dims = |d: u32| ModelDims {
+            linear_key_head_dim: d,
+            linear_value_head_dim: d,
+            ..dims_08b()
+        };
+        let a100 = Schedule::preset("a100")
+            .expect("preset")
+            .patched(r#"{"prefill": {"gdn_fused_conv": true}}"#)
+            .expect("patch");
+        assert!(
+            a100.clone()
+                .fitted_to_model(&dims(128))
+                .prefill
+                .conv_in_prep()
+        );
+        let f = a100.fitted_to_model(&dims(256));
+        assert!(f.prefill.gdn_tensor_cores && !f.prefill.conv_in_prep());
+        let h100 = Schedule::preset("h100").expect("preset");
+        assert!(h100.fitted_to_model(&dims(256)).prefill.conv_in_prep());
     }
 
     #[test]

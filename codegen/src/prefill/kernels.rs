@@ -444,7 +444,8 @@ pub const CONV: &str = r#"// ---- prefill_causal_conv: y[t][c] = silu(sum_j w[c]
 // x: [T][GDN_PROJ_COLS] the fused input projection, whose first CONV_DIM columns are the pre-conv
 // in_proj_qkv outputs (f32); inputs before the prompt come from
 // conv_state [CONV_DIM][CONV_K-1] (oldest first). One thread per (channel, CONV_SEG tokens);
-// the state itself is advanced afterwards by prefill_conv_state (it is read here).
+// the state itself is advanced by the delta rule's state pass (gdn_advance_conv_state), after the
+// prep. With prefill.gdn_fused_conv the prep computes this conv itself and this kernel is not run.
 static_assert(GDN_PROJ_COLS == CONV_DIM + VALUE_DIM + 2 * GDN_HV, "fused GDN projection row [qkv | z | b | a]");
 extern "C" __global__ void __launch_bounds__(ROW_THREADS)
 prefill_causal_conv(const float* __restrict__ x, int T, const float* __restrict__ w,
@@ -471,21 +472,6 @@ prefill_causal_conv(const float* __restrict__ x, int T, const float* __restrict_
 #pragma unroll
         for (int j = 0; j < CONV_K; ++j) acc = fmaf(wc[j], win[j], acc);
         y[(size_t)t * CONV_DIM + c] = silu_f(acc);
-    }
-}
-
-// ---- prefill_conv_state: conv_state <- the last CONV_K-1 pre-conv inputs (after the conv ran) ----
-extern "C" __global__ void __launch_bounds__(ROW_THREADS)
-prefill_conv_state(const float* __restrict__ x, int T, float* __restrict__ conv_state) {
-    prefill_entry();
-    const int c = blockIdx.x * ROW_THREADS + threadIdx.x;
-    if (c >= CONV_DIM) return;
-    float* st = conv_state + (size_t)c * (CONV_K - 1);
-    // Ascending i reads index i + T >= i, so the in-place shift is safe when T < CONV_K-1.
-#pragma unroll
-    for (int i = 0; i < CONV_K - 1; ++i) {
-        const int p = T - (CONV_K - 1) + i;
-        st[i] = p >= 0 ? x[(size_t)p * GDN_PROJ_COLS + c] : st[CONV_K - 1 + p];
     }
 }
 "#;
@@ -520,12 +506,63 @@ static_assert(GDN_CHUNK % GDN_WARPS == 0 && 32 % GDN_CPW == 0, "solve layout");
 // GDN_PARTS (mod 32) the bank is GDN_PARTS j + part + const, distinct over a warp's lanes.
 static_assert(GDN_MS >= GDN_CHUNK && (GDN_MS + 1) % 32 == GDN_PARTS % 32, "conflict-free solve stride");
 
-// The prep's parameters, in the plan's order; both math paths' kernels take them.
-#define GDN_PREP_PARAMS                                                                                     \
-    const float* __restrict__ qkv, const float* __restrict__ b_proj, const float* __restrict__ a_proj,     \
-        const float* __restrict__ a_log, const float* __restrict__ dt_bias, int T, float* __restrict__ u, \
-        float* __restrict__ w, float* __restrict__ kd, float* __restrict__ qg, float* __restrict__ p,      \
-        float* __restrict__ gam_out
+// The prep's parameters, in the plan's order; both math paths' kernels take them. qkv: the conv
+// kernel's output (row stride CONV_DIM) or, with GDN_FUSED_CONV (tensor cores), the input projection
+// whose conv the prep computes with conv_w from conv_state (unused otherwise).
+#define GDN_PREP_PARAMS                                                                                      \
+    const float* __restrict__ qkv, const float* __restrict__ conv_w, const float* __restrict__ conv_state,  \
+        const float* __restrict__ b_proj, const float* __restrict__ a_proj, const float* __restrict__ a_log, \
+        const float* __restrict__ dt_bias, int T, float* __restrict__ u, float* __restrict__ w,              \
+        float* __restrict__ kd, float* __restrict__ qg, float* __restrict__ p, float* __restrict__ gam_out
+
+// The state pass's parameters, in the plan's order (both math paths): the pass also advances the
+// conv state (x: the fused input projection).
+#define GDN_STATE_PARAMS                                                                                  \
+    int T, float* __restrict__ u, const float* __restrict__ w, const float* __restrict__ kd,             \
+        const float* __restrict__ gam, float* __restrict__ state, float* __restrict__ sc,                \
+        const float* __restrict__ x, float* __restrict__ conv_state
+
+// The conv state <- the last CONV_K-1 pre-conv inputs of [old state | x] (x: the fused input
+// projection, row stride GDN_PROJ_COLS), one thread per channel over the grid. Run by the state
+// pass: the conv, in its own kernel or in the prep, read the old state in an earlier launch.
+// Ascending i reads index i + T >= i, so the in-place shift is safe when T < CONV_K-1.
+__device__ __forceinline__ void gdn_advance_conv_state(const float* __restrict__ x, int T,
+                                                       float* __restrict__ conv_state) {
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < CONV_DIM; c += gridDim.x * blockDim.x) {
+        float* st = conv_state + (size_t)c * (CONV_K - 1);
+#pragma unroll
+        for (int i = 0; i < CONV_K - 1; ++i) {
+            const int p = T - (CONV_K - 1) + i;
+            st[i] = p >= 0 ? x[(size_t)p * GDN_PROJ_COLS + c] : st[CONV_K - 1 + p];
+        }
+    }
+}
+
+// Prep: gamma = cumsum(g) over the chunk in place (gam holds g per row on entry), bek = beta
+// exp(gamma), gamma to gam_out (this chunk and head). A GDN_THREADS block; starts with a barrier, so
+// what the caller wrote before is visible after; bek is visible after the caller's next barrier.
+__device__ __forceinline__ void gdn_prep_scan(float* gam, const float* bet, float* bek, float* __restrict__ gam_out) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    __syncthreads();
+    if (warp == 0) {  // gamma = cumsum(g): lane l holds rows 2l, 2l + 1; a warp scan of the pair sums
+        static_assert(GDN_CHUNK == 64, "two rows per lane");
+        const float g0 = gam[2 * lane], g1 = g0 + gam[2 * lane + 1];
+        float incl = g1;
+#pragma unroll
+        for (int off = 1; off < 32; off <<= 1) {
+            const float v = __shfl_up_sync(FULL_MASK, incl, off);
+            if (lane >= off) incl += v;
+        }
+        const float before = incl - g1;
+        gam[2 * lane] = before + g0;
+        gam[2 * lane + 1] = incl;
+    }
+    __syncthreads();
+    for (int r = threadIdx.x; r < GDN_CHUNK; r += GDN_THREADS) {
+        bek[r] = bet[r] * expf(gam[r]);
+        gam_out[r] = gam[r];
+    }
+}
 
 // Prep, step 0: the chunk's L2-normed keys into Ks (row stride KS; rows past the prompt zero) and
 // per row gam = cumsum(g), bet = beta, qsc = q scale rsqrt(|q|^2 + eps) dk^-1/2, bek = beta exp(gamma);
@@ -580,40 +617,22 @@ __device__ __forceinline__ void gdn_prep_rows(const float* __restrict__ qkv, con
             if (lane == 0) { qsc[r] = 0.0f; bet[r] = 0.0f; gam[r] = 0.0f; }
         }
     }
-    __syncthreads();
-    if (warp == 0) {  // gamma = cumsum(g): lane l holds rows 2l, 2l + 1; a warp scan of the pair sums
-        static_assert(GDN_CHUNK == 64, "two rows per lane");
-        const float g0 = gam[2 * lane], g1 = g0 + gam[2 * lane + 1];
-        float incl = g1;
-#pragma unroll
-        for (int off = 1; off < 32; off <<= 1) {
-            const float v = __shfl_up_sync(FULL_MASK, incl, off);
-            if (lane >= off) incl += v;
-        }
-        const float before = incl - g1;
-        gam[2 * lane] = before + g0;
-        gam[2 * lane + 1] = incl;
-    }
-    __syncthreads();
-    for (int r = threadIdx.x; r < GDN_CHUNK; r += GDN_THREADS) {
-        bek[r] = bet[r] * expf(gam[r]);
-        gam_out[r] = gam[r];
-    }
+    gdn_prep_scan(gam, bet, bek, gam_out);
 }
 
 // Prep, step 2: Kd = K exp(gamma_C - gamma) and Qg = Q qscale exp(gamma) (zero past T), one warp per
-// row, into this chunk and head's rows of kd and qg.
+// row, into this chunk and head's rows of kd and qg. Row r of Q is at q + r * q_stride (global or
+// shared memory); rows past T are not read.
 template <int KS>
-__device__ __forceinline__ void gdn_prep_kd_qg(const float* __restrict__ qkv, int h, int c0, int n, const float* Ks,
+__device__ __forceinline__ void gdn_prep_kd_qg(const float* q, size_t q_stride, int n, const float* Ks,
                                                const float* gam, const float* qsc, float* __restrict__ kd,
                                                float* __restrict__ qg) {
-    const int kh = h / GDN_V_PER_K;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const float gam_c = gam[GDN_CHUNK - 1];
 #pragma unroll
     for (int r = warp; r < GDN_CHUNK; r += GDN_WARPS) {
         const float tail = expf(gam_c - gam[r]), qs = r < n ? qsc[r] * expf(gam[r]) : 0.0f;
-        const float* qrow = qkv + (size_t)(c0 + (r < n ? r : 0)) * CONV_DIM + kh * GDN_DK;
+        const float* qrow = q + (size_t)(r < n ? r : 0) * q_stride;
         float* kdr = kd + (size_t)r * GDN_DK;
         float* qgr = qg + (size_t)r * GDN_DK;
         for (int d = lane; d < GDN_DK; d += 32) {
@@ -725,7 +744,8 @@ prefill_gdn_chunked_prep(GDN_PREP_PARAMS) {
                 if (s < r) M[r * GDN_MS + s] = bet[r] * acc[i][j] * expf(gam[r] - gam[s]);
             }
     }
-    gdn_prep_kd_qg<GDN_KS>(qkv, h, c0, n, Ks, gam, qsc, kd + hc * GDN_CHUNK * GDN_DK, qg + hc * GDN_CHUNK * GDN_DK);
+    gdn_prep_kd_qg<GDN_KS>(qkv + (size_t)c0 * CONV_DIM + (h / GDN_V_PER_K) * GDN_DK, CONV_DIM, n, Ks, gam, qsc,
+                           kd + hc * GDN_CHUNK * GDN_DK, qg + hc * GDN_CHUNK * GDN_DK);
     __syncthreads();
     gdn_solve_x(M);
     __syncthreads();
@@ -819,9 +839,9 @@ __device__ __forceinline__ void gdn_state_load_tile(float* Ms, const float* __re
 }
 
 extern "C" __global__ void __launch_bounds__(GDN_ST_THREADS)
-prefill_gdn_chunked_state(int T, float* __restrict__ u, const float* __restrict__ w, const float* __restrict__ kd,
-                          const float* __restrict__ gam, float* __restrict__ state, float* __restrict__ sc) {
+prefill_gdn_chunked_state(GDN_STATE_PARAMS) {
     prefill_entry();
+    gdn_advance_conv_state(x, T, conv_state);
     __shared__ __align__(16) float Ms[GDN_CHUNK * GDN_ST_MS];  // W, then Kd, of this chunk and head
     __shared__ float Ss[GDN_DK * GDN_ST_COLS];                 // S_c[key][c]
     __shared__ float Vs[GDN_CHUNK * GDN_ST_COLS];              // U, then V_new [r][c]
@@ -1093,7 +1113,87 @@ __device__ __forceinline__ void gdn_solve_x_blocked(float* M, float* Xs) {
         __syncthreads();
     }
 }
-constexpr int GDN_TP_SMEM_FLOATS = GDN_CHUNK * GDN_TC_KS + GDN_CHUNK * GDN_MS + GDN_CHUNK * GDN_TP_XS + 4 * GDN_CHUNK;
+// Prep, step 0 on tensor cores: this chunk's q and k rows (k-head h / (Hv/Hk)) into Qs and Ks (row
+// stride GDN_TC_KS) and, with GDN_FUSED_CONV, the v rows of head h into Vs (row stride GDN_TP_VS);
+// rows past the prompt are zero. GDN_FUSED_CONV: the depthwise causal conv and SiLU are computed
+// here from the input projection `src` (row stride GDN_PROJ_COLS, pre-conv [q | k | v] in its first
+// CONV_DIM columns; inputs before the prompt from conv_state); otherwise `src` is the conv kernel's
+// output (row stride CONV_DIM) and v stays there. An item is one channel over GDN_TP_RSEG rows
+// (plus the conv's CONV_K - 1 earlier inputs); a warp's lanes take consecutive channels (coalesced
+// loads, conflict-free smem stores). A thread loads the inputs of GDN_TP_BATCH items before it
+// computes and stores any: the stores could alias the loads for all the compiler knows, so loads
+// interleaved with them wait one memory round trip each. The caller synchronises.
+constexpr int GDN_TP_RSEG = 16;
+constexpr int GDN_TP_BATCH = 3;
+constexpr int GDN_TP_HALO = GDN_FUSED_CONV ? CONV_K - 1 : 0;
+constexpr int GDN_TP_VS = gdn_kn_stride(GDN_DV);  // Vs row stride (read across k by U = X (beta V))
+constexpr int GDN_TP_SRC_STRIDE = GDN_FUSED_CONV ? GDN_PROJ_COLS : CONV_DIM;
+__device__ __forceinline__ void gdn_tc_prep_load(const float* __restrict__ src, const float* __restrict__ conv_w,
+                                                 const float* __restrict__ conv_state, int h, int c0, int n,
+                                                 float* Qs, float* Ks, float* Vs) {
+    constexpr int CH = 2 * GDN_DK + (GDN_FUSED_CONV ? GDN_DV : 0);  // channels staged: q, k (, v)
+    constexpr int ITEMS = CH * (GDN_CHUNK / GDN_TP_RSEG), WIN = GDN_TP_RSEG + GDN_TP_HALO;
+    static_assert(CH % 32 == 0 && GDN_CHUNK % GDN_TP_RSEG == 0, "whole warps of channels, whole segments");
+    const int kh = h / GDN_V_PER_K;
+    // Item it: channel ch of the conv's [q | k | v], its first row r0 and its destination column.
+    auto place = [&](int it, int& ch, int& r0, float*& dst, int& ds) {
+        const int j = it % CH;
+        r0 = it / CH * GDN_TP_RSEG;
+        if (j < GDN_DK) {
+            ch = kh * GDN_DK + j; dst = Qs + j; ds = GDN_TC_KS;
+        } else if (j < 2 * GDN_DK) {
+            ch = KEY_DIM + kh * GDN_DK + j - GDN_DK; dst = Ks + j - GDN_DK; ds = GDN_TC_KS;
+        } else {
+            ch = 2 * KEY_DIM + h * GDN_DV + j - 2 * GDN_DK; dst = Vs + j - 2 * GDN_DK; ds = GDN_TP_VS;
+        }
+    };
+    for (int i0 = threadIdx.x; i0 < ITEMS; i0 += GDN_TP_BATCH * GDN_THREADS) {
+        float win[GDN_TP_BATCH][WIN], wc[GDN_TP_BATCH][CONV_K];
+        float* dst[GDN_TP_BATCH];
+        int ds[GDN_TP_BATCH], r0[GDN_TP_BATCH];
+#pragma unroll
+        for (int b = 0; b < GDN_TP_BATCH; ++b) {
+            const int it = i0 + b * GDN_THREADS;
+            if (it >= ITEMS) continue;
+            int ch;
+            place(it, ch, r0[b], dst[b], ds[b]);
+            // win[b][i]: input c0 + r0 - GDN_TP_HALO + i (zero past the prompt)
+#pragma unroll
+            for (int i = 0; i < WIN; ++i) {
+                const int p = c0 + r0[b] - GDN_TP_HALO + i;
+                win[b][i] = p < 0        ? conv_state[(size_t)ch * (CONV_K - 1) + (CONV_K - 1 + p)]
+                            : p - c0 < n ? src[(size_t)p * GDN_TP_SRC_STRIDE + ch]
+                                         : 0.0f;
+            }
+            if constexpr (GDN_FUSED_CONV) {
+#pragma unroll
+                for (int i = 0; i < CONV_K; ++i) wc[b][i] = conv_w[(size_t)ch * CONV_K + i];
+            }
+        }
+#pragma unroll
+        for (int b = 0; b < GDN_TP_BATCH; ++b) {
+            if (i0 + b * GDN_THREADS >= ITEMS) continue;
+#pragma unroll
+            for (int r = 0; r < GDN_TP_RSEG; ++r) {
+                float y = win[b][r];
+                if constexpr (GDN_FUSED_CONV) {
+                    float acc = 0.0f;
+#pragma unroll
+                    for (int i = 0; i < CONV_K; ++i) acc = fmaf(wc[b][i], win[b][r + i], acc);
+                    y = r0[b] + r < n ? silu_f(acc) : 0.0f;
+                }
+                dst[b][(r0[b] + r) * ds[b]] = y;
+            }
+        }
+    }
+}
+
+// Shared memory: Ks | a region that holds Qs first, then M and Xs (the solve) | Vs (fused conv) | 4
+// per-row vectors. Q is last read before A is written to M (schedules::gdn_tc_prep_smem_bytes).
+constexpr int GDN_TP_SOLVE_FLOATS = GDN_CHUNK * GDN_MS + GDN_CHUNK * GDN_TP_XS;
+constexpr int GDN_TP_REGION = GDN_TP_SOLVE_FLOATS > GDN_CHUNK * GDN_TC_KS ? GDN_TP_SOLVE_FLOATS : GDN_CHUNK * GDN_TC_KS;
+constexpr int GDN_TP_SMEM_FLOATS =
+    GDN_CHUNK * GDN_TC_KS + GDN_TP_REGION + (GDN_FUSED_CONV ? GDN_CHUNK * GDN_TP_VS : 0) + 4 * GDN_CHUNK;
 static_assert(GDN_TP_SMEM_FLOATS * 4 == GDN_SMEM_BYTES, "the launch plan's dynamic smem size");
 constexpr int GDN_TP_CG = GDN_WARPS / 4;               // column groups (4 row groups of 16)
 constexpr int GDN_TP_APN = GDN_CHUNK / 8 / GDN_TP_CG;  // n8 tiles of A and P per warp
@@ -1105,10 +1205,12 @@ extern "C" __global__ void __launch_bounds__(GDN_THREADS)
 prefill_gdn_chunked_prep(GDN_PREP_PARAMS) {
     prefill_entry();
     extern __shared__ float4 gdn_smem4[];
-    float* Ks = reinterpret_cast<float*>(gdn_smem4);  // [CHUNK][GDN_TC_KS] L2-normed k
-    float* M = Ks + GDN_CHUNK * GDN_TC_KS;            // [CHUNK][GDN_MS]: A below the diagonal, solve blocks above
+    float* Ks = reinterpret_cast<float*>(gdn_smem4);  // [CHUNK][GDN_TC_KS] k, then L2-normed
+    float* Qs = Ks + GDN_CHUNK * GDN_TC_KS;           // [CHUNK][GDN_TC_KS] q (until A is stored)
+    float* M = Qs;                                    // [CHUNK][GDN_MS]: A below the diagonal, solve blocks above
     float* Xs = M + GDN_CHUNK * GDN_MS;               // [CHUNK][GDN_TP_XS]: X row-major (unit lower)
-    float* gam = Xs + GDN_CHUNK * GDN_TP_XS;          // cumulative log-decay
+    float* Vs = Qs + GDN_TP_REGION;                   // [CHUNK][GDN_TP_VS] post-conv v (GDN_FUSED_CONV)
+    float* gam = Vs + (GDN_FUSED_CONV ? GDN_CHUNK * GDN_TP_VS : 0);  // g, then cumulative log-decay
     float* bet = gam + GDN_CHUNK;                     // beta
     float* qsc = bet + GDN_CHUNK;                     // q scale: rsqrt(|q|^2 + eps) * dk^-1/2
     float* bek = qsc + GDN_CHUNK;                     // beta exp(gamma) (W's right-hand side scale)
@@ -1117,22 +1219,52 @@ prefill_gdn_chunked_prep(GDN_PREP_PARAMS) {
     const size_t hc = (size_t)c * GDN_HV + h;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int r0 = 16 * (warp & 3), cg = warp >> 2;
-    gdn_prep_rows<GDN_TC_KS>(qkv, b_proj, a_proj, -expf(a_log[h]), dt_bias[h], h, c0, n, Ks, gam, bet, qsc, bek,
-                             gam_out + hc * GDN_CHUNK);
-    // 1. A = beta K K^T D (strictly lower, into M) and P = Q K^T D qscale (lower incl. the diagonal,
-    //    zero past T, to global): column group cg of rows r0 .. r0 + 15.
+    // 0. Rows: q, k (, v) tiles; beta and g per row (their loads issued first); then |k| and |q|.
+    float bp = 0.0f, ap = 0.0f;
+    if (threadIdx.x < n) {
+        bp = b_proj[(size_t)(c0 + threadIdx.x) * GDN_PROJ_COLS + h];
+        ap = a_proj[(size_t)(c0 + threadIdx.x) * GDN_PROJ_COLS + h];
+    }
+    gdn_tc_prep_load(qkv, conv_w, conv_state, h, c0, n, Qs, Ks, Vs);
+    if (threadIdx.x < GDN_CHUNK) {
+        const bool live = threadIdx.x < n;
+        bet[threadIdx.x] = live ? sigmoid_f(bp) : 0.0f;
+        gam[threadIdx.x] = live ? -expf(a_log[h]) * softplus_f(ap + dt_bias[h]) : 0.0f;
+    }
+    __syncthreads();
     {
-        const float* q0 = qkv + (size_t)c0 * CONV_DIM + (h / GDN_V_PER_K) * GDN_DK;
-        // Q rows past the prompt read row 0 (any valid row); their P rows are stored as zeros.
-        const float* qa = q0 + (size_t)(r0 + g < n ? r0 + g : 0) * CONV_DIM;
-        const float* qb = q0 + (size_t)(r0 + g + 8 < n ? r0 + g + 8 : 0) * CONV_DIM;
-        float acc_a[GDN_TP_APN][4] = {}, acc_p[GDN_TP_APN][4] = {};
-        const int s0 = 8 * GDN_TP_APN * cg;
+        constexpr int DPL = GDN_DK / 32;
+        static_assert(GDN_DK % 32 == 0, "dims per lane");
+#pragma unroll 2
+        for (int r = warp; r < GDN_CHUNK; r += GDN_WARPS) {
+            float kv[DPL], sk = 0.0f, sq = 0.0f;
+#pragma unroll
+            for (int d = 0; d < DPL; ++d) {
+                kv[d] = Ks[r * GDN_TC_KS + lane + 32 * d];
+                const float qv = Qs[r * GDN_TC_KS + lane + 32 * d];
+                sk = fmaf(kv[d], kv[d], sk);
+                sq = fmaf(qv, qv, sq);
+            }
+            const float inv_k = rsqrtf(warp_sum(sk) + 1e-6f);
+            sq = warp_sum(sq);
+#pragma unroll
+            for (int d = 0; d < DPL; ++d) Ks[r * GDN_TC_KS + lane + 32 * d] = kv[d] * inv_k;  // zero rows stay zero
+            if (lane == 0) qsc[r] = r < n ? rsqrtf(sq + 1e-6f) * GDN_Q_SCALE : 0.0f;
+        }
+    }
+    gdn_prep_scan(gam, bet, bek, gam_out + hc * GDN_CHUNK);
+    // 1. A = beta K K^T D (strictly lower, into M) and P = Q K^T D qscale (lower incl. the diagonal,
+    //    zero past T, to global): column group cg of rows r0 .. r0 + 15. A stays in registers until
+    //    Q (under M) has been read for Qg too.
+    float acc_a[GDN_TP_APN][4] = {};
+    const int s0 = 8 * GDN_TP_APN * cg;
+    {
+        float acc_p[GDN_TP_APN][4] = {};
 #pragma unroll 4
         for (int k = 0; k < GDN_DK; k += 8) {
             Tf32A ka, qf;
             tf32_load_a(ka, Ks + r0 * GDN_TC_KS + k, GDN_TC_KS, g, t);
-            tf32_frag_a(qf, qa[k + t], qb[k + t], qa[k + t + 4], qb[k + t + 4]);
+            tf32_load_a(qf, Qs + r0 * GDN_TC_KS + k, GDN_TC_KS, g, t);
 #pragma unroll
             for (int j = 0; j < GDN_TP_APN; ++j) {
                 Tf32B kb;
@@ -1146,18 +1278,24 @@ prefill_gdn_chunked_prep(GDN_PREP_PARAMS) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int r = r0 + g + 8 * (e >> 1), s = s0 + 8 * j + 2 * t + (e & 1);
-                const float d = expf(gam[r] - gam[s]);
-                if (s < r) M[r * GDN_MS + s] = bet[r] * acc_a[j][e] * d;
-                p[(hc * GDN_CHUNK + r) * GDN_CHUNK + s] = (s <= r && r < n) ? qsc[r] * acc_p[j][e] * d : 0.0f;
+                p[(hc * GDN_CHUNK + r) * GDN_CHUNK + s] =
+                    (s <= r && r < n) ? qsc[r] * acc_p[j][e] * expf(gam[r] - gam[s]) : 0.0f;
             }
     }
-    gdn_prep_kd_qg<GDN_TC_KS>(qkv, h, c0, n, Ks, gam, qsc, kd + hc * GDN_CHUNK * GDN_DK, qg + hc * GDN_CHUNK * GDN_DK);
-    __syncthreads();
-    gdn_solve_x_blocked(M, Xs);
+    gdn_prep_kd_qg<GDN_TC_KS>(Qs, GDN_TC_KS, n, Ks, gam, qsc, kd + hc * GDN_CHUNK * GDN_DK, qg + hc * GDN_CHUNK * GDN_DK);
+    __syncthreads();  // Q is dead: M may be written
+#pragma unroll
+    for (int j = 0; j < GDN_TP_APN; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int r = r0 + g + 8 * (e >> 1), s = s0 + 8 * j + 2 * t + (e & 1);
+            if (s < r) M[r * GDN_MS + s] = bet[r] * acc_a[j][e] * expf(gam[r] - gam[s]);
+        }
+    gdn_solve_x_blocked(M, Xs);  // starts with a barrier after its own stores (M is visible)
     // 2. U = X (beta V) and W = X (beta exp(gamma) K): column group cg (of dv, then dk) of rows
     //    r0 .. r0 + 15; X is zero right of the diagonal, so k stops at r0 + 16. V rows past the
-    //    prompt are not read (masked to 0; their beta is 0 too).
-    const float* v0 = qkv + (size_t)c0 * CONV_DIM + 2 * KEY_DIM + h * GDN_DV;
+    //    prompt are zero in Vs, or not read from global (masked to 0; their beta is 0 too).
+    const float* v0 = qkv + (size_t)c0 * GDN_TP_SRC_STRIDE + 2 * KEY_DIM + h * GDN_DV;
 #pragma unroll 1
     for (int which = 0; which < 2; ++which) {
         float acc[GDN_TP_UWN][4] = {};
@@ -1170,11 +1308,15 @@ prefill_gdn_chunked_prep(GDN_PREP_PARAMS) {
             for (int j = 0; j < GDN_TP_UWN; ++j) {
                 const int col = col0 + 8 * j + g;
                 Tf32B b;
-                if (which == 0)
-                    tf32_frag_b(b, s0 < n ? bet[s0] * v0[(size_t)s0 * CONV_DIM + col] : 0.0f,
-                                s1 < n ? bet[s1] * v0[(size_t)s1 * CONV_DIM + col] : 0.0f);
-                else
+                if (which == 0) {
+                    if constexpr (GDN_FUSED_CONV)
+                        tf32_frag_b(b, bet[s0] * Vs[s0 * GDN_TP_VS + col], bet[s1] * Vs[s1 * GDN_TP_VS + col]);
+                    else
+                        tf32_frag_b(b, s0 < n ? bet[s0] * v0[(size_t)s0 * GDN_TP_SRC_STRIDE + col] : 0.0f,
+                                    s1 < n ? bet[s1] * v0[(size_t)s1 * GDN_TP_SRC_STRIDE + col] : 0.0f);
+                } else {
                     tf32_frag_b(b, bek[s0] * Ks[s0 * GDN_TC_KS + col], bek[s1] * Ks[s1 * GDN_TC_KS + col]);
+                }
                 mma_3xtf32(acc[j], xa, b);
             }
         }
@@ -1229,9 +1371,9 @@ __device__ __forceinline__ void mma_3xtf32_apart(float (&d)[3][4], const Tf32A& 
 }
 __device__ __forceinline__ float tf32_terms_sum(const float (&d)[3][4], int e) { return (d[0][e] + d[1][e]) + d[2][e]; }
 extern "C" __global__ void __launch_bounds__(GDN_TS_THREADS)
-prefill_gdn_chunked_state(int T, float* __restrict__ u, const float* __restrict__ w, const float* __restrict__ kd,
-                          const float* __restrict__ gam, float* __restrict__ state, float* __restrict__ sc) {
+prefill_gdn_chunked_state(GDN_STATE_PARAMS) {
     prefill_entry();
+    gdn_advance_conv_state(x, T, conv_state);
     extern __shared__ float4 gdn_ts_smem4[];
     float* Ws = reinterpret_cast<float*>(gdn_ts_smem4);  // [C][GDN_TC_KS] W of this chunk
     float* Kds = Ws + GDN_CHUNK * GDN_TC_KS;              // [C][GDN_TS_KDS] Kd of this chunk

@@ -10,12 +10,13 @@
 //!   m16n8k16 with a `cp.async` smem ring on sm_80+, FMA with plain copies on
 //!   sm_75; epilogues store f32 / bf16, add into the residual, or SwiGLU a
 //!   (gate, up) pair.
-//! * `prefill_causal_conv` + `prefill_conv_state`: depthwise conv over the
-//!   prompt continuing the cached inputs, then the new conv state.
+//! * `prefill_causal_conv`: depthwise conv over the prompt continuing the
+//!   cached inputs (not run with `prefill.gdn_fused_conv`, where the delta
+//!   rule's prep computes it).
 //! * `prefill_gdn_chunked_prep` / `_state` / `_output` + `prefill_gated_rms_norm`:
 //!   chunked gated delta rule (chunk 64, WY form) from the cached state: per-chunk
-//!   WY factors in parallel, a short sequential state pass, outputs in parallel;
-//!   then the gated norm.
+//!   WY factors in parallel, a short sequential state pass (which also
+//!   advances the conv state), outputs in parallel; then the gated norm.
 //! * `prefill_qk_norm_rope` + `prefill_attention`: q/k norm, partial RoPE,
 //!   KV append, causal online-softmax attention with GQA and the output gate.
 //!
@@ -25,7 +26,10 @@ mod kernels;
 pub mod plan;
 
 use lucebox_models::config::Qwen35Config;
-use lucebox_schedules::{GDN_TC_STATE_WARPS, Schedule, gdn_tensor_core_tiles_fit};
+use lucebox_schedules::{
+    GDN_PREP_THREADS, GDN_TC_STATE_WARPS, Schedule, gdn_kn_stride, gdn_solve_stride,
+    gdn_tc_prep_smem_bytes, gdn_tensor_core_tiles_fit,
+};
 
 use crate::blocks;
 use crate::cuda::{Constant, HeaderInfo, header, write_constants};
@@ -36,13 +40,14 @@ pub use plan::{
     contiguous_weight_group, contiguous_weight_groups, gdn_proj_cols, prefill_plan,
 };
 
-pub const ENTRY_POINTS: [&str; 12] = [
+/// Every prefill kernel a schedule can generate; [`entry_points`] lists those
+/// one schedule does.
+pub const ENTRY_POINTS: [&str; 11] = [
     "prefill_mark_inputs",
     "prefill_embed",
     "prefill_rms_norm",
     "prefill_gemm",
     "prefill_causal_conv",
-    "prefill_conv_state",
     "prefill_gdn_chunked_prep",
     "prefill_gdn_chunked_state",
     "prefill_gdn_chunked_output",
@@ -51,12 +56,21 @@ pub const ENTRY_POINTS: [&str; 12] = [
     "prefill_attention",
 ];
 
+/// The kernels generated for `sched`: the conv kernel only when the prep
+/// does not compute the conv itself.
+pub fn entry_points(sched: &Schedule) -> Vec<&'static str> {
+    ENTRY_POINTS
+        .into_iter()
+        .filter(|k| *k != "prefill_causal_conv" || !sched.prefill.conv_in_prep())
+        .collect()
+}
+
 /// Threads of the row-wise kernels (embed, norms, conv, qk norm).
 pub const ROW_THREADS: u32 = 256;
 /// Tokens per thread of the conv kernel (one thread per channel and segment).
 pub const CONV_SEG: u32 = 16;
 /// Threads of `prefill_gdn_chunked_prep` (both math paths) and of the CUDA-core `_output`.
-pub const GDN_THREADS: u32 = 256;
+pub const GDN_THREADS: u32 = GDN_PREP_THREADS;
 /// GDN state pass: threads per value column of a block (the schedule's
 /// `gdn_state_cols` columns per block).
 pub const GDN_ST_THREADS_PER_COL: u32 = 16;
@@ -174,14 +188,10 @@ pub fn geometry(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillGeometry,
             dk * dv
         )));
     }
-    // Smallest stride >= chunk with (stride + 1) = parts (mod 32): conflict-free solve reads.
-    let parts = 32 / (chunk / warps);
-    let gdn_ms = (chunk..chunk + 32)
-        .find(|m| (m + 1) % 32 == parts % 32)
-        .expect("a residue mod 32");
+    let gdn_ms = gdn_solve_stride(chunk);
     let st_cols = p.gdn_state_cols;
     let gdn = if p.gdn_tensor_cores {
-        gdn_tensor_core_geometry(chunk, dk, dv, st_cols, gdn_ms)?
+        gdn_tensor_core_geometry(chunk, dk, dv, st_cols, p.conv_in_prep())?
     } else {
         let out_smem = dk * (GDN_OCOLS + 1) * 4;
         if out_smem > 48 * 1024 {
@@ -212,7 +222,9 @@ pub fn geometry(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillGeometry,
             return Err(CodegenError::Config(format!(
                 "prefill GDN {kernel} needs {bytes} B of shared memory, above the {} B opt-in limit{}",
                 sched.limits.shared_mem_per_block_optin,
-                if p.gdn_tensor_cores {
+                if p.conv_in_prep() && kernel == "prep" {
+                    ": set prefill.gdn_fused_conv false"
+                } else if p.gdn_tensor_cores {
                     ": lower prefill.gdn_state_cols or set gdn_tensor_cores false"
                 } else {
                     ""
@@ -292,29 +304,23 @@ struct GdnGeometry {
 /// check these sizes): warps own 16-row m16n8k8 tiles (the output block has
 /// chunk / 16 warps, the state pass `GDN_TC_STATE_WARPS`, the prep 8); tiles
 /// read along k have rows padded to 4 (mod 32) floats, tiles read across k to
-/// 8 (mod 32).
+/// 8 or 24 (mod 32).
 fn gdn_tensor_core_geometry(
     chunk: u32,
     dk: u32,
     dv: u32,
     st_cols: u32,
-    gdn_ms: u32,
+    fused_conv: bool,
 ) -> Result<GdnGeometry, CodegenError> {
     if chunk != 64 || !gdn_tensor_core_tiles_fit(dk, dv, st_cols) {
         return Err(CodegenError::Config(format!(
             "prefill GDN on tensor cores: the warp tiles do not fit chunk {chunk}, dk {dk}, dv {dv} with {st_cols} state columns per block (Schedule::fitted_to_model picks a fitting gdn_state_cols or CUDA cores)"
         )));
     }
-    let kn_stride = |cols: u32| {
-        if matches!(cols % 32, 8 | 24) {
-            cols
-        } else {
-            cols + 8
-        }
-    };
+    let kn_stride = gdn_kn_stride;
     let ks = dk + 4;
     Ok(GdnGeometry {
-        prep_smem: (chunk * ks + chunk * gdn_ms + chunk * (chunk + 4) + 4 * chunk) * 4,
+        prep_smem: gdn_tc_prep_smem_bytes(chunk, dk, dv, fused_conv),
         state_threads: 32 * GDN_TC_STATE_WARPS,
         state_smem: (chunk * ks
             + chunk * kn_stride(dk)
@@ -371,12 +377,17 @@ pub fn generate_prefill(
             g.gemm_smem_bytes
         ),
         format!(
-            "gated delta rule  : chunk {}, {}; prep {} threads, {} B dynamic smem; state pass {} threads, {} columns per block{}; output {} threads, {} columns per block{}",
+            "gated delta rule  : chunk {}, {}{}; prep {} threads, {} B dynamic smem; state pass {} threads, {} columns per block{}; output {} threads, {} columns per block{}",
             p.gdn_chunk,
             if p.gdn_tensor_cores {
                 "mma.sync m16n8k8 tf32 with split operands (3xTF32)"
             } else {
                 "FMA"
+            },
+            if p.conv_in_prep() {
+                ", the causal conv computed in the prep"
+            } else {
+                ""
             },
             GDN_THREADS,
             g.gdn_smem_bytes,
@@ -398,7 +409,7 @@ pub fn generate_prefill(
                 g.attn_threads, ATT_KEYS_PER_STEP
             )
         },
-        format!("kernels: {}", ENTRY_POINTS.join(", ")),
+        format!("kernels: {}", entry_points(sched).join(", ")),
     ];
     // The header names the target the file is compiled for (sm_90a with wgmma).
     let mut target = sched.clone();
@@ -440,7 +451,6 @@ pub fn generate_prefill(
                 "bf16 parts per GEMM input value (2: hi + remainder)",
             ),
             Constant::int("ROW_THREADS", ROW_THREADS, "row-wise kernels"),
-            Constant::int("CONV_SEG", CONV_SEG, "tokens per conv thread"),
             Constant::int("GDN_CHUNK", p.gdn_chunk, "chunk of the delta rule"),
             Constant::int("GDN_THREADS", GDN_THREADS, "GDN prep block"),
             Constant::int("GDN_OUT_THREADS", g.gdn_out_threads, "GDN output block"),
@@ -468,11 +478,27 @@ pub fn generate_prefill(
             Constant::int("MAX_CTX", sched.max_context, "KV cache positions"),
         ],
     )?;
+    if !p.conv_in_prep() {
+        write_constants(
+            &mut src,
+            "conv kernel",
+            &[Constant::int(
+                "CONV_SEG",
+                CONV_SEG,
+                "tokens per conv thread",
+            )],
+        )?;
+    }
     if p.gdn_tensor_cores {
         write_constants(
             &mut src,
             "tensor-core delta rule",
             &[
+                Constant::int(
+                    "GDN_FUSED_CONV",
+                    u32::from(p.conv_in_prep()),
+                    "1: the prep computes the causal conv (no conv kernel)",
+                ),
                 Constant::int(
                     "GDN_ST_SMEM_BYTES",
                     g.gdn_state_smem_bytes,
@@ -596,8 +622,12 @@ pub fn generate_prefill(
     } else {
         kernels::GDN_CUDA_CORES
     };
-    for text in blocks_before.iter().chain(gemm_math).chain(&[
-        kernels::CONV,
+    let conv: &[&str] = if p.conv_in_prep() {
+        &[]
+    } else {
+        &[kernels::CONV]
+    };
+    for text in blocks_before.iter().chain(gemm_math).chain(conv).chain(&[
         kernels::GDN_CHUNKED,
         gdn_math,
         kernels::GATED_RMS_NORM,
@@ -615,7 +645,10 @@ pub fn generate_prefill(
             sched.preset
         ),
         source: src,
-        entry_points: ENTRY_POINTS.iter().map(|s| s.to_string()).collect(),
+        entry_points: entry_points(sched)
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
         // wgmma exists only in the arch-specific sm_90a target.
         arch: target.arch,
         sync_points_per_token: None,
@@ -668,7 +701,9 @@ mod tests {
                 let mut names: Vec<_> = bodies.iter().map(|(n, _)| n.as_str()).collect();
                 names.sort_unstable();
                 names.dedup();
-                assert_eq!(names.len(), ENTRY_POINTS.len(), "{name}: {names:?}");
+                let mut want = entry_points(&s);
+                want.sort_unstable();
+                assert_eq!(names, want, "{name}");
                 for (kernel, body) in &bodies {
                     assert!(
                         body.trim_start().starts_with("prefill_entry();"),

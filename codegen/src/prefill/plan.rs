@@ -323,7 +323,7 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
         ScratchBuffer {
             name: "mixed",
             bytes_per_token: cfg.attn_out_dim().max(cfg.conv_dim()) as u64 * 4,
-            what: "f32: roped q (attention) or conv output (GDN)",
+            what: "f32: roped q (attention) or conv output (GDN, unless the prep computes the conv)",
             zeroed: false,
         },
         ScratchBuffer {
@@ -640,42 +640,33 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
                     Some("in_proj"),
                     None,
                 ));
-                l.push(Launch {
-                    kernel: "prefill_causal_conv",
-                    grid: Grid::ChannelSegments {
-                        channels: cd,
-                        threads: ROW_THREADS,
-                        tokens_per_thread: CONV_SEG,
-                    },
-                    block: ROW_THREADS,
-                    dynamic_smem: 0,
-                    layer: Some(i),
-                    args: vec![
-                        Arg::Scratch("in_proj"),
-                        Arg::PromptLen,
-                        Arg::Weight(w("linear_attn.conv1d.weight")),
-                        Arg::State {
-                            buffer: "conv_state",
-                            slot,
+                let conv_state = Arg::State {
+                    buffer: "conv_state",
+                    slot,
+                };
+                let fused_conv = sched.prefill.conv_in_prep();
+                if !fused_conv {
+                    l.push(Launch {
+                        kernel: "prefill_causal_conv",
+                        grid: Grid::ChannelSegments {
+                            channels: cd,
+                            threads: ROW_THREADS,
+                            tokens_per_thread: CONV_SEG,
                         },
-                        Arg::Scratch("mixed"),
-                    ],
-                });
-                l.push(Launch {
-                    kernel: "prefill_conv_state",
-                    grid: Grid::Fixed(cd.div_ceil(ROW_THREADS)),
-                    block: ROW_THREADS,
-                    dynamic_smem: 0,
-                    layer: Some(i),
-                    args: vec![
-                        Arg::Scratch("in_proj"),
-                        Arg::PromptLen,
-                        Arg::State {
-                            buffer: "conv_state",
-                            slot,
-                        },
-                    ],
-                });
+                        block: ROW_THREADS,
+                        dynamic_smem: 0,
+                        layer: Some(i),
+                        args: vec![
+                            Arg::Scratch("in_proj"),
+                            Arg::PromptLen,
+                            Arg::Weight(w("linear_attn.conv1d.weight")),
+                            conv_state.clone(),
+                            Arg::Scratch("mixed"),
+                        ],
+                    });
+                }
+                // The prep reads the conv's output, or computes the conv from the input
+                // projection; the state pass then advances the conv state.
                 l.push(Launch {
                     kernel: "prefill_gdn_chunked_prep",
                     grid: Grid::HeadsByTokens {
@@ -686,7 +677,9 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
                     dynamic_smem: g.gdn_smem_bytes,
                     layer: Some(i),
                     args: vec![
-                        Arg::Scratch("mixed"),
+                        Arg::Scratch(if fused_conv { "in_proj" } else { "mixed" }),
+                        Arg::Weight(w("linear_attn.conv1d.weight")),
+                        conv_state.clone(),
                         Arg::ScratchCol {
                             name: "in_proj",
                             col: cd + vd,
@@ -723,6 +716,8 @@ pub fn prefill_plan(cfg: &Qwen35Config, sched: &Schedule) -> Result<PrefillPlan,
                             slot,
                         },
                         Arg::Scratch("gdn_sc"),
+                        Arg::Scratch("in_proj"),
+                        conv_state,
                     ],
                 });
                 l.push(Launch {
@@ -900,7 +895,7 @@ mod tests {
                 }
             }
             assert!(
-                super::super::ENTRY_POINTS.contains(&launch.kernel),
+                super::super::entry_points(&s).contains(&launch.kernel),
                 "{}",
                 launch.kernel
             );
@@ -908,9 +903,15 @@ mod tests {
         // mark inputs + embed + per layer (2 norms + 2 MLP GEMMs + mixer)
         let gdn = cfg.num_linear_attention_layers();
         let full = cfg.num_full_attention_layers();
-        // GDN mixer: the fused input projection, conv, conv state, 3 delta-rule launches, gated
-        // norm, out_proj; attention: the fused input projection, q/k norm + RoPE, attention, o_proj
-        assert_eq!(plan.launches.len(), 2 + gdn * (4 + 8) + full * (4 + 4));
+        // GDN mixer: the fused input projection, the conv (unless the prep computes it), 3
+        // delta-rule launches, the gated norm, out_proj; attention: the fused input projection,
+        // q/k norm + RoPE, attention, o_proj
+        let gdn_mixer = if s.prefill.conv_in_prep() { 6 } else { 7 };
+        assert_eq!(
+            plan.launches.len(),
+            2 + gdn * (4 + gdn_mixer) + full * (4 + 4)
+        );
+        conv_state_is_read_then_advanced(&plan, s.prefill.conv_in_prep());
         let bufs = crate::decode::abi::buffer_slots(&cfg, &s);
         for launch in &plan.launches {
             for a in &launch.args {
@@ -991,6 +992,51 @@ mod tests {
         assert_eq!(split_of("layers.0.linear_attn.in_proj_qkv.weight"), 1);
     }
 
+    /// Per GDN layer, the conv state is read by the conv (its own kernel, or the
+    /// prep with the conv fused) and advanced by the state pass, the last launch
+    /// that takes it: advancing it earlier would feed the conv the new state.
+    fn conv_state_is_read_then_advanced(plan: &PrefillPlan, fused_conv: bool) {
+        let takes_conv_state = |l: &Launch| {
+            l.args.iter().find_map(|a| match a {
+                Arg::State {
+                    buffer: "conv_state",
+                    slot,
+                } => Some(*slot),
+                _ => None,
+            })
+        };
+        let mut layers = 0;
+        for layer in plan.launches.iter().filter_map(|l| l.layer) {
+            let users: Vec<_> = plan
+                .launches
+                .iter()
+                .filter(|l| l.layer == Some(layer) && takes_conv_state(l).is_some())
+                .collect();
+            if users.is_empty() {
+                continue;
+            }
+            let kernels: Vec<_> = users.iter().map(|l| l.kernel).collect();
+            let want: &[&str] = if fused_conv {
+                &["prefill_gdn_chunked_prep", "prefill_gdn_chunked_state"]
+            } else {
+                &[
+                    "prefill_causal_conv",
+                    "prefill_gdn_chunked_prep",
+                    "prefill_gdn_chunked_state",
+                ]
+            };
+            assert_eq!(kernels, want, "layer {layer}");
+            let slots: Vec<_> = users.iter().filter_map(|l| takes_conv_state(l)).collect();
+            assert!(slots.windows(2).all(|w| w[0] == w[1]), "layer {layer}");
+            // with the conv fused, the prep reads the input projection, not the conv's output
+            let prep = users[users.len() - 2];
+            let want_src = if fused_conv { "in_proj" } else { "mixed" };
+            assert_eq!(prep.args[0], Arg::Scratch(want_src), "layer {layer}");
+            layers += 1;
+        }
+        assert!(layers > 0);
+    }
+
     #[test]
     fn attention_launch_follows_the_schedule() {
         let cfg = Qwen35Config::qwen35_0_8b();
@@ -1047,14 +1093,30 @@ mod tests {
             .patched(r#"{"prefill": {"gdn_tensor_cores": false, "gdn_state_cols": 8}}"#)
             .expect("patch");
         // Hv = 16, dk = dv = 128, chunk 64: 9 chunks at T = 520. Tensor cores (floats of smem):
-        // prep K [64][132], M [64][67], X [64][68], 4 x 64 row scalars; state W [64][132],
+        // prep K [64][132], M [64][67] + X [64][68] (Q [64][132] before them), the post-conv V
+        // [64][136] (the conv fused, the h100 default), 4 x 64 row scalars; state W [64][132],
         // Kd [64][136], 2 x U [64][24], S_c [16][132]; output Qg [64][132], P [64][68],
         // S_c [32][132], V [64][40].
+        assert!(h100.prefill.gdn_fused_conv);
+        let unfused = h100
+            .patched(r#"{"prefill": {"gdn_fused_conv": false}}"#)
+            .expect("patch");
+        assert_eq!(
+            launch_shape(
+                &prefill_plan(&cfg, &unfused).expect("plan"),
+                "prefill_gdn_chunked_prep"
+            ),
+            ([16, 9, 1], 256, (64 * 132 + 64 * 67 + 64 * 68 + 4 * 64) * 4)
+        );
         gdn_launches(
             &cfg,
             &h100,
             [
-                ([16, 9, 1], 256, (64 * 132 + 64 * 67 + 64 * 68 + 4 * 64) * 4),
+                (
+                    [16, 9, 1],
+                    256,
+                    (64 * 132 + 64 * 67 + 64 * 68 + 64 * 136 + 4 * 64) * 4,
+                ),
                 (
                     [128, 1, 1],
                     128,
