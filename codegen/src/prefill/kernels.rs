@@ -1121,8 +1121,8 @@ __device__ __forceinline__ void gdn_solve_x_blocked(float* M, float* Xs) {
 // output (row stride CONV_DIM) and v stays there. An item is one channel over GDN_TP_RSEG rows
 // (plus the conv's CONV_K - 1 earlier inputs); a warp's lanes take consecutive channels (coalesced
 // loads, conflict-free smem stores). A thread loads the inputs of GDN_TP_BATCH items before it
-// computes and stores any: the stores could alias the loads for all the compiler knows, so loads
-// interleaved with them wait one memory round trip each. The caller synchronises.
+// computes and stores any, so their loads share one memory round trip (one item at a time measured
+// 1.40 instead of 1.01 ms of prep per 0.8B prefill of 520 tokens on an H100). The caller synchronises.
 constexpr int GDN_TP_RSEG = 16;
 constexpr int GDN_TP_BATCH = 3;
 constexpr int GDN_TP_HALO = GDN_FUSED_CONV ? CONV_K - 1 : 0;
