@@ -7,6 +7,8 @@
 # CHECKS=prefill also runs the new build's checks after the first round: `check --only
 # prefill` on both HF fixtures and on the 0.8B checkpoint up to T = CHECK_MAX (default 520),
 # and compute-sanitizer memcheck and racecheck of a 70-token fixture request (where installed).
+# VARIANTS="NAME=JSON ..." adds schedule variants of the new build (LUCEBOX_SCHEDULE_PATCH=JSON; JSON
+# without spaces): each is benched after base and new in every round, checked like new, profiled.
 # BUDGET (seconds, default 570) bounds the whole run: each stage's limit is cut to what is left,
 # and a stage with less than 20 s left is skipped and named at the end (the run then fails), so
 # a short device window still returns the first rounds.
@@ -27,31 +29,53 @@ timed() { # timed NAME SECONDS CMD...: `stage` with its limit cut to the budget 
   if ((left < 20)); then skipped+=("$name"); echo "=== $name: skipped (budget)"; return; fi
   stage "$name" $((secs < left ? secs : left)) "$@"
 }
+declare -A patch=()
+variants=()
+for v in ${VARIANTS:-}; do
+  name=${v%%=*}
+  [[ $v == *=* && $name =~ ^[a-z0-9_-]+$ && $name != base && $name != new ]] || { echo "decode-ab: bad VARIANTS entry '$v' (NAME=JSON, NAME in [a-z0-9_-], not base or new)" >&2; exit 2; }
+  patch[$name]=${v#*=}
+  variants+=("$name")
+done
+use() { # use BUILD: ENVP (env prefix, empty unless a variant) and BINP (binary) for base, new or a variant
+  ENVP=(); BINP=$NEW
+  case $1 in
+    base) BINP=$BASE ;;
+    new) ;;
+    *) ENVP=(env "LUCEBOX_SCHEDULE_PATCH=${patch[$1]}") ;;
+  esac
+}
 checks() {
   [[ ${CHECKS:-} == prefill ]] || return 0
-  timed check-fixtures 150 "$NEW" check --only prefill --model "$FIX/tiny-composite-tied" --model "$FIX/tiny-text-untied" --prefill-max 200
-  timed check-0.8b 300 "$NEW" check --only prefill --model "$CKPT" --prefill-max "${CHECK_MAX:-520}" --greedy-steps 32 --logit-positions 16
-  command -v compute-sanitizer >/dev/null || return 0
-  local ids tool
+  local b sfx ids tool ENVP BINP
   ids=$(python3 -c "print(','.join(str(i * 37 % 250 + 3) for i in range(70)))")
-  for tool in memcheck racecheck; do
-    timed "check-$tool" 120 compute-sanitizer --tool "$tool" --error-exitcode 9 "$NEW" run --model "$FIX/tiny-text-untied" --ids "$ids" --max-tokens 4 --backend gpu --output json
+  for b in new "${variants[@]}"; do
+    sfx=; [[ $b == new ]] || sfx=-$b
+    use "$b"
+    timed "check-fixtures$sfx" 150 "${ENVP[@]}" "$BINP" check --only prefill --model "$FIX/tiny-composite-tied" --model "$FIX/tiny-text-untied" --prefill-max 200
+    timed "check-0.8b$sfx" 300 "${ENVP[@]}" "$BINP" check --only prefill --model "$CKPT" --prefill-max "${CHECK_MAX:-520}" --greedy-steps 32 --logit-positions 16
+    command -v compute-sanitizer >/dev/null || continue
+    for tool in memcheck racecheck; do
+      timed "check-$tool$sfx" 120 "${ENVP[@]}" compute-sanitizer --tool "$tool" --error-exitcode 9 "$BINP" run --model "$FIX/tiny-text-untied" --ids "$ids" --max-tokens 4 --backend gpu --output json
+    done
   done
 }
 [[ -z ${CHECKS:-} || ${CHECKS:-} == prefill ]] || { echo "decode-ab: unknown CHECKS '$CHECKS' (prefill)" >&2; exit 2; }
 synth_0_8b
 for r in $(seq 1 "$ROUNDS"); do
-  timed "bench-base-$r" 200 "$BASE" bench --model "$CKPT" --pp 520 --tg 128 --reps 5 --energy-seconds 0
-  timed "bench-new-$r" 200 "$NEW" bench --model "$CKPT" --pp 520 --tg 128 --reps 5 --energy-seconds 0
+  for b in base new "${variants[@]}"; do
+    use "$b"
+    timed "bench-$b-$r" 200 "${ENVP[@]}" "$BINP" bench --model "$CKPT" --pp 520 --tg 128 --reps 5 --energy-seconds 0
+  done
   ((r == 1)) && checks
 done
 for p in ${PROFILES-decode prefill}; do
   [[ $p == decode || $p == prefill ]] || { echo "decode-ab: unknown profile '$p' (decode, prefill)" >&2; status=1; continue; }
-  for b in base new; do
-    bin=$BASE; [[ $b == new ]] && bin=$NEW
+  for b in base new "${variants[@]}"; do
+    use "$b"
     case $p in
-      decode) timed "profile-$b" 200 "$bin" profile --model "$CKPT" --pp 376 --steps 128 --skip 8 ;;
-      prefill) timed "prefill-profile-$b" 100 "$bin" profile --prefill --model "$CKPT" --pp 520 --reps 5 ;;
+      decode) timed "profile-$b" 200 "${ENVP[@]}" "$BINP" profile --model "$CKPT" --pp 376 --steps 128 --skip 8 ;;
+      prefill) timed "prefill-profile-$b" 100 "${ENVP[@]}" "$BINP" profile --prefill --model "$CKPT" --pp 520 --reps 5 ;;
     esac
   done
 done
