@@ -616,7 +616,7 @@ impl Schedule {
                 gdn_chunk: 64,
                 gdn_state_cols: if sm80 { 16 } else { 8 },
                 gdn_tensor_cores: sm80,
-                // Measured on an H100 only (pp520 within 0.3% of the conv kernel, RESULTS.md),
+                // Measured on an H100 only (pp520 within 0.6% of the conv kernel, RESULTS.md),
                 // where two 104 KB prep blocks still fit an SM; an A100's 164 KB would hold one.
                 gdn_fused_conv: sm90
                     && gdn_tc_prep_smem_bytes(64, 128, 128, true)
