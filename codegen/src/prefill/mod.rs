@@ -317,21 +317,20 @@ fn gdn_tensor_core_geometry(
             "prefill GDN on tensor cores: the warp tiles do not fit chunk {chunk}, dk {dk}, dv {dv} with {st_cols} state columns per block (Schedule::fitted_to_model picks a fitting gdn_state_cols or CUDA cores)"
         )));
     }
-    let kn_stride = gdn_kn_stride;
     let ks = dk + 4;
     Ok(GdnGeometry {
         prep_smem: gdn_tc_prep_smem_bytes(chunk, dk, dv, fused_conv),
         state_threads: 32 * GDN_TC_STATE_WARPS,
         state_smem: (chunk * ks
-            + chunk * kn_stride(dk)
-            + 2 * chunk * kn_stride(st_cols)
+            + chunk * gdn_kn_stride(dk)
+            + 2 * chunk * gdn_kn_stride(st_cols)
             + st_cols * ks)
             * 4,
         out_threads: 2 * chunk,
         out_smem: (chunk * ks
             + chunk * (chunk + 4)
             + GDN_OCOLS * ks
-            + chunk * kn_stride(GDN_OCOLS))
+            + chunk * gdn_kn_stride(GDN_OCOLS))
             * 4,
     })
 }
