@@ -4,9 +4,11 @@
 # (ROUNDS rounds, so clock or thermal drift hits both), then each build's
 # per-phase decode profile and/or per-kernel prefill profile (PROFILES, default
 # "decode prefill"; "" for none). Prints the bench and profile summaries last.
-# CHECKS=prefill also runs the new build's checks after the first round: `check --only
-# prefill` on both HF fixtures and on the 0.8B checkpoint up to T = CHECK_MAX (default 520),
-# and compute-sanitizer memcheck and racecheck of a 70-token fixture request (where installed).
+# CHECKS=prefill (or decode, or prefill,decode) also runs the new build's checks after the first
+# round: `check --only prefill` (and/or `--only decode`) on both HF fixtures and on the 0.8B
+# checkpoint (prefill up to T = CHECK_MAX, default 520), and compute-sanitizer memcheck and
+# racecheck of a 70-token fixture request (where installed). CHECK_BUILDS (default "new" and
+# every variant) names the builds checked.
 # VARIANTS="NAME=JSON ..." adds schedule variants of the new build (LUCEBOX_SCHEDULE_PATCH=JSON; JSON
 # without spaces): each is benched after base and new in every round, checked like new, profiled.
 # BUDGET (seconds, default 570) bounds the whole run: each stage's limit is cut to what is left,
@@ -45,22 +47,27 @@ use() { # use BUILD: ENVP (env prefix, empty unless a variant) and BINP (binary)
     *) ENVP=(env "LUCEBOX_SCHEDULE_PATCH=${patch[$1]}") ;;
   esac
 }
+only=()
+checks_list=${CHECKS:-}
+for c in ${checks_list//,/ }; do
+  [[ $c == prefill || $c == decode ]] || { echo "decode-ab: unknown CHECKS entry '$c' (prefill, decode)" >&2; exit 2; }
+  only+=(--only "$c")
+done
 checks() {
-  [[ ${CHECKS:-} == prefill ]] || return 0
+  ((${#only[@]})) || return 0
   local b sfx ids tool ENVP BINP
   ids=$(python3 -c "print(','.join(str(i * 37 % 250 + 3) for i in range(70)))")
-  for b in new "${variants[@]}"; do
+  for b in ${CHECK_BUILDS:-new "${variants[@]}"}; do
     sfx=; [[ $b == new ]] || sfx=-$b
     use "$b"
-    timed "check-fixtures$sfx" 150 "${ENVP[@]}" "$BINP" check --only prefill --model "$FIX/tiny-composite-tied" --model "$FIX/tiny-text-untied" --prefill-max 200
-    timed "check-0.8b$sfx" 300 "${ENVP[@]}" "$BINP" check --only prefill --model "$CKPT" --prefill-max "${CHECK_MAX:-520}" --greedy-steps 32 --logit-positions 16
+    timed "check-fixtures$sfx" 150 "${ENVP[@]}" "$BINP" check "${only[@]}" --model "$FIX/tiny-composite-tied" --model "$FIX/tiny-text-untied" --prefill-max 200
+    timed "check-0.8b$sfx" 300 "${ENVP[@]}" "$BINP" check "${only[@]}" --model "$CKPT" --prefill-max "${CHECK_MAX:-520}" --greedy-steps 32 --logit-positions 16
     command -v compute-sanitizer >/dev/null || continue
     for tool in memcheck racecheck; do
       timed "check-$tool$sfx" 120 "${ENVP[@]}" compute-sanitizer --tool "$tool" --error-exitcode 9 "$BINP" run --model "$FIX/tiny-text-untied" --ids "$ids" --max-tokens 4 --backend gpu --output json
     done
   done
 }
-[[ -z ${CHECKS:-} || ${CHECKS:-} == prefill ]] || { echo "decode-ab: unknown CHECKS '$CHECKS' (prefill)" >&2; exit 2; }
 synth_0_8b
 for r in $(seq 1 "$ROUNDS"); do
   for b in base new "${variants[@]}"; do
@@ -83,6 +90,11 @@ echo
 for f in "$LOG"/bench-*.log; do
   echo "== $(basename "$f" .log)"
   grep -E "^(pp|tg)[0-9]|roofline" "$f" | sed 's/^/  /'
+done
+for f in "$LOG"/profile-*.log; do
+  [[ -e $f ]] || continue
+  echo "== $(basename "$f" .log)"
+  grep -E "^(GDN|ATT|MLP|LM_|token|phase )|tok/s" "$f" | cut -c1-100 | sed 's/^/  /'
 done
 for f in "$LOG"/prefill-profile-*.log; do
   [[ -e $f ]] || continue
