@@ -7,8 +7,8 @@
 # CHECKS=prefill (or decode, or prefill,decode) also runs the new build's checks after the first
 # round: `check --only prefill` (and/or `--only decode`) on both HF fixtures and on the 0.8B
 # checkpoint (prefill up to T = CHECK_MAX, default 520), and compute-sanitizer memcheck and
-# racecheck of a 70-token fixture request (where installed). CHECK_BUILDS (default "new" and
-# every variant) names the builds checked.
+# racecheck of a 70-token fixture request (where installed). CHECK_BUILDS names the builds
+# checked (base, new or variants; default new and every variant).
 # VARIANTS="NAME=JSON ..." adds schedule variants of the new build (LUCEBOX_SCHEDULE_PATCH=JSON; JSON
 # without spaces): each is benched after base and new in every round, checked like new, profiled.
 # BUDGET (seconds, default 570) bounds the whole run: each stage's limit is cut to what is left,
@@ -53,11 +53,16 @@ for c in ${checks_list//,/ }; do
   [[ $c == prefill || $c == decode ]] || { echo "decode-ab: unknown CHECKS entry '$c' (prefill, decode)" >&2; exit 2; }
   only+=(--only "$c")
 done
+# shellcheck disable=SC2206  # CHECK_BUILDS is a space-separated list: split it
+check_builds=(${CHECK_BUILDS:-new "${variants[@]}"})
+for b in "${check_builds[@]}"; do
+  [[ $b == base || $b == new || -v "patch[$b]" ]] || { echo "decode-ab: CHECK_BUILDS names '$b', not base, new or a variant" >&2; exit 2; }
+done
 checks() {
   ((${#only[@]})) || return 0
   local b sfx ids tool ENVP BINP
   ids=$(python3 -c "print(','.join(str(i * 37 % 250 + 3) for i in range(70)))")
-  for b in ${CHECK_BUILDS:-new "${variants[@]}"}; do
+  for b in "${check_builds[@]}"; do
     sfx=; [[ $b == new ]] || sfx=-$b
     use "$b"
     timed "check-fixtures$sfx" 150 "${ENVP[@]}" "$BINP" check "${only[@]}" --model "$FIX/tiny-composite-tied" --model "$FIX/tiny-text-untied" --prefill-max 200
