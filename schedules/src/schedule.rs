@@ -37,6 +37,15 @@ pub enum PrefetchMode {
     /// recurrence and attention. sm_90 and newer only; on an H100 it
     /// measured no faster than `None` (RESULTS.md).
     SharedRing,
+    /// Before each sync point every warp copies its whole first item of the
+    /// next matvec phase (`cp.async`, sm_80+) into its own shared-memory
+    /// slot of `first_item_chunks_per_lane` 16-byte chunks per lane; that
+    /// item's dot products read the slot, so its load round trip overlaps
+    /// the barrier wait and the phase prologue. A phase whose item needs more
+    /// chunks loads as usual. The copies are the phase's own bytes (no extra
+    /// traffic) and hold no registers (the same idea in registers spilled
+    /// and measured 1.6% slower on an H100). Not yet measured on a GPU.
+    SharedFirstItem,
 }
 
 /// Element type of a state buffer.
@@ -103,6 +112,10 @@ pub struct DecodeSplit {
     /// 128; must hold the warp's largest matvec item).
     #[serde(default)]
     pub ring_bytes_per_warp: u32,
+    /// `SharedFirstItem` only: 16-byte chunks per lane in each warp's slot
+    /// (512 bytes of shared memory per chunk and warp; 1..=16).
+    #[serde(default = "default_first_item_chunks")]
+    pub first_item_chunks_per_lane: u32,
     /// LM head sampling: candidates each block keeps (per-block top-k).
     pub sample_candidates_per_block: u32,
     /// Global cap on the sampling candidate set (top-k/top-p act on these).
@@ -593,6 +606,7 @@ impl Schedule {
                 } else {
                     0
                 },
+                first_item_chunks_per_lane: default_first_item_chunks(),
                 sample_candidates_per_block: 8,
                 sample_candidates_max: 256,
                 max_regs_per_thread: 0,
@@ -1010,6 +1024,22 @@ impl Schedule {
                 "a multiple of 32 in 32..=1024",
             ));
         }
+        if d.prefetch == PrefetchMode::SharedFirstItem {
+            if self.arch.number() < 80 {
+                return Err(Self::invalid(
+                    "decode.prefetch",
+                    "shared_first_item",
+                    format!("cp.async needs sm_80 or newer, not {}", self.arch),
+                ));
+            }
+            if !(1..=16).contains(&d.first_item_chunks_per_lane) {
+                return Err(Self::invalid(
+                    "decode.first_item_chunks_per_lane",
+                    d.first_item_chunks_per_lane,
+                    "1..=16",
+                ));
+            }
+        }
         if d.prefetch == PrefetchMode::SharedRing {
             if self.arch.number() < 90 {
                 return Err(Self::invalid(
@@ -1140,12 +1170,23 @@ impl Schedule {
 
     /// Dynamic shared memory the decode megakernel needs per block: the
     /// working space plus, with `SharedRing`, the weight rings.
+    /// One warp's first-item slot (`prefetch: shared_first_item`): 32 lanes
+    /// x 16 bytes per chunk.
+    pub fn first_item_slot_bytes(&self) -> u32 {
+        self.decode.first_item_chunks_per_lane * 32 * 16
+    }
+
     pub fn decode_smem_estimate(&self, dims: Option<&ModelDims>) -> u32 {
         let base = self.decode_working_smem(dims);
-        if self.decode.prefetch == PrefetchMode::SharedRing {
-            base + RING_STATIC_RESERVE + self.warps_per_block() * self.decode.ring_bytes_per_warp
-        } else {
-            base
+        match self.decode.prefetch {
+            PrefetchMode::SharedRing => {
+                base + RING_STATIC_RESERVE
+                    + self.warps_per_block() * self.decode.ring_bytes_per_warp
+            }
+            PrefetchMode::SharedFirstItem => {
+                base + 128 + self.warps_per_block() * self.first_item_slot_bytes()
+            }
+            _ => base,
         }
     }
 
@@ -1281,6 +1322,13 @@ fn matvec_row_counts(m: &ModelDims) -> [(&'static str, u32); 5] {
 
 /// Per-warp prefetch depth: a quarter of L2 shared by all warps, in whole
 /// 128-byte lines, at most 32 KiB.
+/// Chunks per lane in a warp's first-item slot: 8 hold a whole item of
+/// the 2-row phases 1024 columns wide (or 2048 split over 2 warps), 4 KiB
+/// per warp.
+fn default_first_item_chunks() -> u32 {
+    8
+}
+
 fn prefetch_depth(l2: u64, blocks: u32, threads: u32) -> u32 {
     let warps = (blocks as u64 * (threads as u64 / 32)).max(1);
     let bytes = (l2 / 4 / warps).min(32 * 1024);
@@ -1628,6 +1676,43 @@ mod tests {
         assert!(e.to_string().contains("co-resident"), "{e}");
         s.blocks_per_sm = 5; // 1920 threads > 1536 per SM
         assert_eq!(field_of(s.validate(None).unwrap_err()), "blocks_per_sm");
+    }
+
+    #[test]
+    fn first_item_slots_are_checked_and_counted() {
+        let mut s = Schedule::preset("h100").unwrap();
+        assert_eq!(s.decode.first_item_chunks_per_lane, 8);
+        let plain = s.decode_smem_estimate(Some(&dims_08b()));
+        s.decode.prefetch = PrefetchMode::SharedFirstItem;
+        s.validate(Some(&dims_08b()))
+            .expect("shared_first_item validates");
+        // 12 warps x 8 chunks x 512 bytes, after the working space.
+        assert_eq!(
+            s.decode_smem_estimate(Some(&dims_08b())),
+            plain + 128 + 12 * 4096
+        );
+        for bad in [0, 17] {
+            s.decode.first_item_chunks_per_lane = bad;
+            assert_eq!(
+                field_of(s.validate(None).unwrap_err()),
+                "decode.first_item_chunks_per_lane"
+            );
+        }
+        let mut t = Schedule::preset("rtx2080ti").unwrap();
+        t.decode.prefetch = PrefetchMode::SharedFirstItem;
+        let e = t.validate(None).unwrap_err();
+        assert_eq!(field_of(e.clone()), "decode.prefetch");
+        assert!(e.to_string().contains("sm_80"), "{e}");
+        // Schedules written before the field existed still load.
+        let mut json = serde_json::to_value(Schedule::preset("h100").unwrap()).unwrap();
+        json["decode"]
+            .as_object_mut()
+            .unwrap()
+            .remove("first_item_chunks_per_lane");
+        json["decode"]["prefetch"] = "shared_first_item".into();
+        let back: Schedule = serde_json::from_value(json).unwrap();
+        assert_eq!(back.decode.prefetch, PrefetchMode::SharedFirstItem);
+        assert_eq!(back.decode.first_item_chunks_per_lane, 8);
     }
 
     #[test]

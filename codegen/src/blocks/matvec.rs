@@ -6,33 +6,83 @@
 //! give every warp of the grid an item). Lanes read 16-byte chunks, so each
 //! lane keeps `R x unroll` 16-byte loads in flight. The item -> (block, team)
 //! map is static, which is what lets a warp prefetch its next phase's rows
-//! (into L2, or through its shared-memory ring: see `weight_stream`).
+//! (into L2, its first item into a shared-memory slot, or everything
+//! through its shared-memory ring: see `weight_stream`).
 //! Items go round-robin over blocks first (item i -> block i % GRID_BLOCKS,
 //! team i / GRID_BLOCKS): a phase with fewer items than teams still spreads
 //! over every SM, and no block holds more than one item above the mean.
 
 pub const MATVEC: &str = r#"// ---- matvec: rows over all warps of the grid, 16-byte loads, fused epilogue ----
-// Partial dot products of R rows (pointers rows[r], K bf16 each) with xs (f32, shared).
+// One warp's share of an item: ITERS steps of 32 lanes x 16 bytes (every
+// KSPLIT-th 512-byte step of each row). With FIRST_ITEM_SMEM the warp's
+// first item of a phase comes from its shared-memory slot when all of it
+// fits (SLOTTED = ITERS), else it loads as usual (SLOTTED = 0): part of an
+// item in the slot would still leave a whole load round trip for the rest.
 template <int R, int K, int KSPLIT>
+struct MatvecSteps {
+    static constexpr int CHUNKS = K / 8;  // 16-byte chunks per row
+    static constexpr int STRIDE = 32 * KSPLIT;
+    static constexpr int ITERS = (CHUNKS + STRIDE - 1) / STRIDE;
+    static constexpr int SLOTTED = FIRST_ITEM_SMEM && ITERS * R <= FIRST_ITEM_CHUNKS ? ITERS : 0;
+};
+
+// This warp's first-item slot: FIRST_ITEM_CHUNKS x 32 lanes x 16 bytes, lane-minor.
+__device__ __forceinline__ uint4* first_item_slot() {
+    extern __shared__ __align__(16) unsigned char fi_dynamic_smem[];  // the kernel's `smem`
+    return reinterpret_cast<uint4*>(fi_dynamic_smem + FIRST_ITEM_OFFSET) + (threadIdx.x >> 5) * FIRST_ITEM_CHUNKS * 32;
+}
+// 16 bytes global -> shared without registers; cached at L2 only (weights are read once).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(smem_addr(dst)), "l"(src) : "memory");
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+// This thread's copies have landed (and are visible to it: each lane reads only its own chunks).
+__device__ __forceinline__ void cp_async_wait_all() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
+}
+
+// Partial dot products of R rows (pointers rows[r], K bf16 each) with xs (f32,
+// shared). FROM_SLOT (0 or ITERS): the weights are in this warp's first-item slot.
+template <int R, int K, int KSPLIT, int FROM_SLOT = 0>
 __device__ __forceinline__ void matvec_rows_partial(const uint4* const (&rows)[R], const float* __restrict__ xs,
                                                      int wt, float (&acc)[R]) {
-    constexpr int CHUNKS = K / 8;  // 16-byte chunks per row
-    constexpr int STRIDE = 32 * KSPLIT;
-    constexpr int ITERS = (CHUNKS + STRIDE - 1) / STRIDE;
+    using S = MatvecSteps<R, K, KSPLIT>;
     const int lane = threadIdx.x & 31;
     const float4* x4 = reinterpret_cast<const float4*>(xs);
 #pragma unroll
     for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+    if constexpr (FROM_SLOT > 0) {
+        const uint4* slot = first_item_slot();
+        cp_async_wait_all();
+#pragma unroll
+        for (int it = 0; it < FROM_SLOT; ++it) {
+            const int c = (it * KSPLIT + wt) * 32 + lane;
+            if (S::CHUNKS % S::STRIDE == 0 || c < S::CHUNKS) {
+                const float4 a = x4[2 * c], b = x4[2 * c + 1];
+#pragma unroll
+                for (int r = 0; r < R; ++r) acc[r] += dot_bf16x8(slot[(it * R + r) * 32 + lane], a, b);
+            }
+        }
+    } else {
 #pragma unroll 4
-    for (int it = 0; it < ITERS; ++it) {
-        const int c = (it * KSPLIT + wt) * 32 + lane;
-        if (CHUNKS % STRIDE == 0 || c < CHUNKS) {
-            uint4 w[R];
+        for (int it = 0; it < S::ITERS; ++it) {
+            const int c = (it * KSPLIT + wt) * 32 + lane;
+            if (S::CHUNKS % S::STRIDE == 0 || c < S::CHUNKS) {
+                uint4 w[R];
 #pragma unroll
-            for (int r = 0; r < R; ++r) w[r] = ld_weight16(rows[r] + c);
-            const float4 a = x4[2 * c], b = x4[2 * c + 1];
+                for (int r = 0; r < R; ++r) w[r] = ld_weight16(rows[r] + c);
+                const float4 a = x4[2 * c], b = x4[2 * c + 1];
 #pragma unroll
-            for (int r = 0; r < R; ++r) acc[r] += dot_bf16x8(w[r], a, b);
+                for (int r = 0; r < R; ++r) acc[r] += dot_bf16x8(w[r], a, b);
+            }
         }
     }
 #pragma unroll
@@ -96,7 +146,10 @@ __device__ __forceinline__ void matvec_phase_pre(int n_items, const float* __res
                 const uint4* rows[R];
 #pragma unroll
                 for (int r = 0; r < R; ++r) rows[r] = reinterpret_cast<const uint4*>(row_ptr(item, r));
-                matvec_rows_partial<R, K, KSPLIT>(rows, xs, wt, acc);
+                if (MatvecSteps<R, K, KSPLIT>::SLOTTED > 0 && k == 0)  // copied before the sync point
+                    matvec_rows_partial<R, K, KSPLIT, MatvecSteps<R, K, KSPLIT>::SLOTTED>(rows, xs, wt, acc);
+                else
+                    matvec_rows_partial<R, K, KSPLIT>(rows, xs, wt, acc);
             }
         } else {
 #pragma unroll
@@ -144,5 +197,30 @@ __device__ __forceinline__ void matvec_phase_prefetch(int n_items, RowPtr row_pt
 #pragma unroll
     for (int r = 0; r < R; ++r) rows[r] = reinterpret_cast<const uint4*>(row_ptr(item, r));
     matvec_prefetch<R, K, KSPLIT>(rows, wt);
+}
+
+// Before the sync point that precedes a matvec phase: move this warp's first
+// item of it ahead, into L2 (PREFETCH) or into its shared-memory slot
+// (FIRST_ITEM_SMEM, when the item fits; matvec_phase_pre reads it there).
+template <int R, int K, int KSPLIT, class RowPtr>
+__device__ __forceinline__ void matvec_phase_ahead(int n_items, RowPtr row_ptr) {
+    if constexpr (PREFETCH) matvec_phase_prefetch<R, K, KSPLIT>(n_items, row_ptr);
+    if constexpr (MatvecSteps<R, K, KSPLIT>::SLOTTED > 0) {
+        using S = MatvecSteps<R, K, KSPLIT>;
+        const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wt = warp % KSPLIT;
+        const int item = (warp / KSPLIT) * GRID_BLOCKS + blockIdx.x;
+        if (item >= n_items) return;
+        uint4* slot = first_item_slot();
+#pragma unroll
+        for (int it = 0; it < S::ITERS; ++it) {
+            const int c = (it * KSPLIT + wt) * 32 + lane;
+            if (S::CHUNKS % S::STRIDE == 0 || c < S::CHUNKS) {
+#pragma unroll
+                for (int r = 0; r < R; ++r)
+                    cp_async16(slot + (it * R + r) * 32 + lane, reinterpret_cast<const uint4*>(row_ptr(item, r)) + c);
+            }
+        }
+        cp_async_commit();
+    }
 }
 "#;

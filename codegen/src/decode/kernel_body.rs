@@ -96,16 +96,24 @@ __device__ __forceinline__ auto resid_add(const Bufs& B) {
     return [=](int item, int r, const float (&acc)[MV_R], float old) { resid[item * MV_R + r] = old + pick(acc, r); };
 }
 
-// Prefetch the first phase of `layer` (or the LM head after the last layer,
-// when this step runs it).
+// Move the first phase of `layer` ahead of the sync point before it (see
+// matvec_phase_ahead). After the last layer: the LM head when this step runs
+// it (L2 prefetch only; it has no first-item slot), else the next step's
+// layer 0.
 __device__ void prefetch_layer_entry(const void* const* Wt, int layer, bool want_lm) {
     if (layer >= N_LAYERS) {
-        if (!want_lm) return;
-        matvec_phase_prefetch<MV_R, HIDDEN, 1>(VOCAB / MV_R, plain_rows<HIDDEN>(WPTR(u16, W_LM_HEAD)));
-    } else if (LAYER_IS_ATTN[layer]) {
-        matvec_phase_prefetch<MV_R, HIDDEN, KS_ATT_QKV>(ATT_QKV_ITEMS, att_qkv_rows(Wt, LAYER_WBASE[layer]));
+        if (want_lm) {
+            if constexpr (PREFETCH)
+                matvec_phase_prefetch<MV_R, HIDDEN, 1>(VOCAB / MV_R, plain_rows<HIDDEN>(WPTR(u16, W_LM_HEAD)));
+            return;
+        }
+        if (!FIRST_ITEM_SMEM) return;
+        layer = 0;
+    }
+    if (LAYER_IS_ATTN[layer]) {
+        matvec_phase_ahead<MV_R, HIDDEN, KS_ATT_QKV>(ATT_QKV_ITEMS, att_qkv_rows(Wt, LAYER_WBASE[layer]));
     } else {
-        matvec_phase_prefetch<MV_R, HIDDEN, KS_GDN_IN>(GDN_IN_ITEMS, gdn_in_rows(Wt, LAYER_WBASE[layer]));
+        matvec_phase_ahead<MV_R, HIDDEN, KS_GDN_IN>(GDN_IN_ITEMS, gdn_in_rows(Wt, LAYER_WBASE[layer]));
     }
 }
 
@@ -128,12 +136,12 @@ __device__ void mlp_block(const Bufs& B, const void* const* Wt, int layer, int w
         [&](int item, int r, const float (&acc)[2 * MV_R]) {
             B.mlp_h[item * MV_R + r] = silu_f(pick(acc, r)) * pick(acc, r + MV_R);
         });
-    if (PREFETCH) matvec_phase_prefetch<MV_R, INTER, KS_MLP_DOWN>(HIDDEN_ITEMS, plain_rows<INTER>(WPTR(u16, wb + W_MLP_DOWN)));
+    matvec_phase_ahead<MV_R, INTER, KS_MLP_DOWN>(HIDDEN_ITEMS, plain_rows<INTER>(WPTR(u16, wb + W_MLP_DOWN)));
     SYNC_MLP_UP
     load_vec_to_smem<INTER>(xs, B.mlp_h);
     matvec_phase_pre<MV_R, INTER, KS_MLP_DOWN, MV_R>(HIDDEN_ITEMS, xs, red, plain_rows<INTER>(WPTR(u16, wb + W_MLP_DOWN)),
         resid_load(B), resid_add(B));
-    if (PREFETCH) prefetch_layer_entry(Wt, layer + 1, want_lm);
+    if (PREFETCH || FIRST_ITEM_SMEM) prefetch_layer_entry(Wt, layer + 1, want_lm);
     SYNC_MLP_DOWN
 }
 
@@ -244,14 +252,14 @@ __device__ void gdn_layer(const Bufs& B, const void* const* Wt, int layer, u32 t
     // block may still read that when there is no barrier in between).
     gated_delta_rule_step(B.qkv, B.beta, B.g, B.gdn_state + (size_t)slot * GDN_HV * GDN_DK * GDN_DV, B.gdn_o,
                           xs + HIDDEN + (threadIdx.x >> 5) * 2 * GDN_DK, ready);
-    if (PREFETCH) matvec_phase_prefetch<MV_R, VALUE_DIM, KS_GDN_OUT>(HIDDEN_ITEMS, plain_rows<VALUE_DIM>(WPTR(u16, wb + W_GDN_OUT)));
+    matvec_phase_ahead<MV_R, VALUE_DIM, KS_GDN_OUT>(HIDDEN_ITEMS, plain_rows<VALUE_DIM>(WPTR(u16, wb + W_GDN_OUT)));
     SYNC_GDN_REC
     if constexpr (GDN_HEAD_COUNTERS) reset_ready(ready, GDN_HK + GDN_HV);
     // Phase 3: gated RMSNorm (per block, per head) + out_proj + residual.
     gated_rms_norm_to_smem<PROLOGUE_BATCHED>(xs, B.gdn_o, B.z, WPTR(float, wb + W_GDN_NORM));
     matvec_phase_pre<MV_R, VALUE_DIM, KS_GDN_OUT, MV_R>(HIDDEN_ITEMS, xs, red, plain_rows<VALUE_DIM>(WPTR(u16, wb + W_GDN_OUT)),
         resid_load(B), resid_add(B));
-    if (PREFETCH) matvec_phase_prefetch<2 * MV_R, HIDDEN, KS_MLP_UP>(MLP_UP_ITEMS, mlp_up_rows(Wt, wb));
+    matvec_phase_ahead<2 * MV_R, HIDDEN, KS_MLP_UP>(MLP_UP_ITEMS, mlp_up_rows(Wt, wb));
     SYNC_GDN_OUT
     mlp_block(B, Wt, layer, wb, xs, red, want_lm);
 }
@@ -282,14 +290,14 @@ __device__ void attn_layer(const Bufs& B, const void* const* Wt, int layer, u32 
                      B.k_cache + cache_layer, B.v_cache + cache_layer, B.part_acc, B.part_ml,
                      B.counters + CNT_ATT_MERGE, B.att_out, pos, xs + HIDDEN + (threadIdx.x >> 5) * 2 * ATT_HD,
                      ready);
-    if (PREFETCH) matvec_phase_prefetch<MV_R, ATT_OUT_DIM, KS_ATT_O>(HIDDEN_ITEMS, plain_rows<ATT_OUT_DIM>(WPTR(u16, wb + W_ATT_O)));
+    matvec_phase_ahead<MV_R, ATT_OUT_DIM, KS_ATT_O>(HIDDEN_ITEMS, plain_rows<ATT_OUT_DIM>(WPTR(u16, wb + W_ATT_O)));
     SYNC_ATT_CORE
     if constexpr (ATT_HEAD_COUNTERS) reset_ready(ready, ATT_H + ATT_HKV);
     // Phase 3: o_proj + residual.
     load_vec_to_smem<ATT_OUT_DIM>(xs, B.att_out);
     matvec_phase_pre<MV_R, ATT_OUT_DIM, KS_ATT_O, MV_R>(HIDDEN_ITEMS, xs, red, plain_rows<ATT_OUT_DIM>(WPTR(u16, wb + W_ATT_O)),
         resid_load(B), resid_add(B));
-    if (PREFETCH) matvec_phase_prefetch<2 * MV_R, HIDDEN, KS_MLP_UP>(MLP_UP_ITEMS, mlp_up_rows(Wt, wb));
+    matvec_phase_ahead<2 * MV_R, HIDDEN, KS_MLP_UP>(MLP_UP_ITEMS, mlp_up_rows(Wt, wb));
     SYNC_ATT_OUT
     mlp_block(B, Wt, layer, wb, xs, red, want_lm);
 }
@@ -373,6 +381,9 @@ KERNEL_NAME(const void* const* __restrict__ Wt, void* const* __restrict__ Bt, co
     const Bufs& B = B_shared;
     u32 err = ERR_NONE, stop = STOP_INPUT_DONE, n_gen = 0, processed = 0;
     if (p.n_input == 0u) { err = ERR_NO_INPUT; stop = STOP_ERROR; }
+    // Layer 0's first items, for the first step (FIRST_ITEM_SMEM; later
+    // steps get theirs before the sync point that ends the step).
+    if constexpr (FIRST_ITEM_SMEM) prefetch_layer_entry(Wt, 0, false);
     for (u32 step = 0; err == ERR_NONE; ++step) {
         PROFILE_STEP_START
         // Every decision below reads values all blocks agree on, so all
@@ -403,7 +414,7 @@ KERNEL_NAME(const void* const* __restrict__ Wt, void* const* __restrict__ Bt, co
                                          B.lm_stats, B.counters + CNT_LM_HEAD, pool_v, pool_i, smem_stats, &smem_flag);
         if (last) sample_token(p, n_gen, B.cand_v, B.cand_i, B.lm_stats, pool_v, pool_i, &smem_flag, B.counts,
                                B.out_tokens, B.next_token, B.draws);
-        if (PREFETCH) prefetch_layer_entry(Wt, 0, false);
+        if (PREFETCH || FIRST_ITEM_SMEM) prefetch_layer_entry(Wt, 0, false);
         SYNC_LM_HEAD
         const u32 next = ld_shared_u32(B.next_token);
         ++n_gen;
@@ -411,6 +422,7 @@ KERNEL_NAME(const void* const* __restrict__ Wt, void* const* __restrict__ Bt, co
         if (n_gen >= p.max_new_tokens) { stop = STOP_MAX_TOKENS; break; }
     }
     ws_drain();
+    if constexpr (FIRST_ITEM_SMEM) cp_async_wait_all();  // copies for a step that did not run
     if (blockIdx.x == 0 && threadIdx.x == 0) {
         B.status[STATUS_N_GENERATED] = n_gen;
         B.status[STATUS_ERROR] = err;

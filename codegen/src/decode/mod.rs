@@ -475,8 +475,14 @@ fn weight_stream(s: &Schedule) -> bool {
     s.decode.prefetch == PrefetchMode::SharedRing
 }
 
-/// Byte offset of the weight rings in dynamic shared memory (after
-/// everything else, 128-byte aligned).
+/// Whether each warp's first item of a matvec phase moves ahead of the sync
+/// point into a shared-memory slot.
+fn first_item_smem(s: &Schedule) -> bool {
+    s.decode.prefetch == PrefetchMode::SharedFirstItem
+}
+
+/// Byte offset of the weight rings or the first-item slots in dynamic
+/// shared memory (after everything else, 128-byte aligned).
 fn ring_offset(cfg: &Qwen35Config, s: &Schedule) -> u32 {
     working_smem_bytes(cfg, s).div_ceil(128) * 128
 }
@@ -486,6 +492,8 @@ fn ring_offset(cfg: &Qwen35Config, s: &Schedule) -> u32 {
 pub fn dynamic_smem_bytes(cfg: &Qwen35Config, s: &Schedule) -> u32 {
     if weight_stream(s) {
         ring_offset(cfg, s) + s.warps_per_block() * s.decode.ring_bytes_per_warp
+    } else if first_item_smem(s) {
+        ring_offset(cfg, s) + s.warps_per_block() * s.first_item_slot_bytes()
     } else {
         working_smem_bytes(cfg, s)
     }
@@ -631,6 +639,25 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
                 "PREFETCH_BYTES_PER_WARP",
                 s.decode.prefetch_bytes_per_warp,
                 "",
+            ),
+            Constant::bool(
+                "FIRST_ITEM_SMEM",
+                first_item_smem(s),
+                "each warp copies its first item of the next matvec phase into its shared-memory slot before each sync point",
+            ),
+            Constant::int(
+                "FIRST_ITEM_CHUNKS",
+                if first_item_smem(s) {
+                    s.decode.first_item_chunks_per_lane
+                } else {
+                    1
+                },
+                "16-byte chunks per lane in a warp's first-item slot",
+            ),
+            Constant::int(
+                "FIRST_ITEM_OFFSET",
+                ring_offset(cfg, s),
+                "byte offset of the first-item slots in dynamic shared memory",
             ),
             Constant::int(
                 "SAMPLE_CAND_PER_BLOCK",
@@ -932,6 +959,10 @@ pub fn generate_decode(
                     "weights stream through a {} B shared-memory ring per warp (bulk async copies, largest item {} B)",
                     sched.decode.ring_bytes_per_warp,
                     largest_ring_item_bytes(cfg, sched)
+                ),
+                PrefetchMode::SharedFirstItem => format!(
+                    "first item of the next phase copied to a {} B shared slot per warp before each sync",
+                    sched.first_item_slot_bytes()
                 ),
                 PrefetchMode::None => "no weight prefetch".to_string(),
             },
@@ -1294,6 +1325,95 @@ mod tests {
             cursor,
             [&att[0], &gdn[0], &att[1], &gdn[1], &gdn[2], &gdn[3]].map(String::as_str)
         );
+    }
+
+    /// `(call, first three template args)` of every matvec phase call and
+    /// first-item copy (`matvec_phase_ahead`) in `body`, in order.
+    fn matvec_calls(body: &str) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        for name in ["matvec_phase_ahead<", "matvec_phase<", "matvec_phase_pre<"] {
+            for (at, _) in body.match_indices(name) {
+                let args = &body[at + name.len()..];
+                let args = &args[..args.find(">(").expect("template args")];
+                let shape: Vec<&str> = args.split(',').map(str::trim).take(3).collect();
+                let kind = if name == "matvec_phase_ahead<" {
+                    "ahead"
+                } else {
+                    "phase"
+                };
+                out.push((at, kind, shape.join(", ")));
+            }
+        }
+        out.sort();
+        out.into_iter().map(|(_, k, a)| (k, a)).collect()
+    }
+
+    #[test]
+    fn every_first_item_copy_matches_the_phase_after_its_sync_point() {
+        // With `prefetch: shared_first_item` a phase's first item reads the
+        // slot the code before its sync point filled: both must name the
+        // same rows (R), width (K) and K split, or the dot products use
+        // other rows' weights.
+        let layers = kernel_body::LAYERS;
+        let body = |name: &str| {
+            let start = layers.find(name).expect(name);
+            let end = layers[start..].find("\n}\n").expect("end") + start;
+            &layers[start..end]
+        };
+        let mlp = matvec_calls(body("__device__ void mlp_block("));
+        let entry = matvec_calls(body("void prefetch_layer_entry("));
+        for (layer, entry_copy) in [
+            ("__device__ void gdn_layer(", &entry[1]),
+            ("__device__ void attn_layer(", &entry[0]),
+        ] {
+            let mut program = matvec_calls(body(layer));
+            program.extend(mlp.iter().cloned());
+            // phase, then (copy, phase) per sync point; the layer's first
+            // phase is copied at the end of the layer before it.
+            assert_eq!(program.len(), 7, "{layer}: {program:?}");
+            assert_eq!(program[0].0, "phase");
+            assert_eq!(entry_copy.0, "ahead");
+            assert_eq!(entry_copy.1, program[0].1, "{layer}: entry copy");
+            for pair in program[1..].chunks(2) {
+                assert_eq!(pair[0].0, "ahead", "{layer}: {pair:?}");
+                assert_eq!(pair[1].0, "phase", "{layer}: {pair:?}");
+                assert_eq!(pair[0].1, pair[1].1, "{layer}: copy and phase differ");
+            }
+        }
+        // The last layer's MLP and the LM head hand over to layer 0, and
+        // the kernel starts with layer 0's copies.
+        assert!(body("__device__ void mlp_block(").contains(
+            "if (PREFETCH || FIRST_ITEM_SMEM) prefetch_layer_entry(Wt, layer + 1, want_lm);"
+        ));
+        assert!(kernel_body::ENTRY.contains(
+            "if (PREFETCH || FIRST_ITEM_SMEM) prefetch_layer_entry(Wt, 0, false);\n        SYNC_LM_HEAD"
+        ));
+        assert!(
+            kernel_body::ENTRY
+                .contains("if constexpr (FIRST_ITEM_SMEM) prefetch_layer_entry(Wt, 0, false);")
+        );
+    }
+
+    #[test]
+    fn first_item_slots_only_where_the_schedule_asks() {
+        let c = Qwen35Config::qwen35_0_8b();
+        let mut s = Schedule::preset("h100").unwrap();
+        let plain = generate_decode(&c, &s).unwrap().source;
+        assert!(plain.contains("constexpr bool  FIRST_ITEM_SMEM         = false;"));
+        let plain_smem = decode_abi(&c, &s).dynamic_smem_bytes;
+        s.decode.prefetch = PrefetchMode::SharedFirstItem;
+        let k = generate_decode(&c, &s).unwrap().source;
+        assert!(k.contains("constexpr bool  FIRST_ITEM_SMEM         = true;"));
+        assert!(k.contains("constexpr int   FIRST_ITEM_CHUNKS       = 8;"));
+        assert!(k.contains("cp.async.cg.shared.global"));
+        assert!(k.contains(
+            "first item of the next phase copied to a 4096 B shared slot per warp before each sync"
+        ));
+        // The slots follow the working space, 128-byte aligned: 12 warps x 4 KiB.
+        let abi = decode_abi(&c, &s);
+        assert!(ring_offset(&c, &s) >= plain_smem && ring_offset(&c, &s).is_multiple_of(128));
+        assert_eq!(abi.dynamic_smem_bytes, ring_offset(&c, &s) + 12 * 4096);
+        assert!(abi.dynamic_smem_bytes <= s.decode_smem_estimate(Some(&crate::model_dims(&c))));
     }
 
     #[test]
