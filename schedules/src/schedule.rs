@@ -1024,37 +1024,38 @@ impl Schedule {
                 "a multiple of 32 in 32..=1024",
             ));
         }
-        if d.prefetch == PrefetchMode::SharedFirstItem {
-            if self.arch.number() < 80 {
-                return Err(Self::invalid(
-                    "decode.prefetch",
-                    "shared_first_item",
-                    format!("cp.async needs sm_80 or newer, not {}", self.arch),
-                ));
-            }
-            if !(1..=16).contains(&d.first_item_chunks_per_lane) {
-                return Err(Self::invalid(
-                    "decode.first_item_chunks_per_lane",
-                    d.first_item_chunks_per_lane,
-                    "1..=16",
-                ));
-            }
+        // The copy instructions each shared-memory prefetch mode needs.
+        let needs = match d.prefetch {
+            PrefetchMode::SharedFirstItem => Some((80, "shared_first_item", "cp.async needs")),
+            PrefetchMode::SharedRing => Some((90, "shared_ring", "bulk async copies need")),
+            _ => None,
+        };
+        if let Some((arch, mode, what)) = needs
+            && self.arch.number() < arch
+        {
+            return Err(Self::invalid(
+                "decode.prefetch",
+                mode,
+                format!("{what} sm_{arch} or newer, not {}", self.arch),
+            ));
         }
-        if d.prefetch == PrefetchMode::SharedRing {
-            if self.arch.number() < 90 {
-                return Err(Self::invalid(
-                    "decode.prefetch",
-                    "shared_ring",
-                    format!("bulk async copies need sm_90 or newer, not {}", self.arch),
-                ));
-            }
-            if d.ring_bytes_per_warp < 1024 || !d.ring_bytes_per_warp.is_multiple_of(128) {
-                return Err(Self::invalid(
-                    "decode.ring_bytes_per_warp",
-                    d.ring_bytes_per_warp,
-                    "a multiple of 128, at least 1024",
-                ));
-            }
+        if d.prefetch == PrefetchMode::SharedFirstItem
+            && !(1..=16).contains(&d.first_item_chunks_per_lane)
+        {
+            return Err(Self::invalid(
+                "decode.first_item_chunks_per_lane",
+                d.first_item_chunks_per_lane,
+                "1..=16",
+            ));
+        }
+        if d.prefetch == PrefetchMode::SharedRing
+            && (d.ring_bytes_per_warp < 1024 || !d.ring_bytes_per_warp.is_multiple_of(128))
+        {
+            return Err(Self::invalid(
+                "decode.ring_bytes_per_warp",
+                d.ring_bytes_per_warp,
+                "a multiple of 128, at least 1024",
+            ));
         }
         if let Some(m) = dims {
             self.validate_dims(m)?;

@@ -1296,14 +1296,17 @@ mod tests {
             .collect()
     }
 
+    /// The text of the function in the layer programs that starts at `name`.
+    fn layer_program_fn(name: &str) -> &'static str {
+        let layers = kernel_body::LAYERS;
+        let start = layers.find(name).expect(name);
+        let end = layers[start..].find("\n}\n").expect("end") + start;
+        &layers[start..end]
+    }
+
     #[test]
     fn stream_cursor_walks_the_layer_programs_matvecs_in_order() {
-        let layers = kernel_body::LAYERS;
-        let body = |name: &str| {
-            let start = layers.find(name).expect(name);
-            let end = layers[start..].find("\n}\n").expect("end") + start;
-            &layers[start..end]
-        };
+        let body = layer_program_fn;
         let calls = |f: &str| {
             let mut v = matvec_splits(body(f), "matvec_phase<");
             v.extend(matvec_splits(body(f), "matvec_phase_pre<"));
@@ -1354,12 +1357,7 @@ mod tests {
         // slot the code before its sync point filled: both must name the
         // same rows (R), width (K) and K split, or the dot products use
         // other rows' weights.
-        let layers = kernel_body::LAYERS;
-        let body = |name: &str| {
-            let start = layers.find(name).expect(name);
-            let end = layers[start..].find("\n}\n").expect("end") + start;
-            &layers[start..end]
-        };
+        let body = layer_program_fn;
         let mlp = matvec_calls(body("__device__ void mlp_block("));
         let entry = matvec_calls(body("void prefetch_layer_entry("));
         for (layer, entry_copy) in [
