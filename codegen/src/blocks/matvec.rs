@@ -50,7 +50,7 @@ __device__ __forceinline__ void cp_async_wait_all() {
 }
 
 // Partial dot products of R rows (pointers rows[r], K bf16 each) with xs (f32,
-// shared). FROM_SLOT (0 or ITERS): the weights are in this warp's first-item slot.
+// shared). FROM_SLOT > 0 (= ITERS): the weights are in this warp's first-item slot.
 template <int R, int K, int KSPLIT, int FROM_SLOT = 0>
 __device__ __forceinline__ void matvec_rows_partial(const uint4* const (&rows)[R], const float* __restrict__ xs,
                                                      int wt, float (&acc)[R]) {
@@ -59,30 +59,21 @@ __device__ __forceinline__ void matvec_rows_partial(const uint4* const (&rows)[R
     const float4* x4 = reinterpret_cast<const float4*>(xs);
 #pragma unroll
     for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+    const uint4* slot = nullptr;
     if constexpr (FROM_SLOT > 0) {
-        const uint4* slot = first_item_slot();
+        slot = first_item_slot();
         cp_async_wait_all();
-#pragma unroll
-        for (int it = 0; it < FROM_SLOT; ++it) {
-            const int c = (it * KSPLIT + wt) * 32 + lane;
-            if (S::CHUNKS % S::STRIDE == 0 || c < S::CHUNKS) {
-                const float4 a = x4[2 * c], b = x4[2 * c + 1];
-#pragma unroll
-                for (int r = 0; r < R; ++r) acc[r] += dot_bf16x8(slot[(it * R + r) * 32 + lane], a, b);
-            }
-        }
-    } else {
+    }
 #pragma unroll 4
-        for (int it = 0; it < S::ITERS; ++it) {
-            const int c = (it * KSPLIT + wt) * 32 + lane;
-            if (S::CHUNKS % S::STRIDE == 0 || c < S::CHUNKS) {
-                uint4 w[R];
+    for (int it = 0; it < S::ITERS; ++it) {
+        const int c = (it * KSPLIT + wt) * 32 + lane;
+        if (S::CHUNKS % S::STRIDE == 0 || c < S::CHUNKS) {
+            uint4 w[R];
 #pragma unroll
-                for (int r = 0; r < R; ++r) w[r] = ld_weight16(rows[r] + c);
-                const float4 a = x4[2 * c], b = x4[2 * c + 1];
+            for (int r = 0; r < R; ++r) w[r] = FROM_SLOT > 0 ? slot[(it * R + r) * 32 + lane] : ld_weight16(rows[r] + c);
+            const float4 a = x4[2 * c], b = x4[2 * c + 1];
 #pragma unroll
-                for (int r = 0; r < R; ++r) acc[r] += dot_bf16x8(w[r], a, b);
-            }
+            for (int r = 0; r < R; ++r) acc[r] += dot_bf16x8(w[r], a, b);
         }
     }
 #pragma unroll
@@ -185,18 +176,23 @@ __device__ __forceinline__ void matvec_phase(int n_items, const float* __restric
         [&](int item, int lane, const float (&acc)[R], int) { epi(item, lane, acc); });
 }
 
+// The rows of this warp's first item of a phase (matvec_phase_pre's k = 0);
+// false when the warp has none.
+template <int R, int KSPLIT, class RowPtr>
+__device__ __forceinline__ bool first_item_rows(int n_items, RowPtr row_ptr, const uint4* (&rows)[R]) {
+    const int item = ((threadIdx.x >> 5) / KSPLIT) * GRID_BLOCKS + blockIdx.x;
+    if (item >= n_items) return false;
+#pragma unroll
+    for (int r = 0; r < R; ++r) rows[r] = reinterpret_cast<const uint4*>(row_ptr(item, r));
+    return true;
+}
+
 // The prefetch matching matvec_phase's first item of this warp.
 template <int R, int K, int KSPLIT, class RowPtr>
 __device__ __forceinline__ void matvec_phase_prefetch(int n_items, RowPtr row_ptr) {
     if (PREFETCH_BYTES_PER_WARP == 0) return;
-    const int warp = threadIdx.x >> 5;
-    const int team = warp / KSPLIT, wt = warp % KSPLIT;
-    const int item = team * GRID_BLOCKS + blockIdx.x;
-    if (item >= n_items) return;
     const uint4* rows[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) rows[r] = reinterpret_cast<const uint4*>(row_ptr(item, r));
-    matvec_prefetch<R, K, KSPLIT>(rows, wt);
+    if (first_item_rows<R, KSPLIT>(n_items, row_ptr, rows)) matvec_prefetch<R, K, KSPLIT>(rows, (threadIdx.x >> 5) % KSPLIT);
 }
 
 // Before the sync point that precedes a matvec phase: move this warp's first
@@ -207,17 +203,16 @@ __device__ __forceinline__ void matvec_phase_ahead(int n_items, RowPtr row_ptr) 
     if constexpr (PREFETCH) matvec_phase_prefetch<R, K, KSPLIT>(n_items, row_ptr);
     if constexpr (MatvecSteps<R, K, KSPLIT>::SLOTTED > 0) {
         using S = MatvecSteps<R, K, KSPLIT>;
-        const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wt = warp % KSPLIT;
-        const int item = (warp / KSPLIT) * GRID_BLOCKS + blockIdx.x;
-        if (item >= n_items) return;
+        const uint4* rows[R];
+        if (!first_item_rows<R, KSPLIT>(n_items, row_ptr, rows)) return;
+        const int lane = threadIdx.x & 31, wt = (threadIdx.x >> 5) % KSPLIT;
         uint4* slot = first_item_slot();
 #pragma unroll
         for (int it = 0; it < S::ITERS; ++it) {
             const int c = (it * KSPLIT + wt) * 32 + lane;
             if (S::CHUNKS % S::STRIDE == 0 || c < S::CHUNKS) {
 #pragma unroll
-                for (int r = 0; r < R; ++r)
-                    cp_async16(slot + (it * R + r) * 32 + lane, reinterpret_cast<const uint4*>(row_ptr(item, r)) + c);
+                for (int r = 0; r < R; ++r) cp_async16(slot + (it * R + r) * 32 + lane, rows[r] + c);
             }
         }
         cp_async_commit();
