@@ -72,7 +72,13 @@ pub struct DecodeBuildInfo {
     pub cache: CacheOutcome,
     pub compile_and_load_ms: f64,
     pub resources: Option<KernelResources>,
+    /// The model's weights on the device, one copy of each (what a token
+    /// reads; `bench` builds its roofline on it).
     pub weight_bytes: u64,
+    /// Second, transposed copies some schedules read instead of the
+    /// original (`decode.mlp = fused_split_k`); GPU memory, not per-token reads.
+    #[serde(default)]
+    pub transposed_copy_bytes: u64,
     pub buffer_bytes: u64,
     pub sync_points_per_token: u32,
     pub grid_blocks: u32,
@@ -140,6 +146,24 @@ fn model_err(e: ModelError) -> RuntimeError {
 }
 
 /// Bytes of a `Copy` value with no padding, for a by-value kernel parameter.
+/// `m` (`rows x cols`, row-major) transposed to `cols x rows`, in cache-sized
+/// tiles (a 3584 x 1024 matrix column by column would miss on every read).
+fn transposed<T: Copy>(m: &[T], rows: usize, cols: usize) -> Vec<T> {
+    const TILE: usize = 64;
+    assert_eq!(m.len(), rows * cols, "matrix of {rows} x {cols}");
+    let mut out = m.to_vec();
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    out[c * rows + r] = m[r * cols + c];
+                }
+            }
+        }
+    }
+    out
+}
+
 fn params_bytes(p: &DecodeParams) -> Vec<u8> {
     let n = std::mem::size_of::<DecodeParams>();
     // SAFETY: DecodeParams is repr(C) and has no padding (every field is
@@ -205,9 +229,11 @@ impl GpuEngine {
         let mut dev_weights = Vec::with_capacity(abi.weights.len());
         let mut table = vec![0u64; abi.weights.len()];
         let mut weight_bytes = 0u64;
+        // By name: the untransposed slots (a transposed copy shares its name).
         let slot_of: std::collections::HashMap<&str, &WeightSlot> = abi
             .weights
             .iter()
+            .filter(|w| !w.transposed)
             .map(|w| (w.canonical_name.as_str(), w))
             .collect();
         let mut grouped = std::collections::HashSet::new();
@@ -224,12 +250,34 @@ impl GpuEngine {
         }
         let host_bytes = |slot: &WeightSlot| -> Result<Vec<u8>> {
             let t = weights.tensor(&slot.canonical_name).map_err(model_err)?;
-            expect_shape(&t, &slot.shape).map_err(model_err)?;
-            let bytes: Vec<u8> = match slot.dtype {
-                WeightDType::Bf16 => {
-                    bytemuck::cast_slice(&t.to_bf16().map_err(model_err)?).to_vec()
+            let bytes: Vec<u8> = if slot.transposed {
+                let [cols, rows] = slot.shape[..] else {
+                    return Err(RuntimeError::InvalidArgument(format!(
+                        "weight `{}`: only 2-D weights have a transposed copy",
+                        slot.canonical_name
+                    )));
+                };
+                expect_shape(&t, &[rows, cols]).map_err(model_err)?;
+                let m = match slot.dtype {
+                    WeightDType::Bf16 => t.to_bf16().map_err(model_err)?,
+                    WeightDType::F32 => {
+                        return Err(RuntimeError::InvalidArgument(format!(
+                            "weight `{}`: transposed copies are bf16",
+                            slot.canonical_name
+                        )));
+                    }
+                };
+                bytemuck::cast_slice(&transposed(&m, rows, cols)).to_vec()
+            } else {
+                expect_shape(&t, &slot.shape).map_err(model_err)?;
+                match slot.dtype {
+                    WeightDType::Bf16 => {
+                        bytemuck::cast_slice(&t.to_bf16().map_err(model_err)?).to_vec()
+                    }
+                    WeightDType::F32 => {
+                        bytemuck::cast_slice(&t.to_f32().map_err(model_err)?).to_vec()
+                    }
                 }
-                WeightDType::F32 => bytemuck::cast_slice(&t.to_f32().map_err(model_err)?).to_vec(),
             };
             if bytes.len() as u64 != slot.bytes() {
                 return Err(RuntimeError::InvalidArgument(format!(
@@ -253,10 +301,15 @@ impl GpuEngine {
             weight_bytes += total;
             dev_weights.push(buf);
         }
+        let mut transposed_copy_bytes = 0u64;
         for slot in abi.weights.iter().filter(|w| !grouped.contains(&w.index)) {
             let buf = gpu.upload(&host_bytes(slot)?)?;
             table[slot.index] = buf.device_ptr();
-            weight_bytes += slot.bytes();
+            if slot.transposed {
+                transposed_copy_bytes += slot.bytes();
+            } else {
+                weight_bytes += slot.bytes();
+            }
             dev_weights.push(buf);
         }
         let weight_table = gpu.upload(&table)?;
@@ -295,6 +348,7 @@ impl GpuEngine {
         let weight_ptrs: std::collections::HashMap<String, (u64, u64)> = abi
             .weights
             .iter()
+            .filter(|w| !w.transposed)
             .map(|w| (w.canonical_name.clone(), (table[w.index], w.bytes())))
             .collect();
         let buffer_ptrs: std::collections::HashMap<String, (u64, u64)> = abi
@@ -321,6 +375,7 @@ impl GpuEngine {
             compile_and_load_ms: loaded.millis,
             resources: kernel.resources().cloned(),
             weight_bytes,
+            transposed_copy_bytes,
             buffer_bytes,
             sync_points_per_token: abi.sync_points_per_token,
             grid_blocks: abi.grid_blocks,
@@ -1185,6 +1240,21 @@ mod tests {
         nan[1][2] = f32::NAN;
         assert!(!compare_logits(&nan, &cpu).passes());
         assert!(!compare_logits(&cpu[..1], &cpu).passes());
+    }
+
+    #[test]
+    fn transposed_copy_swaps_rows_and_columns_across_tile_edges() {
+        // 70 x 130: neither side a multiple of the 64-element tile.
+        let (rows, cols) = (70, 130);
+        let m: Vec<u32> = (0..rows * cols).map(|i| i as u32 * 7 + 3).collect();
+        let t = transposed(&m, rows, cols);
+        assert_eq!(t.len(), m.len());
+        for r in 0..rows {
+            for c in 0..cols {
+                assert_eq!(t[c * rows + r], m[r * cols + c], "({r}, {c})");
+            }
+        }
+        assert_eq!(transposed(&t, cols, rows), m);
     }
 
     #[test]

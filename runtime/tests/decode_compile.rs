@@ -1,12 +1,13 @@
 //! The generated decode megakernel compiles with NVRTC to a CUBIN for every
 //! chip preset the GPU checks target (plain and with `decode.profile_phases`),
-//! and ptxas reports no spills (a word at most for the opt-in first-item slots). Needs
+//! and ptxas reports no spills (a word at most for the opt-in first-item slots);
+//! also the opt-in one-phase MLP, with and without the slots. Needs
 //! libnvrtc, not a GPU (SKIP without it).
 
 use lucebox_codegen::decode::{decode_abi, generate_decode};
 use lucebox_models::config::Qwen35Config;
 use lucebox_runtime::nvrtc::{CompileOptions, compile_to_cubin, nvrtc_available};
-use lucebox_schedules::{PrefetchMode, Schedule};
+use lucebox_schedules::{MlpMode, PrefetchMode, Schedule};
 
 #[test]
 fn decode_megakernel_compiles_for_gpu_presets() {
@@ -19,31 +20,38 @@ fn decode_megakernel_compiles_for_gpu_presets() {
         return;
     }
     let cfg = Qwen35Config::qwen35_0_8b();
-    for (preset, profile, prefetch) in [
-        ("h100", false, None),
-        ("rtx3090", false, None),
-        ("h100", true, None),
-        ("rtx3090", true, None),
-        ("h100", false, Some(PrefetchMode::SharedRing)),
-        ("h100", true, Some(PrefetchMode::SharedRing)),
-        ("h100", false, Some(PrefetchMode::SharedFirstItem)),
-        ("h100", true, Some(PrefetchMode::SharedFirstItem)),
+    let (two, fused) = (MlpMode::TwoPhases, MlpMode::FusedSplitK);
+    for (preset, profile, prefetch, mlp) in [
+        ("h100", false, None, two),
+        ("rtx3090", false, None, two),
+        ("h100", true, None, two),
+        ("rtx3090", true, None, two),
+        ("h100", false, Some(PrefetchMode::SharedRing), two),
+        ("h100", true, Some(PrefetchMode::SharedRing), two),
+        ("h100", false, Some(PrefetchMode::SharedFirstItem), two),
+        ("h100", true, Some(PrefetchMode::SharedFirstItem), two),
+        ("h100", false, None, fused),
+        ("h100", true, None, fused),
+        ("h100", false, Some(PrefetchMode::SharedFirstItem), fused),
     ] {
         let mut sched = Schedule::preset(preset).expect("preset");
-        // The opt-in profiling build (phase stamps + barrier waits) and the
-        // opt-in weight rings and first-item slots must also compile.
+        // The opt-in profiling build (phase stamps + barrier waits), the
+        // opt-in weight rings and first-item slots and the one-phase MLP
+        // must also compile.
         sched.decode.profile_phases = profile;
         if let Some(mode) = prefetch {
             sched.decode.prefetch = mode;
         }
+        sched.decode.mlp = mlp;
         let preset = format!(
-            "{preset}{}{}",
+            "{preset}{}{}{}",
             if profile { "+profile" } else { "" },
             match prefetch {
                 Some(PrefetchMode::SharedRing) => "+ring",
                 Some(PrefetchMode::SharedFirstItem) => "+first-item",
                 _ => "",
-            }
+            },
+            if mlp == fused { "+fused-mlp" } else { "" }
         );
         let abi = decode_abi(&cfg, &sched);
         let k = generate_decode(&cfg, &sched).unwrap_or_else(|e| panic!("{preset}: codegen: {e}"));

@@ -48,6 +48,25 @@ pub enum PrefetchMode {
     SharedFirstItem,
 }
 
+/// How the decode megakernel runs each layer's MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MlpMode {
+    /// Two phases: gate/up with SwiGLU, a grid barrier, then the down
+    /// projection (two sync points per layer).
+    #[default]
+    TwoPhases,
+    /// One phase: each warp item is `matvec_rows_per_warp` intermediate
+    /// indices (their gate and up rows and their rows of a transposed copy
+    /// of `down_proj`); every block sums its items' down-projection
+    /// contributions in shared memory and adds them to the residual with
+    /// float atomics. One sync point per layer fewer, the transposed copy
+    /// costs `intermediate x hidden` bf16 of GPU memory per layer, and the
+    /// residual's summation order (hence its last bits) varies between runs.
+    /// sm_80+ (`cp.async`). Not yet measured on a GPU.
+    FusedSplitK,
+}
+
 /// Element type of a state buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -116,6 +135,9 @@ pub struct DecodeSplit {
     /// (512 bytes of shared memory per chunk and warp; 1..=16).
     #[serde(default = "default_first_item_chunks")]
     pub first_item_chunks_per_lane: u32,
+    /// How each layer's MLP runs (one or two sync points).
+    #[serde(default)]
+    pub mlp: MlpMode,
     /// LM head sampling: candidates each block keeps (per-block top-k).
     pub sample_candidates_per_block: u32,
     /// Global cap on the sampling candidate set (top-k/top-p act on these).
@@ -607,6 +629,7 @@ impl Schedule {
                     0
                 },
                 first_item_chunks_per_lane: default_first_item_chunks(),
+                mlp: MlpMode::TwoPhases,
                 sample_candidates_per_block: 8,
                 sample_candidates_max: 256,
                 max_regs_per_thread: 0,
@@ -1039,6 +1062,22 @@ impl Schedule {
                 format!("{what} sm_{arch} or newer, not {}", self.arch),
             ));
         }
+        if d.mlp == MlpMode::FusedSplitK {
+            if self.arch.number() < 80 {
+                return Err(Self::invalid(
+                    "decode.mlp",
+                    "fused_split_k",
+                    format!("cp.async needs sm_80 or newer, not {}", self.arch),
+                ));
+            }
+            if d.prefetch == PrefetchMode::SharedRing {
+                return Err(Self::invalid(
+                    "decode.mlp",
+                    "fused_split_k",
+                    "the weight rings stream the two-phase MLP's rows; use another decode.prefetch",
+                ));
+            }
+        }
         if d.prefetch == PrefetchMode::SharedFirstItem
             && !(1..=16).contains(&d.first_item_chunks_per_lane)
         {
@@ -1178,7 +1217,7 @@ impl Schedule {
     }
 
     pub fn decode_smem_estimate(&self, dims: Option<&ModelDims>) -> u32 {
-        let base = self.decode_working_smem(dims);
+        let base = self.decode_working_smem(dims) + self.fused_mlp_smem(dims);
         match self.decode.prefetch {
             PrefetchMode::SharedRing => {
                 base + RING_STATIC_RESERVE
@@ -1188,6 +1227,20 @@ impl Schedule {
                 base + 128 + self.warps_per_block() * self.first_item_slot_bytes()
             }
             _ => base,
+        }
+    }
+
+    /// `mlp: fused_split_k` only: each warp's f32 accumulator of the hidden
+    /// outputs and its stage for one item's transposed down rows (K split
+    /// over one warp, the largest case), 128-byte aligned.
+    pub fn fused_mlp_smem(&self, dims: Option<&ModelDims>) -> u32 {
+        match (self.decode.mlp, dims) {
+            (MlpMode::FusedSplitK, Some(m)) => {
+                let stage =
+                    self.decode.matvec_rows_per_warp * (m.hidden_size / 8).div_ceil(32) * 512;
+                128 + self.warps_per_block() * (m.hidden_size * 4 + stage)
+            }
+            _ => 0,
         }
     }
 
@@ -1714,6 +1767,48 @@ mod tests {
         let back: Schedule = serde_json::from_value(json).unwrap();
         assert_eq!(back.decode.prefetch, PrefetchMode::SharedFirstItem);
         assert_eq!(back.decode.first_item_chunks_per_lane, 8);
+    }
+
+    #[test]
+    fn fused_mlp_is_checked_and_counted() {
+        let mut s = Schedule::preset("h100").unwrap();
+        assert_eq!(s.decode.mlp, MlpMode::TwoPhases);
+        let plain = s.decode_smem_estimate(Some(&dims_08b()));
+        s.decode.mlp = MlpMode::FusedSplitK;
+        s.validate(Some(&dims_08b()))
+            .expect("fused_split_k validates");
+        // 12 warps x (1024 f32 accumulators + 2 rows x 4 steps x 512 B of stage).
+        assert_eq!(
+            s.decode_smem_estimate(Some(&dims_08b())),
+            plain + 128 + 12 * (4096 + 4096)
+        );
+        // Not with the weight rings (they stream the two-phase MLP's rows).
+        let mut ring = s.clone();
+        ring.decode.prefetch = PrefetchMode::SharedRing;
+        let e = ring.validate(None).unwrap_err();
+        assert_eq!(field_of(e.clone()), "decode.mlp");
+        assert!(e.to_string().contains("prefetch"), "{e}");
+        // cp.async: sm_80 or newer.
+        let mut t = Schedule::preset("rtx2080ti").unwrap();
+        t.decode.mlp = MlpMode::FusedSplitK;
+        let e = t.validate(None).unwrap_err();
+        assert_eq!(field_of(e.clone()), "decode.mlp");
+        assert!(e.to_string().contains("sm_80"), "{e}");
+        // 96 KiB more does not fit a 99 KiB consumer GPU: refused with the size.
+        let mut r = Schedule::preset("rtx3090").unwrap();
+        r.decode.mlp = MlpMode::FusedSplitK;
+        let e = r.validate(Some(&dims_08b())).unwrap_err();
+        assert_eq!(field_of(e), "shared memory per block");
+        // Patchable by name, and absent from older schedule files.
+        let p = Schedule::preset("h100")
+            .unwrap()
+            .patched(r#"{"decode":{"mlp":"fused_split_k"}}"#)
+            .unwrap();
+        assert_eq!(p.decode.mlp, MlpMode::FusedSplitK);
+        let mut json = serde_json::to_value(Schedule::preset("h100").unwrap()).unwrap();
+        json["decode"].as_object_mut().unwrap().remove("mlp");
+        let back: Schedule = serde_json::from_value(json).unwrap();
+        assert_eq!(back.decode.mlp, MlpMode::TwoPhases);
     }
 
     #[test]

@@ -48,10 +48,19 @@ __device__ __forceinline__ void cp_async_wait_all() {
     asm volatile("cp.async.wait_all;" ::: "memory");
 #endif
 }
+// All but this thread's PENDING most recent copy groups have landed.
+template <int PENDING>
+__device__ __forceinline__ void cp_async_wait_older() {
+#if __CUDA_ARCH__ >= 800
+    if constexpr (PENDING == 0) asm volatile("cp.async.wait_all;" ::: "memory");
+    else asm volatile("cp.async.wait_group %0;" :: "n"(PENDING) : "memory");
+#endif
+}
 
 // Partial dot products of R rows (pointers rows[r], K bf16 each) with xs (f32,
-// shared). FROM_SLOT > 0 (= ITERS): the weights are in this warp's first-item slot.
-template <int R, int K, int KSPLIT, int FROM_SLOT = 0>
+// shared). FROM_SLOT > 0 (= ITERS): the weights are in this warp's first-item
+// slot; PENDING: copy groups committed after the slot's that need not land yet.
+template <int R, int K, int KSPLIT, int FROM_SLOT = 0, int PENDING = 0>
 __device__ __forceinline__ void matvec_rows_partial(const uint4* const (&rows)[R], const float* __restrict__ xs,
                                                      int wt, float (&acc)[R]) {
     using S = MatvecSteps<R, K, KSPLIT>;
@@ -62,7 +71,7 @@ __device__ __forceinline__ void matvec_rows_partial(const uint4* const (&rows)[R
     const uint4* slot = nullptr;
     if constexpr (FROM_SLOT > 0) {
         slot = first_item_slot();
-        cp_async_wait_all();
+        cp_async_wait_older<PENDING>();
     }
 #pragma unroll 4
     for (int it = 0; it < S::ITERS; ++it) {

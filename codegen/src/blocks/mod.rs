@@ -6,6 +6,7 @@
 pub mod causal_conv;
 pub mod decode_attention;
 pub mod embedding;
+pub mod fused_mlp;
 pub mod gated_delta_rule;
 pub mod lm_head;
 pub mod matvec;

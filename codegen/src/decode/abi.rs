@@ -24,8 +24,14 @@ pub struct WeightSlot {
     /// HF name without prefix, HF semantics (norm weights zero-centred, raw
     /// `A_log`, conv1d `[conv_dim, 1, K]`).
     pub canonical_name: String,
+    /// Shape as stored on the device (the HF shape, reversed when `transposed`).
     pub shape: Vec<usize>,
     pub dtype: WeightDType,
+    /// A second copy of a 2-D weight, stored transposed (`[cols][rows]` of
+    /// the HF matrix): `mlp.down_proj.weight` for the fused MLP. Lookups by
+    /// name find the untransposed slot first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transposed: bool,
 }
 
 impl WeightSlot {
@@ -356,6 +362,7 @@ pub fn weight_slots(cfg: &Qwen35Config) -> (Vec<WeightSlot>, Vec<usize>) {
             canonical_name: name,
             shape,
             dtype,
+            transposed: false,
         });
     };
     push(
@@ -388,6 +395,25 @@ pub fn weight_slots(cfg: &Qwen35Config) -> (Vec<WeightSlot>, Vec<usize>) {
         for name in LAYER_COMMON.iter().chain(specific) {
             let (shape, dt) = layer_weight_shape(cfg, name);
             push(&mut w, format!("layers.{i}.{name}"), shape, dt);
+        }
+    }
+    (w, bases)
+}
+
+/// The weight table of a schedule: [`weight_slots`], then with
+/// `decode.mlp = fused_split_k` a transposed copy of every layer's
+/// `mlp.down_proj.weight` (`[intermediate][hidden]`), in layer order.
+pub fn weight_slots_for(cfg: &Qwen35Config, s: &Schedule) -> (Vec<WeightSlot>, Vec<usize>) {
+    let (mut w, bases) = weight_slots(cfg);
+    if s.decode.mlp == lucebox_schedules::MlpMode::FusedSplitK {
+        for l in 0..cfg.num_hidden_layers {
+            w.push(WeightSlot {
+                index: w.len(),
+                canonical_name: format!("layers.{l}.mlp.down_proj.weight"),
+                shape: vec![cfg.intermediate_size, cfg.hidden_size],
+                dtype: WeightDType::Bf16,
+                transposed: true,
+            });
         }
     }
     (w, bases)
@@ -526,12 +552,21 @@ pub fn buffer_slots(cfg: &Qwen35Config, s: &Schedule) -> Vec<BufferSlot> {
             ZeroOnce,
             "u32: self-resetting last-arrival counters (LM head, attention merges) and per-head ready counters",
         ),
-        (
-            "resid",
-            cfg.hidden_size as u64 * f,
-            Poison,
-            "f32 [hidden]: residual stream",
-        ),
+        if s.decode.mlp == lucebox_schedules::MlpMode::FusedSplitK {
+            (
+                "resid",
+                2 * cfg.hidden_size as u64 * f,
+                Poison,
+                "f32 [2][hidden]: residual stream, then its copy after the token mixer (the fused MLP normalises the copy and adds into the stream)",
+            )
+        } else {
+            (
+                "resid",
+                cfg.hidden_size as u64 * f,
+                Poison,
+                "f32 [hidden]: residual stream",
+            )
+        },
         (
             "gdn_qkv",
             cfg.conv_dim() as u64 * f,

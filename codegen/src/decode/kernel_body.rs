@@ -2,8 +2,10 @@
 //! Sync points are printed by `mod.rs` into the `SYNC_*` markers below so the
 //! schedule decides them (and the header counts them).
 
-/// GDN layer, attention layer, MLP and the prefetch helpers.
-pub const LAYERS: &str = r#"// ---- layer programs ----
+/// What the layer programs share: the buffer table, the matvec row maps,
+/// the residual epilogue, the prefetch of a layer's first phase, the input
+/// norm. The text runs on into one of the MLP variants, then `LAYER_TYPES`.
+pub const LAYER_HELPERS: &str = r#"// ---- layer programs ----
 struct Bufs {
     u16* k_cache; u16* v_cache; float* gdn_state; float* conv_state; u32* counts;
     const u32* prompt_ids; u32* out_tokens; u32* status; float* logits; u32* next_token;
@@ -91,9 +93,15 @@ __device__ __forceinline__ auto resid_load(const Bufs& B) {
     const float* resid = B.resid;
     return [=](int item, int r) { return ld_shared_f32(resid + item * MV_R + r); };
 }
+// With the fused MLP the sum also goes to resid[HIDDEN..]: the MLP phase
+// normalises that copy while its blocks add their shares into resid.
 __device__ __forceinline__ auto resid_add(const Bufs& B) {
     float* resid = B.resid;
-    return [=](int item, int r, const float (&acc)[MV_R], float old) { resid[item * MV_R + r] = old + pick(acc, r); };
+    return [=](int item, int r, const float (&acc)[MV_R], float old) {
+        const float v = old + pick(acc, r);
+        resid[item * MV_R + r] = v;
+        if constexpr (MLP_FUSED) resid[HIDDEN + item * MV_R + r] = v;
+    };
 }
 
 // Move the first phase of `layer` ahead of the sync point before it (see
@@ -129,7 +137,11 @@ __device__ void layer_input_norm(const Bufs& B, const void* const* Wt, int layer
     }
 }
 
-// MLP: post-attention norm, gate/up (SwiGLU fused), down (+ residual).
+"#;
+
+/// The MLP in two phases (`decode.mlp = two_phases`): gate/up with SwiGLU,
+/// a grid barrier, the down projection.
+pub const MLP_TWO_PHASES: &str = r#"// MLP: post-attention norm, gate/up (SwiGLU fused), down (+ residual).
 __device__ void mlp_block(const Bufs& B, const void* const* Wt, int layer, int wb, float* xs, float* red, bool want_lm) {
     rms_norm_to_smem<HIDDEN>(xs, B.resid, WPTR(float, wb + W_LN_POST), red);
     matvec_phase<2 * MV_R, HIDDEN, KS_MLP_UP, MV_R>(MLP_UP_ITEMS, xs, red, mlp_up_rows(Wt, wb),
@@ -145,7 +157,24 @@ __device__ void mlp_block(const Bufs& B, const void* const* Wt, int layer, int w
     SYNC_MLP_DOWN
 }
 
-// Epilogue operands of the GDN in_proj rows, loaded before the dot products.
+"#;
+
+/// The MLP in one phase (`decode.mlp = fused_split_k`, see
+/// `blocks::fused_mlp`).
+pub const MLP_FUSED: &str = r#"// MLP in one phase: post-attention norm of the mid-layer residual, then
+// gate/up, SwiGLU and the down projection split over the intermediate; the
+// blocks add their shares into resid (fused_mlp_phase).
+__device__ void mlp_block(const Bufs& B, const void* const* Wt, int layer, int wb, float* xs, float* red, bool want_lm) {
+    rms_norm_to_smem<HIDDEN>(xs, B.resid + HIDDEN, WPTR(float, wb + W_LN_POST), red);
+    fused_mlp_phase<MV_R, KS_MLP_UP>(MLP_UP_ITEMS, xs, red, mlp_up_rows(Wt, wb), WPTR(u16, LAYER_W_DOWN_T[layer]), B.resid);
+    if (PREFETCH || FIRST_ITEM_SMEM) prefetch_layer_entry(Wt, layer + 1, want_lm);
+    SYNC_MLP
+}
+
+"#;
+
+/// The GDN and attention layers (they call `mlp_block`).
+pub const LAYER_TYPES: &str = r#"// Epilogue operands of the GDN in_proj rows, loaded before the dot products.
 struct GdnInOperands {
     ConvTaps conv;        // q/k/v rows
     float a_log, dt_bias; // decay (a) rows

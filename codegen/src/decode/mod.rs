@@ -16,7 +16,7 @@ mod kernel_body;
 use std::fmt::Write;
 
 use lucebox_models::config::{LayerType, Qwen35Config};
-use lucebox_schedules::{PrefetchMode, Schedule, SyncMode};
+use lucebox_schedules::{MlpMode, PrefetchMode, Schedule, SyncMode};
 
 pub use abi::{
     BufferInit, BufferSlot, DecodeAbi, DecodeParams, ParamField, ParamType, ParamsLayout,
@@ -205,7 +205,7 @@ pub fn layer_program(cfg: &Qwen35Config, s: &Schedule, ty: LayerType) -> Vec<Pha
             }
         }
     };
-    v.push(Phase {
+    let mlp_up = Phase {
         marker: "MLP_UP",
         what: "norm + gate/up, SwiGLU".into(),
         split: mv(cfg.intermediate_size as u64, sp.ks_mlp_up),
@@ -215,16 +215,36 @@ pub fn layer_program(cfg: &Qwen35Config, s: &Schedule, ty: LayerType) -> Vec<Pha
             "mlp.gate_proj.weight",
             "mlp.up_proj.weight",
         ],
-    });
-    v.push(Phase {
-        marker: "MLP_DOWN",
-        what: "down_proj + residual".into(),
-        split: mv(cfg.hidden_size as u64, sp.ks_mlp_down),
-        sync_after: SyncPoint::GridBarrier,
-        weights: vec!["mlp.down_proj.weight"],
-    });
+    };
+    if fused_mlp(s) {
+        // The same items, each also scaling its rows of the transposed down_proj.
+        let mut weights = mlp_up.weights;
+        weights.push(TRANSPOSED_DOWN);
+        v.push(Phase {
+            marker: "MLP",
+            what: format!(
+                "{}, down_proj split over the intermediate, block shares added to the residual",
+                mlp_up.what
+            ),
+            weights,
+            ..mlp_up
+        });
+    } else {
+        v.push(mlp_up);
+        v.push(Phase {
+            marker: "MLP_DOWN",
+            what: "down_proj + residual".into(),
+            split: mv(cfg.hidden_size as u64, sp.ks_mlp_down),
+            sync_after: SyncPoint::GridBarrier,
+            weights: vec!["mlp.down_proj.weight"],
+        });
+    }
     v
 }
+
+/// How a phase names the transposed copy of `mlp.down_proj.weight` (the
+/// fused MLP reads it; `abi::weight_slots_for`).
+const TRANSPOSED_DOWN: &str = "mlp.down_proj.weight (transposed)";
 
 /// A producer phase and its consumer as one phase: no grid barrier between
 /// them, each consumer item waits on per-head ready counters of the rows it
@@ -295,8 +315,13 @@ pub struct PhaseInfo {
 /// kernel's sync points come from (phase `i` of a step ends at sync point
 /// `i`; profiling slot `i + 1` of `phase_times`).
 pub fn token_program(cfg: &Qwen35Config, s: &Schedule) -> Vec<PhaseInfo> {
-    let abi_weights = abi::weight_slots(cfg).0;
-    let slot_of = |name: &str| abi_weights.iter().find(|w| w.canonical_name == name);
+    let abi_weights = abi::weight_slots_for(cfg, s).0;
+    let slot_of = |name: &str| match name.strip_suffix(" (transposed)") {
+        Some(name) => abi_weights
+            .iter()
+            .find(|w| w.transposed && w.canonical_name == name),
+        None => abi_weights.iter().find(|w| w.canonical_name == name),
+    };
     let gdn_state = cfg.linear_num_value_heads as u64
         * cfg.linear_key_head_dim as u64
         * cfg.linear_value_head_dim as u64
@@ -481,10 +506,34 @@ fn first_item_smem(s: &Schedule) -> bool {
     s.decode.prefetch == PrefetchMode::SharedFirstItem
 }
 
+/// Whether each layer's MLP runs as one phase (`decode.mlp = fused_split_k`).
+fn fused_mlp(s: &Schedule) -> bool {
+    s.decode.mlp == MlpMode::FusedSplitK
+}
+
+/// The fused MLP's shared memory per warp: its f32 accumulator of the
+/// hidden outputs, then its stage for one item's transposed down rows.
+fn fused_mlp_warp_bytes(cfg: &Qwen35Config, s: &Schedule) -> (u32, u32) {
+    let sp = splits(cfg, s);
+    let iters = (cfg.hidden_size as u32 / 8).div_ceil(32 * sp.ks_mlp_up);
+    (cfg.hidden_size as u32 * 4, sp.r as u32 * iters * 512)
+}
+
+/// Byte offset of the fused MLP's accumulators in dynamic shared memory
+/// (after the working space, 128-byte aligned); its stages follow them.
+fn fused_mlp_offset(cfg: &Qwen35Config, s: &Schedule) -> u32 {
+    working_smem_bytes(cfg, s).div_ceil(128) * 128
+}
+
 /// Byte offset of the weight rings or the first-item slots in dynamic
 /// shared memory (after everything else, 128-byte aligned).
 fn ring_offset(cfg: &Qwen35Config, s: &Schedule) -> u32 {
-    working_smem_bytes(cfg, s).div_ceil(128) * 128
+    let mut end = working_smem_bytes(cfg, s);
+    if fused_mlp(s) {
+        let (acc, stage) = fused_mlp_warp_bytes(cfg, s);
+        end = fused_mlp_offset(cfg, s) + s.warps_per_block() * (acc + stage);
+    }
+    end.div_ceil(128) * 128
 }
 
 /// Dynamic shared memory of the decode kernel (bytes): the working space and
@@ -494,6 +543,8 @@ pub fn dynamic_smem_bytes(cfg: &Qwen35Config, s: &Schedule) -> u32 {
         ring_offset(cfg, s) + s.warps_per_block() * s.decode.ring_bytes_per_warp
     } else if first_item_smem(s) {
         ring_offset(cfg, s) + s.warps_per_block() * s.first_item_slot_bytes()
+    } else if fused_mlp(s) {
+        ring_offset(cfg, s)
     } else {
         working_smem_bytes(cfg, s)
     }
@@ -537,7 +588,7 @@ fn working_smem_bytes(cfg: &Qwen35Config, s: &Schedule) -> u32 {
 
 /// The runtime's view of the kernel.
 pub fn decode_abi(cfg: &Qwen35Config, sched: &Schedule) -> DecodeAbi {
-    let (weights, layer_weight_base) = abi::weight_slots(cfg);
+    let (weights, layer_weight_base) = abi::weight_slots_for(cfg, sched);
     DecodeAbi {
         kernel_name: KERNEL_NAME.into(),
         grid_blocks: sched.grid_blocks(),
@@ -659,6 +710,11 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
                 ring_offset(cfg, s),
                 "byte offset of the first-item slots in dynamic shared memory",
             ),
+            Constant::bool(
+                "MLP_FUSED",
+                fused_mlp(s),
+                "each layer's MLP is one phase: down_proj split over the intermediate, block shares added to the residual",
+            ),
             Constant::int(
                 "SAMPLE_CAND_PER_BLOCK",
                 s.decode.sample_candidates_per_block,
@@ -698,6 +754,30 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
                     "WS_RING_BYTES",
                     s.decode.ring_bytes_per_warp,
                     "bytes of each warp's ring",
+                ),
+            ],
+        )?;
+    }
+    if fused_mlp(s) {
+        let (acc, stage) = fused_mlp_warp_bytes(cfg, s);
+        write_constants(
+            &mut out,
+            "fused MLP",
+            &[
+                Constant::int(
+                    "MLP_ACC_OFFSET",
+                    fused_mlp_offset(cfg, s),
+                    "bytes: per-warp f32 accumulators of the hidden outputs (HIDDEN floats each) in dynamic shared memory",
+                ),
+                Constant::int(
+                    "MLP_STAGE_OFFSET",
+                    fused_mlp_offset(cfg, s) + s.warps_per_block() * acc,
+                    "bytes: per-warp stages of one item's transposed down rows, after the accumulators",
+                ),
+                Constant::int(
+                    "MLP_STAGE_WARP_BYTES",
+                    stage,
+                    "bytes of one warp's stage (MV_R rows, this warp's K share)",
                 ),
             ],
         )?;
@@ -924,6 +1004,26 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
                 .collect()
         )
     )?;
+    if fused_mlp(s) {
+        let down_t: Vec<String> = abi
+            .weights
+            .iter()
+            .filter(|w| w.transposed)
+            .map(|w| w.index.to_string())
+            .collect();
+        if down_t.len() != cfg.num_hidden_layers {
+            return Err(CodegenError::Config(format!(
+                "{} transposed down_proj slots for {} layers",
+                down_t.len(),
+                cfg.num_hidden_layers
+            )));
+        }
+        writeln!(
+            out,
+            "__constant__ int LAYER_W_DOWN_T[N_LAYERS] = {{{}}};  // transposed mlp.down_proj.weight [INTER][HIDDEN]",
+            list(down_t)
+        )?;
+    }
     writeln!(out)?;
     Ok(out)
 }
@@ -1015,13 +1115,21 @@ pub fn generate_decode(
         blocks::rms_norm::RMS_NORM,
         blocks::embedding::EMBEDDING,
         blocks::matvec::MATVEC,
+        if fused_mlp(sched) {
+            blocks::fused_mlp::FUSED_MLP
+        } else {
+            ""
+        },
         blocks::causal_conv::CAUSAL_CONV_STEP,
         blocks::gated_delta_rule::GATED_DELTA_RULE_STEP,
         blocks::rope::ROPE,
         blocks::decode_attention::HEAD_HELPERS,
         blocks::decode_attention::DECODE_ATTENTION,
         blocks::lm_head::LM_HEAD,
-    ] {
+    ]
+    .into_iter()
+    .filter(|part| !part.is_empty())
+    {
         src.push_str(part);
         src.push('\n');
     }
@@ -1038,7 +1146,17 @@ pub fn generate_decode(
         ));
         src.push('\n');
     }
-    let mut body = kernel_body::LAYERS.to_string() + "\n";
+    let mut body = [
+        kernel_body::LAYER_HELPERS,
+        if fused_mlp(sched) {
+            kernel_body::MLP_FUSED
+        } else {
+            kernel_body::MLP_TWO_PHASES
+        },
+        kernel_body::LAYER_TYPES,
+        "\n",
+    ]
+    .concat();
     if weight_stream(sched) {
         body += kernel_body::STREAM_CURSOR;
         body += "\n";
@@ -1296,12 +1414,26 @@ mod tests {
             .collect()
     }
 
-    /// The text of the function in the layer programs that starts at `name`.
+    /// The text of the function that starts at `name` in `text`.
+    fn function_in(text: &'static str, name: &str) -> &'static str {
+        let start = text.find(name).expect(name);
+        let end = text[start..].find("\n}\n").expect("end") + start;
+        &text[start..end]
+    }
+
+    /// The text of the function in the layer programs (with the two-phase
+    /// MLP) that starts at `name`.
     fn layer_program_fn(name: &str) -> &'static str {
-        let layers = kernel_body::LAYERS;
-        let start = layers.find(name).expect(name);
-        let end = layers[start..].find("\n}\n").expect("end") + start;
-        &layers[start..end]
+        static LAYERS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let layers = LAYERS.get_or_init(|| {
+            [
+                kernel_body::LAYER_HELPERS,
+                kernel_body::MLP_TWO_PHASES,
+                kernel_body::LAYER_TYPES,
+            ]
+            .concat()
+        });
+        function_in(layers, name)
     }
 
     #[test]
@@ -1389,6 +1521,124 @@ mod tests {
         assert!(
             kernel_body::ENTRY
                 .contains("if constexpr (FIRST_ITEM_SMEM) prefetch_layer_entry(Wt, 0, false);")
+        );
+    }
+
+    #[test]
+    fn fused_mlp_first_item_copy_matches_its_gate_up_rows() {
+        // The fused MLP's first item reads its gate/up rows (2 R rows of
+        // HIDDEN, the MLP_UP split) from the slot the out-projection phases
+        // fill; its down rows go through the phase's own stage.
+        let mlp = kernel_body::MLP_FUSED;
+        assert!(mlp.contains(
+            "fused_mlp_phase<MV_R, KS_MLP_UP>(MLP_UP_ITEMS, xs, red, mlp_up_rows(Wt, wb),"
+        ));
+        assert!(
+            blocks::fused_mlp::FUSED_MLP.contains("using GU = MatvecSteps<2 * R, HIDDEN, KSPLIT>;")
+        );
+        for layer in ["__device__ void gdn_layer(", "__device__ void attn_layer("] {
+            let calls = matvec_calls(layer_program_fn(layer));
+            assert_eq!(
+                calls.last(),
+                Some(&("ahead", "2 * MV_R, HIDDEN, KS_MLP_UP".to_string())),
+                "{layer}"
+            );
+        }
+        let entry = function_in(mlp, "__device__ void mlp_block(");
+        assert!(entry.ends_with(
+            "if (PREFETCH || FIRST_ITEM_SMEM) prefetch_layer_entry(Wt, layer + 1, want_lm);\n    SYNC_MLP"
+        ));
+    }
+
+    #[test]
+    fn fused_mlp_is_one_opt_in_phase_reading_the_transposed_down_copy() {
+        let c = Qwen35Config::qwen35_0_8b();
+        let mut s = Schedule::preset("h100").unwrap();
+        let plain = generate_decode(&c, &s).unwrap().source;
+        assert!(plain.contains("constexpr bool  MLP_FUSED               = false;"));
+        assert!(!plain.contains("fused_mlp_phase") && !plain.contains("LAYER_W_DOWN_T"));
+        let plain_abi = decode_abi(&c, &s);
+        s.decode.mlp = MlpMode::FusedSplitK;
+        // One sync point per layer fewer: 115 - 24.
+        assert_eq!(sync_points_per_token(&c, &s), 91);
+        let k = generate_decode(&c, &s).unwrap().source;
+        assert!(k.contains("sync points/token : 91 grid barriers"));
+        assert!(k.contains("constexpr bool  MLP_FUSED               = true;"));
+        assert!(!k.contains("SYNC_"), "unreplaced sync marker");
+        assert!(
+            !k.contains("B.mlp_h["),
+            "the fused MLP keeps no activation vector"
+        );
+        assert!(k.contains("red.global.add.v4.f32"));
+        // Weights: the 320 of the checkpoint, then 24 transposed down copies.
+        let abi = decode_abi(&c, &s);
+        assert_eq!(abi.weights[..320], plain_abi.weights[..]);
+        let down_t = &abi.weights[320..];
+        assert_eq!(down_t.len(), 24);
+        for (l, w) in down_t.iter().enumerate() {
+            assert!(w.transposed);
+            assert_eq!(w.canonical_name, format!("layers.{l}.mlp.down_proj.weight"));
+            assert_eq!(w.shape, [3584, 1024]);
+            let plain = abi.weight(&w.canonical_name).unwrap();
+            assert!(!plain.transposed && plain.shape == [1024, 3584]);
+        }
+        let table: Vec<String> = (320..344).map(|i| i.to_string()).collect();
+        assert!(k.contains(&format!(
+            "LAYER_W_DOWN_T[N_LAYERS] = {{{}}};",
+            table.join(", ")
+        )));
+        // The residual and its mid-layer copy.
+        assert_eq!(abi.buffer("resid").unwrap().bytes, 2 * 1024 * 4);
+        assert_eq!(plain_abi.buffer("resid").unwrap().bytes, 1024 * 4);
+        // Shared memory: per warp a 4 KiB accumulator and a 4 KiB stage (2 rows x 4 steps x 512 B).
+        let words = k.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(words.contains("constexpr int MLP_STAGE_WARP_BYTES = 4096;"));
+        let off = fused_mlp_offset(&c, &s);
+        assert!(off >= working_smem_bytes(&c, &s) && off.is_multiple_of(128));
+        assert!(words.contains(&format!("constexpr int MLP_ACC_OFFSET = {off};")));
+        assert!(words.contains(&format!(
+            "constexpr int MLP_STAGE_OFFSET = {};",
+            off + 12 * 4096
+        )));
+        assert_eq!(abi.dynamic_smem_bytes, off + 12 * 8192);
+        assert!(abi.dynamic_smem_bytes <= s.decode_smem_estimate(Some(&crate::model_dims(&c))));
+        // The token program reads every weight once: the transposed down
+        // copies, not the row-major ones (those serve the prefill).
+        let prog = token_program(&c, &s);
+        assert_eq!(prog.len(), 91);
+        assert_eq!(prog.iter().filter(|p| p.kind == "MLP").count(), 24);
+        let mut seen = vec![0; abi.weights.len()];
+        for p in &prog {
+            for &i in &p.weight_slots {
+                seen[i] += 1;
+            }
+        }
+        for w in &abi.weights {
+            let row_major_down =
+                !w.transposed && w.canonical_name.ends_with("mlp.down_proj.weight");
+            assert_eq!(
+                seen[w.index],
+                usize::from(!row_major_down),
+                "{}",
+                w.canonical_name
+            );
+        }
+        let total: u64 = prog.iter().map(|p| p.weight_bytes).sum();
+        assert_eq!(
+            total,
+            plain_abi.weights.iter().map(|w| w.bytes()).sum::<u64>()
+        );
+        // With the first-item slots, they follow the MLP's space.
+        s.decode.prefetch = PrefetchMode::SharedFirstItem;
+        let abi = decode_abi(&c, &s);
+        assert_eq!(ring_offset(&c, &s), off + 12 * 8192);
+        assert_eq!(abi.dynamic_smem_bytes, off + 12 * 8192 + 12 * 4096);
+        assert!(abi.dynamic_smem_bytes <= s.decode_smem_estimate(Some(&crate::model_dims(&c))));
+        assert!(
+            generate_decode(&c, &s)
+                .unwrap()
+                .source
+                .contains("fused_mlp_phase")
         );
     }
 
