@@ -767,11 +767,18 @@ impl Schedule {
         }
         let smem = self.decode_smem_estimate(dims);
         if smem > self.limits.shared_mem_per_block_optin {
+            // Name the opt-in that takes the space, so the fix is obvious.
+            let fused = self.fused_mlp_smem(dims);
+            let what = if fused > 0 {
+                format!(" (decode.mlp = fused_split_k takes {fused} of them)")
+            } else {
+                String::new()
+            };
             return Err(Self::invalid(
                 "shared memory per block",
                 smem,
                 format!(
-                    "over the opt-in limit of {} bytes on {}",
+                    "over the opt-in limit of {} bytes on {}{what}",
                     self.limits.shared_mem_per_block_optin, self.arch
                 ),
             ));
@@ -1798,6 +1805,7 @@ mod tests {
         let mut r = Schedule::preset("rtx3090").unwrap();
         r.decode.mlp = MlpMode::FusedSplitK;
         let e = r.validate(Some(&dims_08b())).unwrap_err();
+        assert!(e.to_string().contains("fused_split_k takes 98432"), "{e}");
         assert_eq!(field_of(e), "shared memory per block");
         // Patchable by name, and absent from older schedule files.
         let p = Schedule::preset("h100")
