@@ -145,7 +145,6 @@ fn model_err(e: ModelError) -> RuntimeError {
     RuntimeError::InvalidArgument(format!("weights: {e}"))
 }
 
-/// Bytes of a `Copy` value with no padding, for a by-value kernel parameter.
 /// `m` (`rows x cols`, row-major) transposed to `cols x rows`, in cache-sized
 /// tiles (a 3584 x 1024 matrix column by column would miss on every read).
 fn transposed<T: Copy>(m: &[T], rows: usize, cols: usize) -> Vec<T> {
@@ -164,6 +163,7 @@ fn transposed<T: Copy>(m: &[T], rows: usize, cols: usize) -> Vec<T> {
     out
 }
 
+/// Bytes of a `Copy` value with no padding, for a by-value kernel parameter.
 fn params_bytes(p: &DecodeParams) -> Vec<u8> {
     let n = std::mem::size_of::<DecodeParams>();
     // SAFETY: DecodeParams is repr(C) and has no padding (every field is

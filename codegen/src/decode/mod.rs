@@ -243,8 +243,10 @@ pub fn layer_program(cfg: &Qwen35Config, s: &Schedule, ty: LayerType) -> Vec<Pha
 }
 
 /// How a phase names the transposed copy of `mlp.down_proj.weight` (the
-/// fused MLP reads it; `abi::weight_slots_for`).
+/// fused MLP reads it; `abi::weight_slots_for`): the name, then
+/// `TRANSPOSED_SUFFIX`.
 const TRANSPOSED_DOWN: &str = "mlp.down_proj.weight (transposed)";
+const TRANSPOSED_SUFFIX: &str = " (transposed)";
 
 /// A producer phase and its consumer as one phase: no grid barrier between
 /// them, each consumer item waits on per-head ready counters of the rows it
@@ -316,7 +318,7 @@ pub struct PhaseInfo {
 /// `i`; profiling slot `i + 1` of `phase_times`).
 pub fn token_program(cfg: &Qwen35Config, s: &Schedule) -> Vec<PhaseInfo> {
     let abi_weights = abi::weight_slots_for(cfg, s).0;
-    let slot_of = |name: &str| match name.strip_suffix(" (transposed)") {
+    let slot_of = |name: &str| match name.strip_suffix(TRANSPOSED_SUFFIX) {
         Some(name) => abi_weights
             .iter()
             .find(|w| w.transposed && w.canonical_name == name),
