@@ -125,13 +125,20 @@ fn every_kernel_of_every_preset_compiles() {
             lucebox_codegen::decode::generate_decode(&cfg, &s).expect("generate ready counters"),
         );
     }
-    // The one-phase MLP on sm_80 (scalar float atomics; sm_90 with its
-    // vector reductions is in the runtime's decode compile test).
-    let s = Schedule::preset("a100")
-        .expect("preset")
-        .patched(r#"{"decode": {"mlp": "fused_split_k"}}"#)
-        .expect("fused MLP patch");
-    jobs.push(lucebox_codegen::decode::generate_decode(&cfg, &s).expect("generate fused MLP"));
+    // The one-phase MLP and the GDN out_proj in the recurrence phase on sm_80
+    // (scalar float atomics; sm_90 with its vector reductions is in the
+    // runtime's decode compile test). Together they do not fit an A100's
+    // shared memory.
+    for patch in [
+        r#"{"decode": {"mlp": "fused_split_k"}}"#,
+        r#"{"decode": {"gdn_out": "with_recurrence"}}"#,
+    ] {
+        let s = Schedule::preset("a100")
+            .expect("preset")
+            .patched(patch)
+            .expect("split-K patch");
+        jobs.push(lucebox_codegen::decode::generate_decode(&cfg, &s).expect("generate split-K"));
+    }
     if let Some(kind) = only {
         jobs.retain(|k| k.kind == kind);
     }

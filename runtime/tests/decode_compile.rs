@@ -1,13 +1,14 @@
 //! The generated decode megakernel compiles with NVRTC to a CUBIN for every
 //! chip preset the GPU checks target (plain and with `decode.profile_phases`),
 //! and ptxas reports no spills (a word at most for the opt-in first-item slots);
-//! also the opt-in one-phase MLP, with and without the slots. Needs
+//! also the opt-in one-phase MLP (with and without the slots) and GDN
+//! out_proj in the recurrence phase. Needs
 //! libnvrtc, not a GPU (SKIP without it).
 
 use lucebox_codegen::decode::{decode_abi, generate_decode};
 use lucebox_models::config::Qwen35Config;
 use lucebox_runtime::nvrtc::{CompileOptions, compile_to_cubin, nvrtc_available};
-use lucebox_schedules::{MlpMode, PrefetchMode, Schedule};
+use lucebox_schedules::{GdnOutMode, MlpMode, PrefetchMode, Schedule};
 
 #[test]
 fn decode_megakernel_compiles_for_gpu_presets() {
@@ -21,7 +22,7 @@ fn decode_megakernel_compiles_for_gpu_presets() {
     }
     let cfg = Qwen35Config::qwen35_0_8b();
     let (two, fused) = (MlpMode::TwoPhases, MlpMode::FusedSplitK);
-    for (preset, profile, prefetch, mlp) in [
+    for (preset, profile, prefetch, mlp, gdn_out) in [
         ("h100", false, None, two),
         ("rtx3090", false, None, two),
         ("h100", true, None, two),
@@ -33,7 +34,15 @@ fn decode_megakernel_compiles_for_gpu_presets() {
         ("h100", false, None, fused),
         ("h100", true, None, fused),
         ("h100", false, Some(PrefetchMode::SharedFirstItem), fused),
-    ] {
+    ]
+    .into_iter()
+    .map(|(p, prof, pre, mlp)| (p, prof, pre, mlp, GdnOutMode::SeparatePhase))
+    .chain([
+        // The GDN out_proj in the recurrence phase, alone and with the one-phase MLP.
+        ("h100", false, None, two, GdnOutMode::WithRecurrence),
+        ("h100", false, None, fused, GdnOutMode::WithRecurrence),
+        ("h100", true, None, fused, GdnOutMode::WithRecurrence),
+    ]) {
         let mut sched = Schedule::preset(preset).expect("preset");
         // The opt-in profiling build (phase stamps + barrier waits), the
         // opt-in weight rings and first-item slots and the one-phase MLP
@@ -43,15 +52,21 @@ fn decode_megakernel_compiles_for_gpu_presets() {
             sched.decode.prefetch = mode;
         }
         sched.decode.mlp = mlp;
+        sched.decode.gdn_out = gdn_out;
         let preset = format!(
-            "{preset}{}{}{}",
+            "{preset}{}{}{}{}",
             if profile { "+profile" } else { "" },
             match prefetch {
                 Some(PrefetchMode::SharedRing) => "+ring",
                 Some(PrefetchMode::SharedFirstItem) => "+first-item",
                 _ => "",
             },
-            if mlp == fused { "+fused-mlp" } else { "" }
+            if mlp == fused { "+fused-mlp" } else { "" },
+            if gdn_out == GdnOutMode::WithRecurrence {
+                "+gdn-out-in-recurrence"
+            } else {
+                ""
+            }
         );
         let abi = decode_abi(&cfg, &sched);
         let k = generate_decode(&cfg, &sched).unwrap_or_else(|e| panic!("{preset}: codegen: {e}"));

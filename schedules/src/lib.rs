@@ -15,9 +15,10 @@ pub use arch::Arch;
 pub use device::DeviceProps;
 pub use error::ScheduleError;
 pub use schedule::{
-    DecodeSplit, DeviceLimits, GDN_PREP_THREADS, GDN_TC_STATE_WARPS, MlpMode, ModelDims,
-    PrefetchMode, PrefillTiles, Schedule, StateDType, SyncMode, TreeParams, gdn_kn_stride,
-    gdn_solve_stride, gdn_tc_prep_smem_bytes, gdn_tensor_core_tiles_fit, list_presets,
+    DecodeSplit, DeviceLimits, GDN_PREP_THREADS, GDN_TC_STATE_WARPS, GdnOutMode, MlpMode,
+    ModelDims, PrefetchMode, PrefillTiles, Schedule, StateDType, SyncMode, TreeParams,
+    gdn_kn_stride, gdn_solve_stride, gdn_tc_prep_smem_bytes, gdn_tensor_core_tiles_fit,
+    list_presets,
 };
 
 /// A named preset (`rtx3090`, `h100`, ...).

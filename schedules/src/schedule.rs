@@ -67,6 +67,26 @@ pub enum MlpMode {
     FusedSplitK,
 }
 
+/// Where the decode megakernel runs each GDN layer's out_proj.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GdnOutMode {
+    /// Its own phase after the recurrence: every block normalises all heads
+    /// (gated RMSNorm) and takes rows of out_proj (two sync points).
+    #[default]
+    SeparatePhase,
+    /// In the recurrence phase: each (v-head, column slice) item, once every
+    /// slice of its head has added its sum of squares (a per-head counter it
+    /// waits on), applies the gated norm to its columns and multiplies them
+    /// into its rows of a transposed copy of `out_proj`, adding the result to
+    /// the residual with float atomics. One sync point per GDN layer fewer;
+    /// needs every recurrence item resident at once (at most one per warp),
+    /// the transposed copy (`hidden x value dim` bf16 per GDN layer), and
+    /// the residual's last bits vary between runs. sm_80+ (`cp.async`), not
+    /// with the GDN ready counters or the weight rings. Not yet measured on a GPU.
+    WithRecurrence,
+}
+
 /// Element type of a state buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -138,6 +158,9 @@ pub struct DecodeSplit {
     /// How each layer's MLP runs (one or two sync points).
     #[serde(default)]
     pub mlp: MlpMode,
+    /// Where each GDN layer's out_proj runs (its own phase or the recurrence's).
+    #[serde(default)]
+    pub gdn_out: GdnOutMode,
     /// LM head sampling: candidates each block keeps (per-block top-k).
     pub sample_candidates_per_block: u32,
     /// Global cap on the sampling candidate set (top-k/top-p act on these).
@@ -630,6 +653,7 @@ impl Schedule {
                 },
                 first_item_chunks_per_lane: default_first_item_chunks(),
                 mlp: MlpMode::TwoPhases,
+                gdn_out: GdnOutMode::SeparatePhase,
                 sample_candidates_per_block: 8,
                 sample_candidates_max: 256,
                 max_regs_per_thread: 0,
@@ -768,11 +792,21 @@ impl Schedule {
         let smem = self.decode_smem_estimate(dims);
         if smem > self.limits.shared_mem_per_block_optin {
             // Name the opt-in that takes the space, so the fix is obvious.
-            let fused = self.fused_mlp_smem(dims);
-            let what = if fused > 0 {
-                format!(" (decode.mlp = fused_split_k takes {fused} of them)")
-            } else {
+            let parts: Vec<String> = [
+                ("decode.mlp = fused_split_k", self.fused_mlp_smem(dims)),
+                (
+                    "decode.gdn_out = with_recurrence",
+                    self.gdn_out_stage_smem(dims),
+                ),
+            ]
+            .into_iter()
+            .filter(|(_, b)| *b > 0)
+            .map(|(what, b)| format!("{what} takes {b} of them"))
+            .collect();
+            let what = if parts.is_empty() {
                 String::new()
+            } else {
+                format!(" ({})", parts.join("; "))
             };
             return Err(Self::invalid(
                 "shared memory per block",
@@ -1085,6 +1119,23 @@ impl Schedule {
                 ));
             }
         }
+        if d.gdn_out == GdnOutMode::WithRecurrence {
+            let why = if self.arch.number() < 80 {
+                Some(format!("cp.async needs sm_80 or newer, not {}", self.arch))
+            } else if d.prefetch == PrefetchMode::SharedRing {
+                Some("the weight rings stream the separate out_proj phase's rows; use another decode.prefetch".into())
+            } else if d.sync_gdn_in_proj == SyncMode::TileCounters && !d.barrier_per_phase {
+                Some(
+                    "not with the GDN ready counters (decode.sync_gdn_in_proj: tile_counters)"
+                        .into(),
+                )
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(Self::invalid("decode.gdn_out", "with_recurrence", why));
+            }
+        }
         if d.prefetch == PrefetchMode::SharedFirstItem
             && !(1..=16).contains(&d.first_item_chunks_per_lane)
         {
@@ -1159,6 +1210,20 @@ impl Schedule {
                 ),
             ));
         }
+        if d.gdn_out == GdnOutMode::WithRecurrence {
+            let items =
+                m.linear_num_value_heads * (m.linear_value_head_dim / d.gdn_value_cols_per_warp);
+            let warps = self.grid_blocks() * self.warps_per_block();
+            if items > warps {
+                return Err(Self::invalid(
+                    "decode.gdn_out",
+                    "with_recurrence",
+                    format!(
+                        "its {items} recurrence items wait on each other and must all be resident: at most one per warp ({warps} warps)"
+                    ),
+                ));
+            }
+        }
         let key_groups = 32 / d.gdn_value_cols_per_warp;
         if !m.linear_key_head_dim.is_multiple_of(key_groups)
             || m.linear_key_head_dim / key_groups > 64
@@ -1224,7 +1289,9 @@ impl Schedule {
     }
 
     pub fn decode_smem_estimate(&self, dims: Option<&ModelDims>) -> u32 {
-        let base = self.decode_working_smem(dims) + self.fused_mlp_smem(dims);
+        let base = self.decode_working_smem(dims)
+            + self.fused_mlp_smem(dims)
+            + self.gdn_out_stage_smem(dims);
         match self.decode.prefetch {
             PrefetchMode::SharedRing => {
                 base + RING_STATIC_RESERVE
@@ -1246,6 +1313,24 @@ impl Schedule {
                 let stage =
                     self.decode.matvec_rows_per_warp * (m.hidden_size / 8).div_ceil(32) * 512;
                 128 + self.warps_per_block() * (m.hidden_size * 4 + stage)
+            }
+            _ => 0,
+        }
+    }
+
+    /// `gdn_out: with_recurrence` only: a stage for one recurrence item's
+    /// transposed out_proj rows (its value columns x hidden bf16) in each warp
+    /// that holds a recurrence item (the last warps of every block), 128-byte
+    /// aligned.
+    pub fn gdn_out_stage_smem(&self, dims: Option<&ModelDims>) -> u32 {
+        match (self.decode.gdn_out, dims) {
+            (GdnOutMode::WithRecurrence, Some(m)) => {
+                let cols = self.decode.gdn_value_cols_per_warp;
+                let items = m.linear_num_value_heads * (m.linear_value_head_dim / cols);
+                let warps = items
+                    .div_ceil(self.grid_blocks())
+                    .min(self.warps_per_block());
+                128 + warps * cols * m.hidden_size.div_ceil(256) * 512
             }
             _ => 0,
         }
@@ -1817,6 +1902,51 @@ mod tests {
         json["decode"].as_object_mut().unwrap().remove("mlp");
         let back: Schedule = serde_json::from_value(json).unwrap();
         assert_eq!(back.decode.mlp, MlpMode::TwoPhases);
+    }
+
+    #[test]
+    fn gdn_out_with_recurrence_is_checked_and_counted() {
+        let mut s = Schedule::preset("h100").unwrap();
+        assert_eq!(s.decode.gdn_out, GdnOutMode::SeparatePhase);
+        let plain = s.decode_smem_estimate(Some(&dims_08b()));
+        s.decode.gdn_out = GdnOutMode::WithRecurrence;
+        s.validate(Some(&dims_08b()))
+            .expect("with_recurrence validates");
+        // 16 heads x 128 / 8 columns = 256 items on 132 blocks: the last 2
+        // warps of each block hold one, each with an 8 x 1024 bf16 stage.
+        assert_eq!(
+            s.decode_smem_estimate(Some(&dims_08b())),
+            plain + 128 + 2 * 16384
+        );
+        let refused = |t: &Schedule, dims: Option<&ModelDims>, says: &str| {
+            let e = t.validate(dims).unwrap_err();
+            assert!(e.to_string().contains(says), "{e}");
+            assert_eq!(field_of(e), "decode.gdn_out");
+        };
+        let mut ring = s.clone();
+        ring.decode.prefetch = PrefetchMode::SharedRing;
+        refused(&ring, None, "prefetch");
+        let mut counters = s.clone();
+        counters.decode.barrier_per_phase = false;
+        counters.decode.sync_gdn_in_proj = SyncMode::TileCounters;
+        refused(&counters, None, "ready counters");
+        let mut old = Schedule::preset("rtx2080ti").unwrap();
+        old.decode.gdn_out = GdnOutMode::WithRecurrence;
+        refused(&old, None, "sm_80");
+        // Every item must be resident at once: 256 items need 256 warps.
+        let mut small = s.clone();
+        small.sm_count = 20; // 20 x 12 = 240 warps
+        small.decode.sample_candidates_max = 128;
+        refused(&small, Some(&dims_08b()), "at most one per warp");
+        let p = Schedule::preset("h100")
+            .unwrap()
+            .patched(r#"{"decode":{"gdn_out":"with_recurrence"}}"#)
+            .unwrap();
+        assert_eq!(p.decode.gdn_out, GdnOutMode::WithRecurrence);
+        let mut json = serde_json::to_value(Schedule::preset("h100").unwrap()).unwrap();
+        json["decode"].as_object_mut().unwrap().remove("gdn_out");
+        let back: Schedule = serde_json::from_value(json).unwrap();
+        assert_eq!(back.decode.gdn_out, GdnOutMode::SeparatePhase);
     }
 
     #[test]

@@ -18,16 +18,6 @@
 //! with the gate/up loads without holding registers.
 
 pub const FUSED_MLP: &str = r#"// ---- fused MLP: gate/up, SwiGLU and down_proj in one phase, split over the intermediate ----
-// 4 floats added to global memory without a reply (one vector reduction on sm_90).
-__device__ __forceinline__ void red_add_f32x4(float* p, const float4 v) {
-#if __CUDA_ARCH__ >= 900
-    asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};"
-                 :: "l"(p), "f"(v.x), "f"(v.y), "f"(v.z), "f"(v.w) : "memory");
-#else
-    atomicAdd(p, v.x); atomicAdd(p + 1, v.y); atomicAdd(p + 2, v.z); atomicAdd(p + 3, v.w);
-#endif
-}
-
 // n_items = INTER / R; gate_up_rows(item, r): the item's gate rows (r < R)
 // then up rows (as mlp_up_rows); down_t: [INTER][HIDDEN] bf16;
 // resid_out += this block's share.
@@ -103,15 +93,7 @@ __device__ void fused_mlp_phase(int n_items, const float* __restrict__ xs, float
             const int c = (it * KSPLIT + wt) * 32 + lane;
             if (D::CHUNKS % D::STRIDE == 0 || c < D::CHUNKS) {
                 float o[8];
-#pragma unroll
-                for (int e = 0; e < 8; ++e) o[e] = 0.0f;
-#pragma unroll
-                for (int r = 0; r < R; ++r) {
-                    float w[8];
-                    unpack_bf16x8(stage[(it * R + r) * 32 + lane], w);
-#pragma unroll
-                    for (int e = 0; e < 8; ++e) o[e] = fmaf(act[r], w[e], o[e]);
-                }
+                combine_staged_rows<R>(stage, it, act, o);
                 float4 a = acc[2 * c], b = acc[2 * c + 1];
                 a.x += o[0]; a.y += o[1]; a.z += o[2]; a.w += o[3];
                 b.x += o[4]; b.y += o[5]; b.z += o[6]; b.w += o[7];

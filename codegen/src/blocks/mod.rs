@@ -13,5 +13,6 @@ pub mod matvec;
 pub mod prelude;
 pub mod rms_norm;
 pub mod rope;
+pub mod split_k;
 pub mod sync;
 pub mod weight_stream;

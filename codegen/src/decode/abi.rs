@@ -400,20 +400,34 @@ pub fn weight_slots(cfg: &Qwen35Config) -> (Vec<WeightSlot>, Vec<usize>) {
     (w, bases)
 }
 
-/// The weight table of a schedule: [`weight_slots`], then with
-/// `decode.mlp = fused_split_k` a transposed copy of every layer's
-/// `mlp.down_proj.weight` (`[intermediate][hidden]`), in layer order.
+/// The weight table of a schedule: [`weight_slots`], then transposed copies,
+/// in layer order: with `decode.mlp = fused_split_k` every layer's
+/// `mlp.down_proj.weight` (`[intermediate][hidden]`), then with
+/// `decode.gdn_out = with_recurrence` every GDN layer's
+/// `linear_attn.out_proj.weight` (`[value dim][hidden]`).
 pub fn weight_slots_for(cfg: &Qwen35Config, s: &Schedule) -> (Vec<WeightSlot>, Vec<usize>) {
     let (mut w, bases) = weight_slots(cfg);
+    let mut push_transposed = |name: String, rows: usize, cols: usize| {
+        w.push(WeightSlot {
+            index: w.len(),
+            canonical_name: name,
+            shape: vec![cols, rows],
+            dtype: WeightDType::Bf16,
+            transposed: true,
+        })
+    };
     if s.decode.mlp == lucebox_schedules::MlpMode::FusedSplitK {
         for l in 0..cfg.num_hidden_layers {
-            w.push(WeightSlot {
-                index: w.len(),
-                canonical_name: format!("layers.{l}.mlp.down_proj.weight"),
-                shape: vec![cfg.intermediate_size, cfg.hidden_size],
-                dtype: WeightDType::Bf16,
-                transposed: true,
-            });
+            let name = format!("layers.{l}.mlp.down_proj.weight");
+            push_transposed(name, cfg.hidden_size, cfg.intermediate_size);
+        }
+    }
+    if s.decode.gdn_out == lucebox_schedules::GdnOutMode::WithRecurrence {
+        for (l, ty) in cfg.layer_types.iter().enumerate() {
+            if *ty == LayerType::LinearAttention {
+                let name = format!("layers.{l}.linear_attn.out_proj.weight");
+                push_transposed(name, cfg.hidden_size, cfg.linear_value_dim());
+            }
         }
     }
     (w, bases)

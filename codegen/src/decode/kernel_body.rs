@@ -173,8 +173,9 @@ __device__ void mlp_block(const Bufs& B, const void* const* Wt, int layer, int w
 
 "#;
 
-/// The GDN and attention layers (they call `mlp_block`).
-pub const LAYER_TYPES: &str = r#"// Epilogue operands of the GDN in_proj rows, loaded before the dot products.
+/// The GDN layer's helpers and its program up to the in_proj sync point;
+/// one of the two out_proj variants below completes it.
+pub const GDN_LAYER_HEAD: &str = r#"// Epilogue operands of the GDN in_proj rows, loaded before the dot products.
 struct GdnInOperands {
     ConvTaps conv;        // q/k/v rows
     float a_log, dt_bias; // decay (a) rows
@@ -237,6 +238,11 @@ __device__ void gdn_layer(const Bufs& B, const void* const* Wt, int layer, u32 t
     u32* ready = B.counters + CNT_GDN_READY;
     // Phase 1: in_proj b|a|qkv|z; epilogues: beta, g, conv step + SiLU, z.
     layer_input_norm(B, Wt, layer, wb, token, xs, red);
+    // With both split-K phases the recurrence adds into resid and its copy:
+    // the copy must start from the layer's input (block 0 wrote layer 0's).
+    if constexpr (GDN_OUT_FUSED && MLP_FUSED)
+        if (blockIdx.x == 0)
+            for (int i = threadIdx.x; i < HIDDEN; i += THREADS) B.resid[HIDDEN + i] = ld_shared_f32(B.resid + i);
     {
         const float* conv_w = WPTR(float, wb + W_GDN_CONV);
         const float* dt_bias = WPTR(float, wb + W_GDN_DT_BIAS);
@@ -276,7 +282,11 @@ __device__ void gdn_layer(const Bufs& B, const void* const* Wt, int layer, u32 t
             });
     }
     SYNC_GDN_IN
-    // Phase 2: recurrence over (v-head, value-column slice) items; its
+"#;
+
+/// The rest of the GDN layer with its out_proj as its own phase
+/// (`decode.gdn_out = separate_phase`).
+pub const GDN_OUT_SEPARATE: &str = r#"    // Phase 2: recurrence over (v-head, value-column slice) items; its
     // per-warp q/k vectors sit after the in_proj input (other warps of the
     // block may still read that when there is no barrier in between).
     gated_delta_rule_step(B.qkv, B.beta, B.g, B.gdn_state + (size_t)slot * GDN_HV * GDN_DK * GDN_DV, B.gdn_o,
@@ -293,7 +303,26 @@ __device__ void gdn_layer(const Bufs& B, const void* const* Wt, int layer, u32 t
     mlp_block(B, Wt, layer, wb, xs, red, want_lm);
 }
 
-__device__ void attn_layer(const Bufs& B, const void* const* Wt, int layer, u32 token, u32 pos, float* xs, float* red, bool want_lm) {
+"#;
+
+/// The rest of the GDN layer with the out_proj in the recurrence phase
+/// (`decode.gdn_out = with_recurrence`, see `gated_delta_rule_out_step`).
+pub const GDN_OUT_WITH_RECURRENCE: &str = r#"    // Phase 2: recurrence over (v-head, value-column slice) items, each then
+    // applying the gated norm to its columns (once its head's sum of squares
+    // is complete) and adding their out_proj contribution to the residual.
+    gated_delta_rule_out_step(B.qkv, B.beta, B.g, B.gdn_state + (size_t)slot * GDN_HV * GDN_DK * GDN_DV, B.z,
+                              WPTR(float, wb + W_GDN_NORM), WPTR(u16, LAYER_W_GDN_OUT_T[layer]), B.resid,
+                              xs + HIDDEN + (threadIdx.x >> 5) * 2 * GDN_DK, ready + GDN_HK * READY_STRIDE);
+    matvec_phase_ahead<2 * MV_R, HIDDEN, KS_MLP_UP>(MLP_UP_ITEMS, mlp_up_rows(Wt, wb));
+    SYNC_GDN_REC_OUT
+    reset_head_sums(ready + GDN_HK * READY_STRIDE);
+    mlp_block(B, Wt, layer, wb, xs, red, want_lm);
+}
+
+"#;
+
+/// The attention layer.
+pub const ATTN_LAYER: &str = r#"__device__ void attn_layer(const Bufs& B, const void* const* Wt, int layer, u32 token, u32 pos, float* xs, float* red, bool want_lm) {
     const int wb = LAYER_WBASE[layer];
     const int slot = LAYER_SLOT[layer];
     u32* ready = B.counters + CNT_ATT_READY;

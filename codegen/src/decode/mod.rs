@@ -16,7 +16,7 @@ mod kernel_body;
 use std::fmt::Write;
 
 use lucebox_models::config::{LayerType, Qwen35Config};
-use lucebox_schedules::{MlpMode, PrefetchMode, Schedule, SyncMode};
+use lucebox_schedules::{GdnOutMode, MlpMode, PrefetchMode, Schedule, SyncMode};
 
 pub use abi::{
     BufferInit, BufferSlot, DecodeAbi, DecodeParams, ParamField, ParamType, ParamsLayout,
@@ -157,7 +157,19 @@ pub fn layer_program(cfg: &Qwen35Config, s: &Schedule, ty: LayerType) -> Vec<Pha
                 sync_after: SyncPoint::GridBarrier,
                 weights: vec!["linear_attn.norm.weight", "linear_attn.out_proj.weight"],
             };
-            if gdn_head_counters(s) {
+            if gdn_out_fused(s) {
+                // Schedule validation keeps the ready counters off here.
+                let rec_out = Phase {
+                    marker: "GDN_REC_OUT",
+                    what: format!(
+                        "{}; per item, once its head's sum of squares is complete (head counter): gated RMSNorm of its columns x its rows of the transposed out_proj, added to the residual",
+                        gdn_rec.what
+                    ),
+                    weights: vec!["linear_attn.norm.weight", TRANSPOSED_GDN_OUT],
+                    ..gdn_rec
+                };
+                vec![gdn_in, rec_out]
+            } else if gdn_head_counters(s) {
                 vec![merged("GDN_IN_REC", gdn_in, gdn_rec), gdn_out]
             } else {
                 vec![gdn_in, gdn_rec, gdn_out]
@@ -247,6 +259,8 @@ pub fn layer_program(cfg: &Qwen35Config, s: &Schedule, ty: LayerType) -> Vec<Pha
 /// `TRANSPOSED_SUFFIX`.
 const TRANSPOSED_DOWN: &str = "mlp.down_proj.weight (transposed)";
 const TRANSPOSED_SUFFIX: &str = " (transposed)";
+/// The same for the GDN `out_proj` (`decode.gdn_out = with_recurrence`).
+const TRANSPOSED_GDN_OUT: &str = "linear_attn.out_proj.weight (transposed)";
 
 /// A producer phase and its consumer as one phase: no grid barrier between
 /// them, each consumer item waits on per-head ready counters of the rows it
@@ -344,7 +358,7 @@ pub fn token_program(cfg: &Qwen35Config, s: &Schedule) -> Vec<PhaseInfo> {
             kind: p.marker.to_string(),
             weight_slots: slots.iter().map(|w| w.index).collect(),
             weight_bytes: slots.iter().map(|w| w.bytes()).sum(),
-            state_bytes: if matches!(p.marker, "GDN_REC" | "GDN_IN_REC") {
+            state_bytes: if matches!(p.marker, "GDN_REC" | "GDN_IN_REC" | "GDN_REC_OUT") {
                 gdn_state
             } else {
                 0
@@ -527,13 +541,45 @@ fn fused_mlp_offset(cfg: &Qwen35Config, s: &Schedule) -> u32 {
     working_smem_bytes(cfg, s).div_ceil(128) * 128
 }
 
-/// Byte offset of the weight rings or the first-item slots in dynamic
-/// shared memory (after everything else, 128-byte aligned).
-fn ring_offset(cfg: &Qwen35Config, s: &Schedule) -> u32 {
+/// Whether the GDN out_proj runs in the recurrence phase
+/// (`decode.gdn_out = with_recurrence`).
+fn gdn_out_fused(s: &Schedule) -> bool {
+    s.decode.gdn_out == GdnOutMode::WithRecurrence
+}
+
+/// Recurrence items, and the warps per block that hold one (the last warps
+/// of each block take them first).
+fn gdn_rec_items_and_warps(cfg: &Qwen35Config, s: &Schedule) -> (u32, u32) {
+    let items = (cfg.linear_num_value_heads * cfg.linear_value_head_dim) as u32
+        / s.decode.gdn_value_cols_per_warp;
+    (
+        items,
+        items.div_ceil(s.grid_blocks()).min(s.warps_per_block()),
+    )
+}
+
+/// One recurrence warp's stage for its item's transposed out_proj rows
+/// (value columns x HIDDEN bf16, in 16-byte chunks per lane).
+fn gdn_out_stage_warp_bytes(cfg: &Qwen35Config, s: &Schedule) -> u32 {
+    s.decode.gdn_value_cols_per_warp * (cfg.hidden_size as u32 / 8).div_ceil(32) * 512
+}
+
+/// Byte offset of the GDN out_proj stages (after the fused MLP's space).
+fn gdn_out_stage_offset(cfg: &Qwen35Config, s: &Schedule) -> u32 {
     let mut end = working_smem_bytes(cfg, s);
     if fused_mlp(s) {
         let (acc, stage) = fused_mlp_warp_bytes(cfg, s);
         end = fused_mlp_offset(cfg, s) + s.warps_per_block() * (acc + stage);
+    }
+    end.div_ceil(128) * 128
+}
+
+/// Byte offset of the weight rings or the first-item slots in dynamic
+/// shared memory (after everything else, 128-byte aligned).
+fn ring_offset(cfg: &Qwen35Config, s: &Schedule) -> u32 {
+    let mut end = gdn_out_stage_offset(cfg, s);
+    if gdn_out_fused(s) {
+        end += gdn_rec_items_and_warps(cfg, s).1 * gdn_out_stage_warp_bytes(cfg, s);
     }
     end.div_ceil(128) * 128
 }
@@ -545,7 +591,7 @@ pub fn dynamic_smem_bytes(cfg: &Qwen35Config, s: &Schedule) -> u32 {
         ring_offset(cfg, s) + s.warps_per_block() * s.decode.ring_bytes_per_warp
     } else if first_item_smem(s) {
         ring_offset(cfg, s) + s.warps_per_block() * s.first_item_slot_bytes()
-    } else if fused_mlp(s) {
+    } else if fused_mlp(s) || gdn_out_fused(s) {
         ring_offset(cfg, s)
     } else {
         working_smem_bytes(cfg, s)
@@ -713,6 +759,11 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
                 "byte offset of the first-item slots in dynamic shared memory",
             ),
             Constant::bool(
+                "GDN_OUT_FUSED",
+                gdn_out_fused(s),
+                "each GDN recurrence item applies the gated norm and its rows of out_proj (no separate out_proj phase)",
+            ),
+            Constant::bool(
                 "MLP_FUSED",
                 fused_mlp(s),
                 "each layer's MLP is one phase: down_proj split over the intermediate, block shares added to the residual",
@@ -780,6 +831,30 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
                     "MLP_STAGE_WARP_BYTES",
                     stage,
                     "bytes of one warp's stage (MV_R rows, this warp's K share)",
+                ),
+            ],
+        )?;
+    }
+    if gdn_out_fused(s) {
+        let (_, warps) = gdn_rec_items_and_warps(cfg, s);
+        write_constants(
+            &mut out,
+            "GDN out_proj in the recurrence phase",
+            &[
+                Constant::int(
+                    "GDN_OUT_STAGE_OFFSET",
+                    gdn_out_stage_offset(cfg, s),
+                    "bytes: stages of the recurrence items' transposed out_proj rows in dynamic shared memory",
+                ),
+                Constant::int(
+                    "GDN_OUT_STAGE_WARP_BYTES",
+                    gdn_out_stage_warp_bytes(cfg, s),
+                    "bytes of one recurrence warp's stage (GDN_COLS rows x HIDDEN bf16)",
+                ),
+                Constant::int(
+                    "GDN_REC_WARPS",
+                    warps,
+                    "warps per block holding a recurrence item (the last ones)",
                 ),
             ],
         )?;
@@ -1006,24 +1081,30 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
                 .collect()
         )
     )?;
+    // Per layer: the index of a transposed copy, -1 where the layer has none.
+    let transposed_table = |weight: &str| -> Vec<String> {
+        (0..cfg.num_hidden_layers)
+            .map(|l| {
+                let name = format!("layers.{l}.{weight}");
+                abi.weights
+                    .iter()
+                    .find(|w| w.transposed && w.canonical_name == name)
+                    .map_or("-1".to_string(), |w| w.index.to_string())
+            })
+            .collect()
+    };
     if fused_mlp(s) {
-        let down_t: Vec<String> = abi
-            .weights
-            .iter()
-            .filter(|w| w.transposed)
-            .map(|w| w.index.to_string())
-            .collect();
-        if down_t.len() != cfg.num_hidden_layers {
-            return Err(CodegenError::Config(format!(
-                "{} transposed down_proj slots for {} layers",
-                down_t.len(),
-                cfg.num_hidden_layers
-            )));
-        }
         writeln!(
             out,
             "__constant__ int LAYER_W_DOWN_T[N_LAYERS] = {{{}}};  // transposed mlp.down_proj.weight [INTER][HIDDEN]",
-            list(down_t)
+            list(transposed_table("mlp.down_proj.weight"))
+        )?;
+    }
+    if gdn_out_fused(s) {
+        writeln!(
+            out,
+            "__constant__ int LAYER_W_GDN_OUT_T[N_LAYERS] = {{{}}};  // transposed linear_attn.out_proj.weight [VALUE_DIM][HIDDEN]; -1: attention layer",
+            list(transposed_table("linear_attn.out_proj.weight"))
         )?;
     }
     writeln!(out)?;
@@ -1117,6 +1198,11 @@ pub fn generate_decode(
         blocks::rms_norm::RMS_NORM,
         blocks::embedding::EMBEDDING,
         blocks::matvec::MATVEC,
+        if fused_mlp(sched) || gdn_out_fused(sched) {
+            blocks::split_k::SPLIT_K_SHARES
+        } else {
+            ""
+        },
         if fused_mlp(sched) {
             blocks::fused_mlp::FUSED_MLP
         } else {
@@ -1124,6 +1210,11 @@ pub fn generate_decode(
         },
         blocks::causal_conv::CAUSAL_CONV_STEP,
         blocks::gated_delta_rule::GATED_DELTA_RULE_STEP,
+        if gdn_out_fused(sched) {
+            blocks::gated_delta_rule::GATED_DELTA_RULE_OUT_STEP
+        } else {
+            ""
+        },
         blocks::rope::ROPE,
         blocks::decode_attention::HEAD_HELPERS,
         blocks::decode_attention::DECODE_ATTENTION,
@@ -1155,7 +1246,13 @@ pub fn generate_decode(
         } else {
             kernel_body::MLP_TWO_PHASES
         },
-        kernel_body::LAYER_TYPES,
+        kernel_body::GDN_LAYER_HEAD,
+        if gdn_out_fused(sched) {
+            kernel_body::GDN_OUT_WITH_RECURRENCE
+        } else {
+            kernel_body::GDN_OUT_SEPARATE
+        },
+        kernel_body::ATTN_LAYER,
         "\n",
     ]
     .concat();
@@ -1431,7 +1528,9 @@ mod tests {
             [
                 kernel_body::LAYER_HELPERS,
                 kernel_body::MLP_TWO_PHASES,
-                kernel_body::LAYER_TYPES,
+                kernel_body::GDN_LAYER_HEAD,
+                kernel_body::GDN_OUT_SEPARATE,
+                kernel_body::ATTN_LAYER,
             ]
             .concat()
         });
@@ -1642,6 +1741,104 @@ mod tests {
                 .source
                 .contains("fused_mlp_phase")
         );
+    }
+
+    #[test]
+    fn gdn_out_with_recurrence_drops_the_out_proj_phase() {
+        let c = Qwen35Config::qwen35_0_8b();
+        let mut s = Schedule::preset("h100").unwrap();
+        let plain = generate_decode(&c, &s).unwrap().source;
+        assert!(plain.contains("constexpr bool  GDN_OUT_FUSED           = false;"));
+        assert!(
+            !plain.contains("gated_delta_rule_out_step") && !plain.contains("LAYER_W_GDN_OUT_T")
+        );
+        s.decode.gdn_out = GdnOutMode::WithRecurrence;
+        // One sync point per GDN layer fewer: 115 - 18, and 73 with the one-phase MLP.
+        assert_eq!(sync_points_per_token(&c, &s), 97);
+        let k = generate_decode(&c, &s).unwrap().source;
+        assert!(k.contains("sync points/token : 97 grid barriers"));
+        assert!(!k.contains("SYNC_"), "unreplaced sync marker");
+        assert!(!k.contains("B.gdn_o,"), "no separate out_proj input");
+        assert!(k.contains("constexpr bool  GDN_OUT_FUSED           = true;"));
+        let gdn = layer_program(&c, &s, LayerType::LinearAttention);
+        let markers: Vec<&str> = gdn.iter().map(|p| p.marker).collect();
+        assert_eq!(markers, ["GDN_IN", "GDN_REC_OUT", "MLP_UP", "MLP_DOWN"]);
+        // Weights: the checkpoint's 320, then a transposed out_proj per GDN layer.
+        let abi = decode_abi(&c, &s);
+        assert_eq!(abi.weights.len(), 320 + 18);
+        let mut table = Vec::new();
+        let mut next = 320;
+        for (l, ty) in c.layer_types.iter().enumerate() {
+            if *ty == LayerType::LinearAttention {
+                let w = &abi.weights[next];
+                assert!(w.transposed);
+                assert_eq!(
+                    w.canonical_name,
+                    format!("layers.{l}.linear_attn.out_proj.weight")
+                );
+                assert_eq!(w.shape, [2048, 1024]);
+                table.push(next.to_string());
+                next += 1;
+            } else {
+                table.push("-1".to_string());
+            }
+        }
+        assert!(k.contains(&format!(
+            "LAYER_W_GDN_OUT_T[N_LAYERS] = {{{}}};",
+            table.join(", ")
+        )));
+        // Stages: 256 items on 132 blocks, the last 2 warps of each, 16 KiB each.
+        let words = k.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(words.contains("constexpr int GDN_REC_WARPS = 2;"));
+        assert!(words.contains("constexpr int GDN_OUT_STAGE_WARP_BYTES = 16384;"));
+        assert_eq!(
+            abi.dynamic_smem_bytes,
+            gdn_out_stage_offset(&c, &s) + 2 * 16384
+        );
+        assert!(abi.dynamic_smem_bytes <= s.decode_smem_estimate(Some(&crate::model_dims(&c))));
+        // The token program reads the transposed copies instead of the originals.
+        let prog = token_program(&c, &s);
+        assert_eq!(prog.len(), 97);
+        let mut seen = vec![0; abi.weights.len()];
+        for p in &prog {
+            for &i in &p.weight_slots {
+                seen[i] += 1;
+            }
+        }
+        for w in &abi.weights {
+            let original =
+                !w.transposed && w.canonical_name.ends_with("linear_attn.out_proj.weight");
+            assert_eq!(
+                seen[w.index],
+                usize::from(!original),
+                "{}",
+                w.canonical_name
+            );
+        }
+        assert!(
+            prog.iter()
+                .any(|p| p.kind == "GDN_REC_OUT" && p.state_bytes > 0)
+        );
+        // The recurrence phase hands over to the MLP's first items like the
+        // separate out_proj phase did.
+        let tail = matvec_calls(kernel_body::GDN_OUT_WITH_RECURRENCE);
+        assert_eq!(tail, [("ahead", "2 * MV_R, HIDDEN, KS_MLP_UP".to_string())]);
+        // With the one-phase MLP both copies of the residual get the shares,
+        // and the copy starts from the layer input.
+        s.decode.mlp = MlpMode::FusedSplitK;
+        assert_eq!(sync_points_per_token(&c, &s), 73);
+        let abi = decode_abi(&c, &s);
+        assert_eq!(abi.weights.len(), 320 + 24 + 18);
+        assert!(
+            abi.weights[320..344]
+                .iter()
+                .all(|w| w.canonical_name.ends_with("down_proj.weight"))
+        );
+        let k = generate_decode(&c, &s).unwrap().source;
+        assert!(!k.contains("SYNC_"));
+        assert!(k.contains("if constexpr (GDN_OUT_FUSED && MLP_FUSED)"));
+        assert!(k.contains("red_add_f32x4(resid + HIDDEN + 8 * c, lo);"));
+        assert!(abi.dynamic_smem_bytes <= s.decode_smem_estimate(Some(&crate::model_dims(&c))));
     }
 
     #[test]
