@@ -1103,28 +1103,32 @@ impl Schedule {
                 format!("{what} sm_{arch} or newer, not {}", self.arch),
             ));
         }
-        if d.mlp == MlpMode::FusedSplitK {
-            if self.arch.number() < 80 {
-                return Err(Self::invalid(
-                    "decode.mlp",
-                    "fused_split_k",
-                    format!("cp.async needs sm_80 or newer, not {}", self.arch),
-                ));
-            }
-            if d.prefetch == PrefetchMode::SharedRing {
-                return Err(Self::invalid(
-                    "decode.mlp",
-                    "fused_split_k",
-                    "the weight rings stream the two-phase MLP's rows; use another decode.prefetch",
-                ));
-            }
-        }
-        if d.gdn_out == GdnOutMode::WithRecurrence {
-            let why = if self.arch.number() < 80 {
+        // The split-K opt-ins: cp.async stages, and the rings stream the
+        // phases they replace.
+        let gdn_counters = d.sync_gdn_in_proj == SyncMode::TileCounters && !d.barrier_per_phase;
+        for (on, field, value, replaced) in [
+            (
+                d.mlp == MlpMode::FusedSplitK,
+                "decode.mlp",
+                "fused_split_k",
+                "the two-phase MLP's",
+            ),
+            (
+                d.gdn_out == GdnOutMode::WithRecurrence,
+                "decode.gdn_out",
+                "with_recurrence",
+                "the separate out_proj phase's",
+            ),
+        ] {
+            let why = if !on {
+                None
+            } else if self.arch.number() < 80 {
                 Some(format!("cp.async needs sm_80 or newer, not {}", self.arch))
             } else if d.prefetch == PrefetchMode::SharedRing {
-                Some("the weight rings stream the separate out_proj phase's rows; use another decode.prefetch".into())
-            } else if d.sync_gdn_in_proj == SyncMode::TileCounters && !d.barrier_per_phase {
+                Some(format!(
+                    "the weight rings stream {replaced} rows; use another decode.prefetch"
+                ))
+            } else if field == "decode.gdn_out" && gdn_counters {
                 Some(
                     "not with the GDN ready counters (decode.sync_gdn_in_proj: tile_counters)"
                         .into(),
@@ -1133,7 +1137,7 @@ impl Schedule {
                 None
             };
             if let Some(why) = why {
-                return Err(Self::invalid("decode.gdn_out", "with_recurrence", why));
+                return Err(Self::invalid(field, value, why));
             }
         }
         if d.prefetch == PrefetchMode::SharedFirstItem

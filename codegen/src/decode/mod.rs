@@ -535,12 +535,6 @@ fn fused_mlp_warp_bytes(cfg: &Qwen35Config, s: &Schedule) -> (u32, u32) {
     (cfg.hidden_size as u32 * 4, sp.r as u32 * iters * 512)
 }
 
-/// Byte offset of the fused MLP's accumulators in dynamic shared memory
-/// (after the working space, 128-byte aligned); its stages follow them.
-fn fused_mlp_offset(cfg: &Qwen35Config, s: &Schedule) -> u32 {
-    working_smem_bytes(cfg, s).div_ceil(128) * 128
-}
-
 /// Whether the GDN out_proj runs in the recurrence phase
 /// (`decode.gdn_out = with_recurrence`).
 fn gdn_out_fused(s: &Schedule) -> bool {
@@ -564,38 +558,53 @@ fn gdn_out_stage_warp_bytes(cfg: &Qwen35Config, s: &Schedule) -> u32 {
     s.decode.gdn_value_cols_per_warp * (cfg.hidden_size as u32 / 8).div_ceil(32) * 512
 }
 
-/// Byte offset of the GDN out_proj stages (after the fused MLP's space).
-fn gdn_out_stage_offset(cfg: &Qwen35Config, s: &Schedule) -> u32 {
-    let mut end = working_smem_bytes(cfg, s);
+/// The decode kernel's dynamic shared memory: the working space, then
+/// (each region 128-byte aligned, present only where the schedule asks)
+/// the fused MLP's per-warp accumulators and stages, the GDN out_proj
+/// stages, and the weight rings or first-item slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SmemLayout {
+    mlp_acc: u32,
+    mlp_stage: u32,
+    gdn_out_stage: u32,
+    /// Weight rings or first-item slots.
+    slots: u32,
+    total: u32,
+}
+
+fn smem_layout(cfg: &Qwen35Config, s: &Schedule) -> SmemLayout {
+    let align = |b: u32| b.div_ceil(128) * 128;
+    let warps = s.warps_per_block();
+    let working = working_smem_bytes(cfg, s);
+    let mlp_acc = align(working);
+    let (mut mlp_stage, mut end) = (mlp_acc, working);
     if fused_mlp(s) {
         let (acc, stage) = fused_mlp_warp_bytes(cfg, s);
-        end = fused_mlp_offset(cfg, s) + s.warps_per_block() * (acc + stage);
+        mlp_stage = mlp_acc + warps * acc;
+        end = mlp_stage + warps * stage;
     }
-    end.div_ceil(128) * 128
-}
-
-/// Byte offset of the weight rings or the first-item slots in dynamic
-/// shared memory (after everything else, 128-byte aligned).
-fn ring_offset(cfg: &Qwen35Config, s: &Schedule) -> u32 {
-    let mut end = gdn_out_stage_offset(cfg, s);
+    let gdn_out_stage = align(end);
     if gdn_out_fused(s) {
-        end += gdn_rec_items_and_warps(cfg, s).1 * gdn_out_stage_warp_bytes(cfg, s);
+        end = gdn_out_stage + gdn_rec_items_and_warps(cfg, s).1 * gdn_out_stage_warp_bytes(cfg, s);
     }
-    end.div_ceil(128) * 128
+    let slots = align(end);
+    if weight_stream(s) {
+        end = slots + warps * s.decode.ring_bytes_per_warp;
+    } else if first_item_smem(s) {
+        end = slots + warps * s.first_item_slot_bytes();
+    }
+    SmemLayout {
+        mlp_acc,
+        mlp_stage,
+        gdn_out_stage,
+        slots,
+        total: end,
+    }
 }
 
-/// Dynamic shared memory of the decode kernel (bytes): the working space and
-/// the weight rings.
+/// Dynamic shared memory of the decode kernel (bytes).
 pub fn dynamic_smem_bytes(cfg: &Qwen35Config, s: &Schedule) -> u32 {
-    if weight_stream(s) {
-        ring_offset(cfg, s) + s.warps_per_block() * s.decode.ring_bytes_per_warp
-    } else if first_item_smem(s) {
-        ring_offset(cfg, s) + s.warps_per_block() * s.first_item_slot_bytes()
-    } else if fused_mlp(s) || gdn_out_fused(s) {
-        ring_offset(cfg, s)
-    } else {
-        working_smem_bytes(cfg, s)
-    }
+    smem_layout(cfg, s).total
 }
 
 /// The bytes one warp's largest matvec item takes in its ring (its K slice
@@ -755,7 +764,7 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
             ),
             Constant::int(
                 "FIRST_ITEM_OFFSET",
-                ring_offset(cfg, s),
+                smem_layout(cfg, s).slots,
                 "byte offset of the first-item slots in dynamic shared memory",
             ),
             Constant::bool(
@@ -800,7 +809,7 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
             &[
                 Constant::int(
                     "WS_RING_OFFSET",
-                    ring_offset(cfg, s),
+                    smem_layout(cfg, s).slots,
                     "bytes: the rings' place in dynamic shared memory",
                 ),
                 Constant::int(
@@ -812,19 +821,19 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
         )?;
     }
     if fused_mlp(s) {
-        let (acc, stage) = fused_mlp_warp_bytes(cfg, s);
+        let (_, stage) = fused_mlp_warp_bytes(cfg, s);
         write_constants(
             &mut out,
             "fused MLP",
             &[
                 Constant::int(
                     "MLP_ACC_OFFSET",
-                    fused_mlp_offset(cfg, s),
+                    smem_layout(cfg, s).mlp_acc,
                     "bytes: per-warp f32 accumulators of the hidden outputs (HIDDEN floats each) in dynamic shared memory",
                 ),
                 Constant::int(
                     "MLP_STAGE_OFFSET",
-                    fused_mlp_offset(cfg, s) + s.warps_per_block() * acc,
+                    smem_layout(cfg, s).mlp_stage,
                     "bytes: per-warp stages of one item's transposed down rows, after the accumulators",
                 ),
                 Constant::int(
@@ -843,7 +852,7 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
             &[
                 Constant::int(
                     "GDN_OUT_STAGE_OFFSET",
-                    gdn_out_stage_offset(cfg, s),
+                    smem_layout(cfg, s).gdn_out_stage,
                     "bytes: stages of the recurrence items' transposed out_proj rows in dynamic shared memory",
                 ),
                 Constant::int(
@@ -1694,7 +1703,7 @@ mod tests {
         // Shared memory: per warp a 4 KiB accumulator and a 4 KiB stage (2 rows x 4 steps x 512 B).
         let words = k.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(words.contains("constexpr int MLP_STAGE_WARP_BYTES = 4096;"));
-        let off = fused_mlp_offset(&c, &s);
+        let off = smem_layout(&c, &s).mlp_acc;
         assert!(off >= working_smem_bytes(&c, &s) && off.is_multiple_of(128));
         assert!(words.contains(&format!("constexpr int MLP_ACC_OFFSET = {off};")));
         assert!(words.contains(&format!(
@@ -1732,7 +1741,7 @@ mod tests {
         // With the first-item slots, they follow the MLP's space.
         s.decode.prefetch = PrefetchMode::SharedFirstItem;
         let abi = decode_abi(&c, &s);
-        assert_eq!(ring_offset(&c, &s), off + 12 * 8192);
+        assert_eq!(smem_layout(&c, &s).slots, off + 12 * 8192);
         assert_eq!(abi.dynamic_smem_bytes, off + 12 * 8192 + 12 * 4096);
         assert!(abi.dynamic_smem_bytes <= s.decode_smem_estimate(Some(&crate::model_dims(&c))));
         assert!(
@@ -1793,7 +1802,7 @@ mod tests {
         assert!(words.contains("constexpr int GDN_OUT_STAGE_WARP_BYTES = 16384;"));
         assert_eq!(
             abi.dynamic_smem_bytes,
-            gdn_out_stage_offset(&c, &s) + 2 * 16384
+            smem_layout(&c, &s).gdn_out_stage + 2 * 16384
         );
         assert!(abi.dynamic_smem_bytes <= s.decode_smem_estimate(Some(&crate::model_dims(&c))));
         // The token program reads the transposed copies instead of the originals.
@@ -1858,8 +1867,14 @@ mod tests {
         ));
         // The slots follow the working space, 128-byte aligned: 12 warps x 4 KiB.
         let abi = decode_abi(&c, &s);
-        assert!(ring_offset(&c, &s) >= plain_smem && ring_offset(&c, &s).is_multiple_of(128));
-        assert_eq!(abi.dynamic_smem_bytes, ring_offset(&c, &s) + 12 * 4096);
+        assert!(
+            smem_layout(&c, &s).slots >= plain_smem
+                && smem_layout(&c, &s).slots.is_multiple_of(128)
+        );
+        assert_eq!(
+            abi.dynamic_smem_bytes,
+            smem_layout(&c, &s).slots + 12 * 4096
+        );
         assert!(abi.dynamic_smem_bytes <= s.decode_smem_estimate(Some(&crate::model_dims(&c))));
     }
 
@@ -1880,9 +1895,9 @@ mod tests {
         let abi = decode_abi(&c, &s);
         assert_eq!(
             abi.dynamic_smem_bytes,
-            ring_offset(&c, &s) + 12 * s.decode.ring_bytes_per_warp
+            smem_layout(&c, &s).slots + 12 * s.decode.ring_bytes_per_warp
         );
-        assert!(ring_offset(&c, &s).is_multiple_of(128));
+        assert!(smem_layout(&c, &s).slots.is_multiple_of(128));
         assert!(abi.dynamic_smem_bytes + 4096 <= s.limits.shared_mem_per_block_optin);
         // gate+up: 4 rows of 1024 bf16; down: 2 rows of half of 3584 (K split 2).
         assert_eq!(largest_ring_item_bytes(&c, &s), 4 * 2048);
