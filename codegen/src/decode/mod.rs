@@ -1376,6 +1376,15 @@ mod tests {
         assert!(!k.source.contains("SYNC_"), "unreplaced sync marker");
     }
 
+    /// How many phases of `prog` read each of `slots` weight slots.
+    fn reads_per_slot(prog: &[PhaseInfo], slots: usize) -> Vec<usize> {
+        let mut seen = vec![0; slots];
+        for i in prog.iter().flat_map(|p| p.weight_slots.iter()) {
+            seen[*i] += 1;
+        }
+        seen
+    }
+
     /// The h100 preset with every sync point a grid barrier.
     fn h100_barriers() -> Schedule {
         let mut s = Schedule::preset("h100").unwrap();
@@ -1392,12 +1401,7 @@ mod tests {
         assert_eq!(prog[0].name, "L0.GDN_IN");
         assert_eq!(prog.last().map(|p| p.kind.as_str()), Some("LM_HEAD"));
         let abi = decode_abi(&c, &s);
-        let mut seen = vec![0; abi.weights.len()];
-        for p in &prog {
-            for &i in &p.weight_slots {
-                seen[i] += 1;
-            }
-        }
+        let seen = reads_per_slot(&prog, abi.weights.len());
         // Tied embeddings: the LM head streams the embedding, so every slot
         // is read by exactly one phase.
         assert!(c.tie_word_embeddings);
@@ -1437,10 +1441,7 @@ mod tests {
             let prog = token_program(&c, &s);
             assert_eq!(prog.len() as u32, syncs);
             let abi = decode_abi(&c, &s);
-            let mut seen = vec![0; abi.weights.len()];
-            for i in prog.iter().flat_map(|p| p.weight_slots.iter()) {
-                seen[*i] += 1;
-            }
+            let seen = reads_per_slot(&prog, abi.weights.len());
             assert!(seen.iter().all(|&n| n == 1), "{seen:?}");
             assert_eq!(prog[0].kind, if gdn { "GDN_IN_REC" } else { "GDN_IN" });
             assert!(prog[0].state_bytes > 0 || !gdn);
@@ -1717,12 +1718,7 @@ mod tests {
         let prog = token_program(&c, &s);
         assert_eq!(prog.len(), 91);
         assert_eq!(prog.iter().filter(|p| p.kind == "MLP").count(), 24);
-        let mut seen = vec![0; abi.weights.len()];
-        for p in &prog {
-            for &i in &p.weight_slots {
-                seen[i] += 1;
-            }
-        }
+        let seen = reads_per_slot(&prog, abi.weights.len());
         for w in &abi.weights {
             let row_major_down =
                 !w.transposed && w.canonical_name.ends_with("mlp.down_proj.weight");
@@ -1808,12 +1804,7 @@ mod tests {
         // The token program reads the transposed copies instead of the originals.
         let prog = token_program(&c, &s);
         assert_eq!(prog.len(), 97);
-        let mut seen = vec![0; abi.weights.len()];
-        for p in &prog {
-            for &i in &p.weight_slots {
-                seen[i] += 1;
-            }
-        }
+        let seen = reads_per_slot(&prog, abi.weights.len());
         for w in &abi.weights {
             let original =
                 !w.transposed && w.canonical_name.ends_with("linear_attn.out_proj.weight");
