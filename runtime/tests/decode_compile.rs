@@ -10,14 +10,23 @@ use lucebox_models::config::Qwen35Config;
 use lucebox_runtime::nvrtc::{CompileOptions, compile_to_cubin, nvrtc_available};
 use lucebox_schedules::{GdnOutMode, MlpMode, PrefetchMode, Schedule};
 
+/// True (after saying SKIP) when libnvrtc cannot be loaded; under CI=true
+/// that is a failure instead.
+fn skipped_without_nvrtc(test: &str) -> bool {
+    if nvrtc_available() {
+        return false;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "libnvrtc not loadable; CI=true requires NVRTC"
+    );
+    eprintln!("SKIP {test}: libnvrtc not loadable");
+    true
+}
+
 #[test]
 fn decode_megakernel_compiles_for_gpu_presets() {
-    if !nvrtc_available() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "libnvrtc not loadable; CI=true requires NVRTC"
-        );
-        eprintln!("SKIP decode_megakernel_compiles_for_gpu_presets: libnvrtc not loadable");
+    if skipped_without_nvrtc("decode_megakernel_compiles_for_gpu_presets") {
         return;
     }
     let cfg = Qwen35Config::qwen35_0_8b();
@@ -105,12 +114,7 @@ fn decode_megakernel_compiles_for_gpu_presets() {
 /// chunks than a warp has lanes), as fitted by the runtime.
 #[test]
 fn split_k_opt_ins_compile_for_the_tiny_fixture() {
-    if !nvrtc_available() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "libnvrtc not loadable; CI=true requires NVRTC"
-        );
-        eprintln!("SKIP split_k_opt_ins_compile_for_the_tiny_fixture: libnvrtc not loadable");
+    if skipped_without_nvrtc("split_k_opt_ins_compile_for_the_tiny_fixture") {
         return;
     }
     let path = concat!(

@@ -1215,8 +1215,7 @@ impl Schedule {
             ));
         }
         if d.gdn_out == GdnOutMode::WithRecurrence {
-            let items =
-                m.linear_num_value_heads * (m.linear_value_head_dim / d.gdn_value_cols_per_warp);
+            let (items, _) = self.gdn_recurrence_items(m);
             let warps = self.grid_blocks() * self.warps_per_block();
             if items > warps {
                 return Err(Self::invalid(
@@ -1322,6 +1321,20 @@ impl Schedule {
         }
     }
 
+    /// The decode recurrence's (v-head, value-column slice) items, and the
+    /// warps per block that hold one when there is at most one per warp (the
+    /// last warps of each block take them first).
+    pub fn gdn_recurrence_items(&self, m: &ModelDims) -> (u32, u32) {
+        let items = m.linear_num_value_heads
+            * (m.linear_value_head_dim / self.decode.gdn_value_cols_per_warp);
+        (
+            items,
+            items
+                .div_ceil(self.grid_blocks())
+                .min(self.warps_per_block()),
+        )
+    }
+
     /// `gdn_out: with_recurrence` only: a stage for one recurrence item's
     /// transposed out_proj rows (its value columns x hidden bf16) in each warp
     /// that holds a recurrence item (the last warps of every block), 128-byte
@@ -1329,12 +1342,11 @@ impl Schedule {
     pub fn gdn_out_stage_smem(&self, dims: Option<&ModelDims>) -> u32 {
         match (self.decode.gdn_out, dims) {
             (GdnOutMode::WithRecurrence, Some(m)) => {
-                let cols = self.decode.gdn_value_cols_per_warp;
-                let items = m.linear_num_value_heads * (m.linear_value_head_dim / cols);
-                let warps = items
-                    .div_ceil(self.grid_blocks())
-                    .min(self.warps_per_block());
-                128 + warps * cols * m.hidden_size.div_ceil(256) * 512
+                let (_, warps) = self.gdn_recurrence_items(m);
+                128 + warps
+                    * self.decode.gdn_value_cols_per_warp
+                    * m.hidden_size.div_ceil(256)
+                    * 512
             }
             _ => 0,
         }

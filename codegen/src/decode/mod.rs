@@ -541,17 +541,6 @@ fn gdn_out_fused(s: &Schedule) -> bool {
     s.decode.gdn_out == GdnOutMode::WithRecurrence
 }
 
-/// Recurrence items, and the warps per block that hold one (the last warps
-/// of each block take them first).
-fn gdn_rec_items_and_warps(cfg: &Qwen35Config, s: &Schedule) -> (u32, u32) {
-    let items = (cfg.linear_num_value_heads * cfg.linear_value_head_dim) as u32
-        / s.decode.gdn_value_cols_per_warp;
-    (
-        items,
-        items.div_ceil(s.grid_blocks()).min(s.warps_per_block()),
-    )
-}
-
 /// One recurrence warp's stage for its item's transposed out_proj rows
 /// (value columns x HIDDEN bf16, in 16-byte chunks per lane).
 fn gdn_out_stage_warp_bytes(cfg: &Qwen35Config, s: &Schedule) -> u32 {
@@ -585,7 +574,8 @@ fn smem_layout(cfg: &Qwen35Config, s: &Schedule) -> SmemLayout {
     }
     let gdn_out_stage = align(end);
     if gdn_out_fused(s) {
-        end = gdn_out_stage + gdn_rec_items_and_warps(cfg, s).1 * gdn_out_stage_warp_bytes(cfg, s);
+        end = gdn_out_stage
+            + s.gdn_recurrence_items(&crate::model_dims(cfg)).1 * gdn_out_stage_warp_bytes(cfg, s);
     }
     let slots = align(end);
     if weight_stream(s) {
@@ -845,7 +835,7 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
         )?;
     }
     if gdn_out_fused(s) {
-        let (_, warps) = gdn_rec_items_and_warps(cfg, s);
+        let (_, warps) = s.gdn_recurrence_items(&crate::model_dims(cfg));
         write_constants(
             &mut out,
             "GDN out_proj in the recurrence phase",
