@@ -73,8 +73,9 @@ fn sm90_says_132_sms_on_stdout() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("// SMs               : 132"));
     assert!(out.contains("// preset            : h100"));
-    // sm_90: attention waits on ready counters, so 24 x 5 + 1 - 6 barriers.
-    assert!(out.contains("sync points/token : 115 grid barriers"));
+    // sm_90: attention waits on ready counters and the MLP is one phase, so
+    // 24 x 4 + 1 - 6 barriers.
+    assert!(out.contains("sync points/token : 91 grid barriers"));
 }
 
 #[test]

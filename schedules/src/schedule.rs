@@ -44,7 +44,8 @@ pub enum PrefetchMode {
     /// the barrier wait and the phase prologue. A phase whose item needs more
     /// chunks loads as usual. The copies are the phase's own bytes (no extra
     /// traffic) and hold no registers (the same idea in registers spilled
-    /// and measured 1.6% slower on an H100). Not yet measured on a GPU.
+    /// and measured 1.6% slower on an H100). Measured slower on an H100
+    /// (Qwen3.5-0.8B, tg128: 971 tok/s against 1028 without; RESULTS.md).
     SharedFirstItem,
 }
 
@@ -63,7 +64,10 @@ pub enum MlpMode {
     /// float atomics. One sync point per layer fewer, the transposed copy
     /// costs `intermediate x hidden` bf16 of GPU memory per layer, and the
     /// residual's summation order (hence its last bits) varies between runs.
-    /// sm_80+ (`cp.async`). Not yet measured on a GPU.
+    /// sm_80+ (`cp.async`). The sm_90 default where it fits (H100,
+    /// Qwen3.5-0.8B, tg128: 1075 tok/s against 1028 for two phases;
+    /// RESULTS.md); [`Schedule::fitted_to_model`] returns to two phases where
+    /// the per-warp accumulators exceed the shared memory.
     FusedSplitK,
 }
 
@@ -83,7 +87,9 @@ pub enum GdnOutMode {
     /// needs every recurrence item resident at once (at most one per warp),
     /// the transposed copy (`hidden x value dim` bf16 per GDN layer), and
     /// the residual's last bits vary between runs. sm_80+ (`cp.async`), not
-    /// with the GDN ready counters or the weight rings. Not yet measured on a GPU.
+    /// with the GDN ready counters or the weight rings. Measured slower on an
+    /// H100 (Qwen3.5-0.8B, tg128: 945 tok/s against 1028; RESULTS.md): the
+    /// out_proj's bytes stream through the recurrence's 256 warps only.
     WithRecurrence,
 }
 
@@ -528,6 +534,9 @@ impl Schedule {
     /// [`Self::capped_to_model_context`], and matvec rows per warp halved
     /// until they divide every row count the decode kernel splits (a small
     /// model may have, e.g., 6 value heads where the preset wants 4 rows).
+    /// Shared-memory opt-ins that do not fit the model's widths step back:
+    /// the fused MLP to two phases (also under the weight rings, which
+    /// stream the two-phase MLP), the rings shrink or turn off.
     pub fn fitted_to_model(self, m: &ModelDims) -> Self {
         let mut s = self.capped_to_model_context(m.max_position_embeddings);
         let rows = matvec_row_counts(m);
@@ -560,6 +569,14 @@ impl Schedule {
         {
             // The conv kernel runs instead.
             s.prefill.gdn_fused_conv = false;
+        }
+        if s.decode.mlp == MlpMode::FusedSplitK
+            && (s.decode.prefetch == PrefetchMode::SharedRing
+                || s.decode_smem_estimate(Some(m)) > s.limits.shared_mem_per_block_optin)
+        {
+            // The rings stream the two-phase MLP's rows, or the per-warp
+            // accumulators of the hidden vector do not fit.
+            s.decode.mlp = MlpMode::TwoPhases;
         }
         if s.decode.prefetch == PrefetchMode::SharedRing {
             // The largest ring the shared memory leaves room for, or no ring
@@ -652,7 +669,18 @@ impl Schedule {
                     0
                 },
                 first_item_chunks_per_lane: default_first_item_chunks(),
-                mlp: MlpMode::TwoPhases,
+                // sm_90: the MLP as one split-K phase (H100, Qwen3.5-0.8B, tg128:
+                // 1074.8 / 1074.7 tok/s against 1027.7 / 1028.1 for two phases,
+                // one run; RESULTS.md). `fitted_to_model` returns to two phases
+                // where its accumulators do not fit (hidden sizes above ~2K).
+                // Other archs: not measured (and 99 KiB chips cannot hold it).
+                mlp: if sm90 {
+                    MlpMode::FusedSplitK
+                } else {
+                    MlpMode::TwoPhases
+                },
+                // Measured slower (H100, 0.8B, tg128: 945 tok/s against 1028):
+                // its out_proj runs on the 256 recurrence warps only.
                 gdn_out: GdnOutMode::SeparatePhase,
                 sample_candidates_per_block: 8,
                 sample_candidates_max: 256,
@@ -1879,12 +1907,13 @@ mod tests {
 
     #[test]
     fn fused_mlp_is_checked_and_counted() {
-        let mut s = Schedule::preset("h100").unwrap();
-        assert_eq!(s.decode.mlp, MlpMode::TwoPhases);
-        let plain = s.decode_smem_estimate(Some(&dims_08b()));
-        s.decode.mlp = MlpMode::FusedSplitK;
+        let s = Schedule::preset("h100").unwrap();
+        assert_eq!(s.decode.mlp, MlpMode::FusedSplitK, "the sm_90 default");
         s.validate(Some(&dims_08b()))
             .expect("fused_split_k validates");
+        let mut two = s.clone();
+        two.decode.mlp = MlpMode::TwoPhases;
+        let plain = two.decode_smem_estimate(Some(&dims_08b()));
         // 12 warps x (1024 f32 accumulators + 2 rows x 4 steps x 512 B of stage).
         assert_eq!(
             s.decode_smem_estimate(Some(&dims_08b())),
@@ -1898,6 +1927,7 @@ mod tests {
         assert!(e.to_string().contains("prefetch"), "{e}");
         // cp.async: sm_80 or newer.
         let mut t = Schedule::preset("rtx2080ti").unwrap();
+        assert_eq!(t.decode.mlp, MlpMode::TwoPhases);
         t.decode.mlp = MlpMode::FusedSplitK;
         let e = t.validate(None).unwrap_err();
         assert_eq!(field_of(e.clone()), "decode.mlp");
@@ -1909,11 +1939,18 @@ mod tests {
         assert!(e.to_string().contains("fused_split_k takes 98432"), "{e}");
         assert_eq!(field_of(e), "shared memory per block");
         // Patchable by name, and absent from older schedule files.
-        let p = Schedule::preset("h100")
+        let p = Schedule::preset("a100")
             .unwrap()
             .patched(r#"{"decode":{"mlp":"fused_split_k"}}"#)
             .unwrap();
         assert_eq!(p.decode.mlp, MlpMode::FusedSplitK);
+        assert_eq!(
+            s.patched(r#"{"decode":{"mlp":"two_phases"}}"#)
+                .unwrap()
+                .decode
+                .mlp,
+            MlpMode::TwoPhases
+        );
         let mut json = serde_json::to_value(Schedule::preset("h100").unwrap()).unwrap();
         json["decode"].as_object_mut().unwrap().remove("mlp");
         let back: Schedule = serde_json::from_value(json).unwrap();
@@ -1921,9 +1958,36 @@ mod tests {
     }
 
     #[test]
+    fn fused_mlp_steps_back_where_its_accumulators_do_not_fit() {
+        let h100 = Schedule::preset("h100").unwrap();
+        // 0.8B (hidden 1024): 12 x 8 KiB fits next to the working space.
+        let f = h100.clone().fitted_to_model(&dims_08b());
+        assert_eq!(f.decode.mlp, MlpMode::FusedSplitK);
+        // 27B-like (hidden 5120): 12 x 40 KiB does not; the unfitted schedule
+        // is refused naming the opt-in, the fitted one runs two phases.
+        let mut big = dims_08b();
+        big.hidden_size = 5120;
+        big.intermediate_size = 17_408;
+        let e = h100.validate(Some(&big)).unwrap_err();
+        assert!(e.to_string().contains("fused_split_k takes"), "{e}");
+        let f = h100.clone().fitted_to_model(&big);
+        assert_eq!(f.decode.mlp, MlpMode::TwoPhases);
+        f.validate(Some(&big)).expect("two-phase MLP validates");
+        // Asking for the weight rings: they stream the two-phase MLP.
+        let ring = h100
+            .patched(r#"{"decode":{"prefetch":"shared_ring"}}"#)
+            .unwrap()
+            .fitted_to_model(&dims_08b());
+        assert_eq!(ring.decode.mlp, MlpMode::TwoPhases);
+        assert_eq!(ring.decode.prefetch, PrefetchMode::SharedRing);
+        ring.validate(Some(&dims_08b())).expect("rings validate");
+    }
+
+    #[test]
     fn gdn_out_with_recurrence_is_checked_and_counted() {
         let mut s = Schedule::preset("h100").unwrap();
         assert_eq!(s.decode.gdn_out, GdnOutMode::SeparatePhase);
+        s.decode.mlp = MlpMode::TwoPhases; // this opt-in alone
         let plain = s.decode_smem_estimate(Some(&dims_08b()));
         s.decode.gdn_out = GdnOutMode::WithRecurrence;
         s.validate(Some(&dims_08b()))
@@ -1971,6 +2035,7 @@ mod tests {
         assert_eq!(h100.decode.prefetch, PrefetchMode::None);
         assert_eq!(h100.decode.ring_bytes_per_warp, RING_BYTES_PER_WARP_SM90);
         h100.decode.prefetch = PrefetchMode::SharedRing;
+        h100.decode.mlp = MlpMode::TwoPhases; // what fitting picks with rings
         // 0.8B: 12 rings of 16 KiB fit next to the working space.
         let f = h100.clone().fitted_to_model(&dims_08b());
         assert_eq!(f.decode, h100.decode);
@@ -2062,6 +2127,7 @@ mod tests {
             "decode.gdn_value_cols_per_warp"
         );
         let mut s = Schedule::preset("h100").unwrap();
+        s.decode.mlp = MlpMode::TwoPhases; // its stages would not fit 8 rows
         s.decode.matvec_rows_per_warp = 8;
         let mut m = dims_08b();
         m.linear_num_value_heads = 12;

@@ -1357,12 +1357,15 @@ mod tests {
         assert!(k.source.contains("sync points/token : 121 grid barriers"));
         assert!(!k.source.contains("SYNC_"), "unreplaced sync marker");
         assert!(!k.source.contains("#include"));
-        // sm_90: attention waits on ready counters, one barrier less per attention layer.
+        // sm_90: attention waits on ready counters, one barrier less per
+        // attention layer, and the MLP is one phase, one less per layer.
         let s = Schedule::preset("h100").unwrap();
-        assert!(attn_head_counters(&s) && !gdn_head_counters(&s));
-        assert_eq!(sync_points_per_token(&c, &s), 18 * 5 + 6 * 4 + 1);
+        assert!(attn_head_counters(&s) && !gdn_head_counters(&s) && fused_mlp(&s));
+        assert_eq!(sync_points_per_token(&c, &s), 18 * 4 + 6 * 3 + 1);
         let k = generate_decode(&c, &s).unwrap();
-        assert!(k.source.contains("sync points/token : 115 grid barriers"));
+        assert!(k.source.contains("sync points/token : 91 grid barriers"));
+        let two = h100_two_phase_mlp();
+        assert_eq!(sync_points_per_token(&c, &two), 18 * 5 + 6 * 4 + 1);
         assert!(!k.source.contains("SYNC_"), "unreplaced sync marker");
     }
 
@@ -1377,15 +1380,23 @@ mod tests {
 
     /// The h100 preset with every sync point a grid barrier.
     fn h100_barriers() -> Schedule {
-        let mut s = Schedule::preset("h100").unwrap();
+        let mut s = h100_two_phase_mlp();
         s.decode.barrier_per_phase = true;
+        s
+    }
+
+    /// The h100 preset with the MLP in two phases (sm_90 fuses it by
+    /// default), for tests of the other phases and opt-ins.
+    fn h100_two_phase_mlp() -> Schedule {
+        let mut s = Schedule::preset("h100").unwrap();
+        s.decode.mlp = MlpMode::TwoPhases;
         s
     }
 
     #[test]
     fn token_program_matches_sync_points_and_covers_every_weight_once() {
         let c = Qwen35Config::qwen35_0_8b();
-        let s = Schedule::preset("h100").unwrap();
+        let s = h100_two_phase_mlp();
         let prog = token_program(&c, &s);
         assert_eq!(prog.len() as u32, sync_points_per_token(&c, &s));
         assert_eq!(prog[0].name, "L0.GDN_IN");
@@ -1654,7 +1665,7 @@ mod tests {
     #[test]
     fn fused_mlp_is_one_opt_in_phase_reading_the_transposed_down_copy() {
         let c = Qwen35Config::qwen35_0_8b();
-        let mut s = Schedule::preset("h100").unwrap();
+        let mut s = h100_two_phase_mlp();
         let plain = generate_decode(&c, &s).unwrap().source;
         assert!(plain.contains("constexpr bool  MLP_FUSED               = false;"));
         assert!(!plain.contains("fused_mlp_phase") && !plain.contains("LAYER_W_DOWN_T"));
@@ -1741,7 +1752,7 @@ mod tests {
     #[test]
     fn gdn_out_with_recurrence_drops_the_out_proj_phase() {
         let c = Qwen35Config::qwen35_0_8b();
-        let mut s = Schedule::preset("h100").unwrap();
+        let mut s = h100_two_phase_mlp();
         let plain = generate_decode(&c, &s).unwrap().source;
         assert!(plain.contains("constexpr bool  GDN_OUT_FUSED           = false;"));
         assert!(
@@ -1862,7 +1873,7 @@ mod tests {
     #[test]
     fn weight_rings_only_where_the_schedule_asks() {
         let c = Qwen35Config::qwen35_0_8b();
-        let mut s = Schedule::preset("h100").unwrap();
+        let mut s = h100_two_phase_mlp();
         let plain = generate_decode(&c, &s).unwrap().source;
         assert!(
             !plain.contains("cp.async.bulk"),
