@@ -31,7 +31,7 @@ fn decode_megakernel_compiles_for_gpu_presets() {
     }
     let cfg = Qwen35Config::qwen35_0_8b();
     let (two, fused) = (MlpMode::TwoPhases, MlpMode::FusedSplitK);
-    for (preset, profile, prefetch, mlp, gdn_out) in [
+    for (preset, profile, prefetch, mlp, gdn_out, mlp_rows) in [
         ("h100", false, None, two),
         ("rtx3090", false, None, two),
         ("h100", true, None, two),
@@ -45,12 +45,15 @@ fn decode_megakernel_compiles_for_gpu_presets() {
         ("h100", false, Some(PrefetchMode::SharedFirstItem), fused),
     ]
     .into_iter()
-    .map(|(p, prof, pre, mlp)| (p, prof, pre, mlp, GdnOutMode::SeparatePhase))
+    .map(|(p, prof, pre, mlp)| (p, prof, pre, mlp, GdnOutMode::SeparatePhase, 0))
     .chain([
         // The GDN out_proj in the recurrence phase, alone and with the one-phase MLP.
-        ("h100", false, None, two, GdnOutMode::WithRecurrence),
-        ("h100", false, None, fused, GdnOutMode::WithRecurrence),
-        ("h100", true, None, fused, GdnOutMode::WithRecurrence),
+        ("h100", false, None, two, GdnOutMode::WithRecurrence, 0),
+        ("h100", false, None, fused, GdnOutMode::WithRecurrence, 0),
+        ("h100", true, None, fused, GdnOutMode::WithRecurrence, 0),
+        // MLP items of one intermediate index, in either MLP.
+        ("h100", false, None, fused, GdnOutMode::SeparatePhase, 1),
+        ("h100", false, None, two, GdnOutMode::SeparatePhase, 1),
     ]) {
         let mut sched = Schedule::preset(preset).expect("preset");
         // The opt-in profiling build (phase stamps + barrier waits), the
@@ -62,8 +65,9 @@ fn decode_megakernel_compiles_for_gpu_presets() {
         }
         sched.decode.mlp = mlp;
         sched.decode.gdn_out = gdn_out;
+        sched.decode.mlp_rows_per_warp = mlp_rows;
         let preset = format!(
-            "{preset}{}{}{}{}",
+            "{preset}{}{}{}{}{}",
             if profile { "+profile" } else { "" },
             match prefetch {
                 Some(PrefetchMode::SharedRing) => "+ring",
@@ -75,6 +79,11 @@ fn decode_megakernel_compiles_for_gpu_presets() {
                 "+gdn-out-in-recurrence"
             } else {
                 ""
+            },
+            if mlp_rows > 0 {
+                format!("+mlp-rows-{mlp_rows}")
+            } else {
+                String::new()
             }
         );
         let abi = decode_abi(&cfg, &sched);

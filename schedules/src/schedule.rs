@@ -130,6 +130,14 @@ pub struct DeviceLimits {
 pub struct DecodeSplit {
     /// Consecutive matrix rows one warp owns per work item of a matvec.
     pub matvec_rows_per_warp: u32,
+    /// Intermediate indices per work item of the MLP's gate/up phase (and
+    /// of the one-phase MLP's down rows); 0 = `matvec_rows_per_warp`
+    /// ([`Schedule::mlp_rows`]). Fewer spread the intermediate more evenly
+    /// over the grid's warps: 3,584 indices in items of 2 leave 208 of an
+    /// H100's 1,584 warps a second item, in items of 1 the busiest warp
+    /// holds 3 indices instead of 4. 1, 2, 4 or 8.
+    #[serde(default)]
+    pub mlp_rows_per_warp: u32,
     /// Bytes one lane loads per weight access (16 = `uint4`).
     pub vector_bytes: u32,
     /// GDN recurrence: value columns of one head's state that one warp
@@ -547,6 +555,13 @@ impl Schedule {
         {
             s.decode.matvec_rows_per_warp /= 2;
         }
+        while s.decode.mlp_rows_per_warp > 1
+            && !m
+                .intermediate_size
+                .is_multiple_of(s.decode.mlp_rows_per_warp)
+        {
+            s.decode.mlp_rows_per_warp /= 2;
+        }
         let (dk, dv) = (m.linear_key_head_dim, m.linear_value_head_dim);
         if s.prefill.gdn_tensor_cores
             && !gdn_tensor_core_tiles_fit(dk, dv, s.prefill.gdn_state_cols)
@@ -588,7 +603,7 @@ impl Schedule {
             let fit = (free / s.warps_per_block().max(1)) / 128 * 128;
             s.decode.ring_bytes_per_warp = s.decode.ring_bytes_per_warp.min(fit);
             if s.decode.ring_bytes_per_warp
-                < ring_item_bytes_bound(m, s.decode.matvec_rows_per_warp)
+                < ring_item_bytes_bound(m, s.decode.matvec_rows_per_warp.max(s.mlp_rows()))
             {
                 s.decode.prefetch = PrefetchMode::None;
                 s.decode.ring_bytes_per_warp = 0;
@@ -626,6 +641,7 @@ impl Schedule {
                 // 4 would be ~2% faster on H100 (825-832 vs 808-811 tok/s,
                 // Qwen3.5-0.8B) but spills registers (40 B) in the megakernel.
                 matvec_rows_per_warp: 2,
+                mlp_rows_per_warp: 0,
                 vector_bytes: 16,
                 gdn_value_cols_per_warp: 8,
                 // Short chunks keep each item to one round of K and V loads;
@@ -861,6 +877,13 @@ impl Schedule {
                 "decode.matvec_rows_per_warp",
                 d.matvec_rows_per_warp,
                 "one of 1, 2, 4, 8",
+            ));
+        }
+        if !matches!(d.mlp_rows_per_warp, 0 | 1 | 2 | 4 | 8) {
+            return Err(Self::invalid(
+                "decode.mlp_rows_per_warp",
+                d.mlp_rows_per_warp,
+                "one of 0 (as matvec_rows_per_warp), 1, 2, 4, 8",
             ));
         }
         if d.vector_bytes != 16 {
@@ -1188,7 +1211,7 @@ impl Schedule {
         }
         if let Some(m) = dims {
             self.validate_dims(m)?;
-            let need = ring_item_bytes_bound(m, d.matvec_rows_per_warp);
+            let need = ring_item_bytes_bound(m, d.matvec_rows_per_warp.max(self.mlp_rows()));
             if d.prefetch == PrefetchMode::SharedRing && d.ring_bytes_per_warp < need {
                 return Err(Self::invalid(
                     "decode.ring_bytes_per_warp",
@@ -1211,6 +1234,13 @@ impl Schedule {
                     format!("must divide {what} = {rows}"),
                 ));
             }
+        }
+        if !m.intermediate_size.is_multiple_of(self.mlp_rows()) {
+            return Err(Self::invalid(
+                "decode.mlp_rows_per_warp",
+                self.mlp_rows(),
+                format!("must divide intermediate_size = {}", m.intermediate_size),
+            ));
         }
         for (what, k) in [
             ("hidden_size", m.hidden_size),
@@ -1315,6 +1345,15 @@ impl Schedule {
     /// working space plus, with `SharedRing`, the weight rings.
     /// One warp's first-item slot (`prefetch: shared_first_item`): 32 lanes
     /// x 16 bytes per chunk.
+    /// Intermediate indices per MLP work item (`decode.mlp_rows_per_warp`,
+    /// or `matvec_rows_per_warp` where that is 0).
+    pub fn mlp_rows(&self) -> u32 {
+        match self.decode.mlp_rows_per_warp {
+            0 => self.decode.matvec_rows_per_warp,
+            r => r,
+        }
+    }
+
     pub fn first_item_slot_bytes(&self) -> u32 {
         self.decode.first_item_chunks_per_lane * 32 * 16
     }
@@ -1341,8 +1380,7 @@ impl Schedule {
     pub fn fused_mlp_smem(&self, dims: Option<&ModelDims>) -> u32 {
         match (self.decode.mlp, dims) {
             (MlpMode::FusedSplitK, Some(m)) => {
-                let stage =
-                    self.decode.matvec_rows_per_warp * (m.hidden_size / 8).div_ceil(32) * 512;
+                let stage = self.mlp_rows() * (m.hidden_size / 8).div_ceil(32) * 512;
                 128 + self.warps_per_block() * (m.hidden_size * 4 + stage)
             }
             _ => 0,
@@ -1981,6 +2019,46 @@ mod tests {
         assert_eq!(ring.decode.mlp, MlpMode::TwoPhases);
         assert_eq!(ring.decode.prefetch, PrefetchMode::SharedRing);
         ring.validate(Some(&dims_08b())).expect("rings validate");
+    }
+
+    #[test]
+    fn mlp_rows_default_to_the_matvec_rows_and_are_checked() {
+        let s = Schedule::preset("h100").unwrap();
+        assert_eq!((s.decode.mlp_rows_per_warp, s.mlp_rows()), (0, 2));
+        // Absent from older schedule files: 0.
+        let mut json = serde_json::to_value(&s).unwrap();
+        json["decode"]
+            .as_object_mut()
+            .unwrap()
+            .remove("mlp_rows_per_warp");
+        let back: Schedule = serde_json::from_value(json).unwrap();
+        assert_eq!(back.decode.mlp_rows_per_warp, 0);
+        let one = s.patched(r#"{"decode":{"mlp_rows_per_warp":1}}"#).unwrap();
+        assert_eq!(one.mlp_rows(), 1);
+        one.validate(Some(&dims_08b())).expect("1 row validates");
+        // The fused MLP's stage holds one item's down rows: half as many.
+        assert_eq!(
+            s.fused_mlp_smem(Some(&dims_08b())) - one.fused_mlp_smem(Some(&dims_08b())),
+            12 * 2048
+        );
+        let mut bad = s.clone();
+        bad.decode.mlp_rows_per_warp = 3;
+        assert_eq!(
+            field_of(bad.validate(None).unwrap_err()),
+            "decode.mlp_rows_per_warp"
+        );
+        // It must divide the intermediate size; fitting halves it until it does.
+        let mut m = dims_08b();
+        m.intermediate_size = 3582; // 2 x 1791
+        let mut eight = s.clone();
+        eight.decode.mlp = MlpMode::TwoPhases; // 8 rows' stages would not fit
+        eight.decode.mlp_rows_per_warp = 8;
+        assert_eq!(
+            field_of(eight.validate(Some(&m)).unwrap_err()),
+            "decode.mlp_rows_per_warp"
+        );
+        assert_eq!(eight.clone().fitted_to_model(&m).mlp_rows(), 2);
+        assert_eq!(eight.fitted_to_model(&dims_08b()).mlp_rows(), 8);
     }
 
     #[test]

@@ -80,11 +80,11 @@ __device__ __forceinline__ auto mlp_up_rows(const void* const* Wt, int wb) {
     const u16* gate = WPTR(u16, wb + W_MLP_GATE);
     const u16* up = WPTR(u16, wb + W_MLP_UP);
     return [=](int item, int r) -> const u16* {
-        return r < MV_R ? gate + (size_t)(item * MV_R + r) * HIDDEN
-                        : up + (size_t)(item * MV_R + r - MV_R) * HIDDEN;
+        return r < MLP_R ? gate + (size_t)(item * MLP_R + r) * HIDDEN
+                         : up + (size_t)(item * MLP_R + r - MLP_R) * HIDDEN;
     };
 }
-constexpr int MLP_UP_ITEMS = INTER / MV_R;
+constexpr int MLP_UP_ITEMS = INTER / MLP_R;
 constexpr int HIDDEN_ITEMS = HIDDEN / MV_R;
 
 // Out-projection epilogue: the row's residual loads before the dot product
@@ -144,9 +144,9 @@ __device__ void layer_input_norm(const Bufs& B, const void* const* Wt, int layer
 pub const MLP_TWO_PHASES: &str = r#"// MLP: post-attention norm, gate/up (SwiGLU fused), down (+ residual).
 __device__ void mlp_block(const Bufs& B, const void* const* Wt, int layer, int wb, float* xs, float* red, bool want_lm) {
     rms_norm_to_smem<HIDDEN>(xs, B.resid, WPTR(float, wb + W_LN_POST), red);
-    matvec_phase<2 * MV_R, HIDDEN, KS_MLP_UP, MV_R>(MLP_UP_ITEMS, xs, red, mlp_up_rows(Wt, wb),
-        [&](int item, int r, const float (&acc)[2 * MV_R]) {
-            B.mlp_h[item * MV_R + r] = silu_f(pick(acc, r)) * pick(acc, r + MV_R);
+    matvec_phase<2 * MLP_R, HIDDEN, KS_MLP_UP, MLP_R>(MLP_UP_ITEMS, xs, red, mlp_up_rows(Wt, wb),
+        [&](int item, int r, const float (&acc)[2 * MLP_R]) {
+            B.mlp_h[item * MLP_R + r] = silu_f(pick(acc, r)) * pick(acc, r + MLP_R);
         });
     matvec_phase_ahead<MV_R, INTER, KS_MLP_DOWN>(HIDDEN_ITEMS, plain_rows<INTER>(WPTR(u16, wb + W_MLP_DOWN)));
     SYNC_MLP_UP
@@ -166,7 +166,7 @@ pub const MLP_FUSED: &str = r#"// MLP in one phase: post-attention norm of the m
 // blocks add their shares into resid (fused_mlp_phase).
 __device__ void mlp_block(const Bufs& B, const void* const* Wt, int layer, int wb, float* xs, float* red, bool want_lm) {
     rms_norm_to_smem<HIDDEN>(xs, B.resid + HIDDEN, WPTR(float, wb + W_LN_POST), red);
-    fused_mlp_phase<MV_R, KS_MLP_UP>(MLP_UP_ITEMS, xs, red, mlp_up_rows(Wt, wb), WPTR(u16, LAYER_W_DOWN_T[layer]), B.resid);
+    fused_mlp_phase<MLP_R, KS_MLP_UP>(MLP_UP_ITEMS, xs, red, mlp_up_rows(Wt, wb), WPTR(u16, LAYER_W_DOWN_T[layer]), B.resid);
     if (PREFETCH || FIRST_ITEM_SMEM) prefetch_layer_entry(Wt, layer + 1, want_lm);
     SYNC_MLP
 }
@@ -298,7 +298,7 @@ pub const GDN_OUT_SEPARATE: &str = r#"    // Phase 2: recurrence over (v-head, v
     gated_rms_norm_to_smem<PROLOGUE_BATCHED>(xs, B.gdn_o, B.z, WPTR(float, wb + W_GDN_NORM));
     matvec_phase_pre<MV_R, VALUE_DIM, KS_GDN_OUT, MV_R>(HIDDEN_ITEMS, xs, red, plain_rows<VALUE_DIM>(WPTR(u16, wb + W_GDN_OUT)),
         resid_load(B), resid_add(B));
-    matvec_phase_ahead<2 * MV_R, HIDDEN, KS_MLP_UP>(MLP_UP_ITEMS, mlp_up_rows(Wt, wb));
+    matvec_phase_ahead<2 * MLP_R, HIDDEN, KS_MLP_UP>(MLP_UP_ITEMS, mlp_up_rows(Wt, wb));
     SYNC_GDN_OUT
     mlp_block(B, Wt, layer, wb, xs, red, want_lm);
 }
@@ -313,7 +313,7 @@ pub const GDN_OUT_WITH_RECURRENCE: &str = r#"    // Phase 2: recurrence over (v-
     gated_delta_rule_out_step(B.qkv, B.beta, B.g, B.gdn_state + (size_t)slot * GDN_HV * GDN_DK * GDN_DV, B.z,
                               WPTR(float, wb + W_GDN_NORM), WPTR(u16, LAYER_W_GDN_OUT_T[layer]), B.resid,
                               xs + HIDDEN + (threadIdx.x >> 5) * 2 * GDN_DK, ready + GDN_HK * READY_STRIDE);
-    matvec_phase_ahead<2 * MV_R, HIDDEN, KS_MLP_UP>(MLP_UP_ITEMS, mlp_up_rows(Wt, wb));
+    matvec_phase_ahead<2 * MLP_R, HIDDEN, KS_MLP_UP>(MLP_UP_ITEMS, mlp_up_rows(Wt, wb));
     SYNC_GDN_REC_OUT
     reset_head_sums(ready + GDN_HK * READY_STRIDE);
     mlp_block(B, Wt, layer, wb, xs, red, want_lm);
@@ -355,7 +355,7 @@ pub const ATTN_LAYER: &str = r#"__device__ void attn_layer(const Bufs& B, const 
     load_vec_to_smem<ATT_OUT_DIM>(xs, B.att_out);
     matvec_phase_pre<MV_R, ATT_OUT_DIM, KS_ATT_O, MV_R>(HIDDEN_ITEMS, xs, red, plain_rows<ATT_OUT_DIM>(WPTR(u16, wb + W_ATT_O)),
         resid_load(B), resid_add(B));
-    matvec_phase_ahead<2 * MV_R, HIDDEN, KS_MLP_UP>(MLP_UP_ITEMS, mlp_up_rows(Wt, wb));
+    matvec_phase_ahead<2 * MLP_R, HIDDEN, KS_MLP_UP>(MLP_UP_ITEMS, mlp_up_rows(Wt, wb));
     SYNC_ATT_OUT
     mlp_block(B, Wt, layer, wb, xs, red, want_lm);
 }
@@ -398,7 +398,7 @@ __device__ __noinline__ bool ws_issue_next(WarpStream& s) {
                      : ws_try_issue<MV_R, VALUE_DIM, KS_GDN_OUT>(s, HIDDEN_ITEMS, plain_rows<VALUE_DIM>(WPTR(u16, wb + W_GDN_OUT)));
             break;
         case 2:  // MLP_UP
-            r = ws_try_issue<2 * MV_R, HIDDEN, KS_MLP_UP>(s, MLP_UP_ITEMS, mlp_up_rows(Wt, wb));
+            r = ws_try_issue<2 * MLP_R, HIDDEN, KS_MLP_UP>(s, MLP_UP_ITEMS, mlp_up_rows(Wt, wb));
             break;
         default:  // MLP_DOWN
             r = ws_try_issue<MV_R, INTER, KS_MLP_DOWN>(s, HIDDEN_ITEMS, plain_rows<INTER>(WPTR(u16, wb + W_MLP_DOWN)));

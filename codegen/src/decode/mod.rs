@@ -106,7 +106,7 @@ fn splits(cfg: &Qwen35Config, s: &Schedule) -> Splits {
         ks_gdn_out: ksplit_for(hidden_items, s),
         ks_att_qkv: ksplit_for(att_qkv, s),
         ks_att_o: ksplit_for(hidden_items, s),
-        ks_mlp_up: ksplit_for(cfg.intermediate_size as u64 / r, s),
+        ks_mlp_up: ksplit_for(cfg.intermediate_size as u64 / s.mlp_rows() as u64, s),
         ks_mlp_down: ksplit_for(hidden_items, s),
     }
 }
@@ -220,7 +220,11 @@ pub fn layer_program(cfg: &Qwen35Config, s: &Schedule, ty: LayerType) -> Vec<Pha
     let mlp_up = Phase {
         marker: "MLP_UP",
         what: "norm + gate/up, SwiGLU".into(),
-        split: mv(cfg.intermediate_size as u64, sp.ks_mlp_up),
+        split: {
+            let r = s.mlp_rows() as u64;
+            let (items, ks) = (cfg.intermediate_size as u64 / r, sp.ks_mlp_up);
+            format!("{items} items of {r} intermediate indices, {ks} warp(s)/item")
+        },
         sync_after: SyncPoint::GridBarrier,
         weights: vec![
             "post_attention_layernorm.weight",
@@ -532,7 +536,7 @@ fn fused_mlp(s: &Schedule) -> bool {
 fn fused_mlp_warp_bytes(cfg: &Qwen35Config, s: &Schedule) -> (u32, u32) {
     let sp = splits(cfg, s);
     let iters = (cfg.hidden_size as u32 / 8).div_ceil(32 * sp.ks_mlp_up);
-    (cfg.hidden_size as u32 * 4, sp.r as u32 * iters * 512)
+    (cfg.hidden_size as u32 * 4, s.mlp_rows() * iters * 512)
 }
 
 /// Whether the GDN out_proj runs in the recurrence phase
@@ -608,7 +612,7 @@ pub fn largest_ring_item_bytes(cfg: &Qwen35Config, s: &Schedule) -> u32 {
         r * slice(cfg.linear_value_dim() as u64, sp.ks_gdn_out),
         r * slice(cfg.hidden_size as u64, sp.ks_att_qkv),
         r * slice(cfg.attn_out_dim() as u64, sp.ks_att_o),
-        2 * r * slice(cfg.hidden_size as u64, sp.ks_mlp_up),
+        2 * s.mlp_rows() * slice(cfg.hidden_size as u64, sp.ks_mlp_up),
         r * slice(cfg.intermediate_size as u64, sp.ks_mlp_down),
     ]
     .into_iter()
@@ -672,6 +676,11 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
                 "MV_R",
                 s.decode.matvec_rows_per_warp,
                 "matvec rows per work item",
+            ),
+            Constant::int(
+                "MLP_R",
+                s.mlp_rows(),
+                "intermediate indices per MLP work item",
             ),
             Constant::int(
                 "KS_GDN_IN",
@@ -829,7 +838,7 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
                 Constant::int(
                     "MLP_STAGE_WARP_BYTES",
                     stage,
-                    "bytes of one warp's stage (MV_R rows, this warp's K share)",
+                    "bytes of one warp's stage (MLP_R rows, this warp's K share)",
                 ),
             ],
         )?;
@@ -1643,7 +1652,7 @@ mod tests {
         // fill; its down rows go through the phase's own stage.
         let mlp = kernel_body::MLP_FUSED;
         assert!(mlp.contains(
-            "fused_mlp_phase<MV_R, KS_MLP_UP>(MLP_UP_ITEMS, xs, red, mlp_up_rows(Wt, wb),"
+            "fused_mlp_phase<MLP_R, KS_MLP_UP>(MLP_UP_ITEMS, xs, red, mlp_up_rows(Wt, wb),"
         ));
         assert!(
             blocks::fused_mlp::FUSED_MLP.contains("using GU = MatvecSteps<2 * R, HIDDEN, KSPLIT>;")
@@ -1652,7 +1661,7 @@ mod tests {
             let calls = matvec_calls(layer_program_fn(layer));
             assert_eq!(
                 calls.last(),
-                Some(&("ahead", "2 * MV_R, HIDDEN, KS_MLP_UP".to_string())),
+                Some(&("ahead", "2 * MLP_R, HIDDEN, KS_MLP_UP".to_string())),
                 "{layer}"
             );
         }
@@ -1750,6 +1759,38 @@ mod tests {
     }
 
     #[test]
+    fn mlp_items_take_their_own_row_count() {
+        let c = Qwen35Config::qwen35_0_8b();
+        let mut s = Schedule::preset("h100").unwrap();
+        let two = generate_decode(&c, &s).unwrap().source;
+        assert!(two.contains("constexpr int   MLP_R                   = 2;"));
+        s.decode.mlp_rows_per_warp = 1;
+        let k = generate_decode(&c, &s).unwrap().source;
+        assert!(k.contains("constexpr int   MLP_R                   = 1;"));
+        assert!(k.contains("constexpr int   MV_R                    = 2;"));
+        assert!(k.contains("3584 items of 1 intermediate indices, 1 warp(s)/item"));
+        // The stage holds one down row per warp; the other phases keep 2 rows.
+        assert!(k.contains("MLP_STAGE_WARP_BYTES = 2048;"));
+        assert!(k.contains("fused_mlp_phase<MLP_R, KS_MLP_UP>(MLP_UP_ITEMS"));
+        let prog = token_program(&c, &s);
+        assert_eq!(prog.len() as u32, sync_points_per_token(&c, &s));
+        let abi = decode_abi(&c, &s);
+        let seen = reads_per_slot(&prog, abi.weights.len());
+        assert_eq!(
+            seen.iter().filter(|&&n| n == 1).count(),
+            abi.weights.len() - 24,
+            "every weight once but the row-major down copies"
+        );
+        // Two phases: the gate/up items and the SwiGLU epilogue take MLP_R.
+        s.decode.mlp = MlpMode::TwoPhases;
+        let k = generate_decode(&c, &s).unwrap().source;
+        assert!(k.contains("matvec_phase<2 * MLP_R, HIDDEN, KS_MLP_UP, MLP_R>(MLP_UP_ITEMS"));
+        assert!(
+            k.contains("B.mlp_h[item * MLP_R + r] = silu_f(pick(acc, r)) * pick(acc, r + MLP_R);")
+        );
+    }
+
+    #[test]
     fn gdn_out_with_recurrence_drops_the_out_proj_phase() {
         let c = Qwen35Config::qwen35_0_8b();
         let mut s = h100_two_phase_mlp();
@@ -1823,7 +1864,10 @@ mod tests {
         // The recurrence phase hands over to the MLP's first items like the
         // separate out_proj phase did.
         let tail = matvec_calls(kernel_body::GDN_OUT_WITH_RECURRENCE);
-        assert_eq!(tail, [("ahead", "2 * MV_R, HIDDEN, KS_MLP_UP".to_string())]);
+        assert_eq!(
+            tail,
+            [("ahead", "2 * MLP_R, HIDDEN, KS_MLP_UP".to_string())]
+        );
         // With the one-phase MLP both copies of the residual get the shares,
         // and the copy starts from the layer input.
         s.decode.mlp = MlpMode::FusedSplitK;
