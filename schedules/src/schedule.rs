@@ -135,7 +135,8 @@ pub struct DecodeSplit {
     /// ([`Schedule::mlp_rows`]). Fewer spread the intermediate more evenly
     /// over the grid's warps: 3,584 indices in items of 2 leave 208 of an
     /// H100's 1,584 warps a second item, in items of 1 the busiest warp
-    /// holds 3 indices instead of 4. 1, 2, 4 or 8.
+    /// holds 3 indices instead of 4 (the sm_90 presets' 1: 1% faster in
+    /// tg128 on an H100, RESULTS.md). 1, 2, 4 or 8.
     #[serde(default)]
     pub mlp_rows_per_warp: u32,
     /// Bytes one lane loads per weight access (16 = `uint4`).
@@ -544,7 +545,8 @@ impl Schedule {
     /// model may have, e.g., 6 value heads where the preset wants 4 rows).
     /// Shared-memory opt-ins that do not fit the model's widths step back:
     /// the fused MLP to two phases (also under the weight rings, which
-    /// stream the two-phase MLP), the rings shrink or turn off.
+    /// stream the two-phase MLP; its items then take the matvec rows), the
+    /// rings shrink or turn off.
     pub fn fitted_to_model(self, m: &ModelDims) -> Self {
         let mut s = self.capped_to_model_context(m.max_position_embeddings);
         let rows = matvec_row_counts(m);
@@ -590,8 +592,10 @@ impl Schedule {
                 || s.decode_smem_estimate(Some(m)) > s.limits.shared_mem_per_block_optin)
         {
             // The rings stream the two-phase MLP's rows, or the per-warp
-            // accumulators of the hidden vector do not fit.
+            // accumulators of the hidden vector do not fit. The item size
+            // was chosen for the one phase: back to the matvec rows.
             s.decode.mlp = MlpMode::TwoPhases;
+            s.decode.mlp_rows_per_warp = 0;
         }
         if s.decode.prefetch == PrefetchMode::SharedRing {
             // The largest ring the shared memory leaves room for, or no ring
@@ -641,7 +645,10 @@ impl Schedule {
                 // 4 would be ~2% faster on H100 (825-832 vs 808-811 tok/s,
                 // Qwen3.5-0.8B) but spills registers (40 B) in the megakernel.
                 matvec_rows_per_warp: 2,
-                mlp_rows_per_warp: 0,
+                // sm_90's one-phase MLP in items of one intermediate index
+                // (H100, 0.8B, tg128: 1,084.6 / 1,085.0 / 1,085.2 tok/s against
+                // 1,074.8 / 1,074.1 / 1,074.9 with 2, one run; RESULTS.md).
+                mlp_rows_per_warp: if sm90 { 1 } else { 0 },
                 vector_bytes: 16,
                 gdn_value_cols_per_warp: 8,
                 // Short chunks keep each item to one round of K and V loads;
@@ -1952,10 +1959,11 @@ mod tests {
         let mut two = s.clone();
         two.decode.mlp = MlpMode::TwoPhases;
         let plain = two.decode_smem_estimate(Some(&dims_08b()));
-        // 12 warps x (1024 f32 accumulators + 2 rows x 4 steps x 512 B of stage).
+        // 12 warps x (1024 f32 accumulators + 1 row x 4 steps x 512 B of stage).
+        assert_eq!(s.mlp_rows(), 1);
         assert_eq!(
             s.decode_smem_estimate(Some(&dims_08b())),
-            plain + 128 + 12 * (4096 + 4096)
+            plain + 128 + 12 * (4096 + 2048)
         );
         // Not with the weight rings (they stream the two-phase MLP's rows).
         let mut ring = s.clone();
@@ -2010,6 +2018,11 @@ mod tests {
         assert!(e.to_string().contains("fused_split_k takes"), "{e}");
         let f = h100.clone().fitted_to_model(&big);
         assert_eq!(f.decode.mlp, MlpMode::TwoPhases);
+        assert_eq!(
+            f.mlp_rows(),
+            f.decode.matvec_rows_per_warp,
+            "items as the matvecs'"
+        );
         f.validate(Some(&big)).expect("two-phase MLP validates");
         // Asking for the weight rings: they stream the two-phase MLP.
         let ring = h100
@@ -2023,8 +2036,15 @@ mod tests {
 
     #[test]
     fn mlp_rows_default_to_the_matvec_rows_and_are_checked() {
-        let s = Schedule::preset("h100").unwrap();
+        // sm_90 presets: 1 (for the one-phase MLP); others follow the matvec rows.
+        let h100 = Schedule::preset("h100").unwrap();
+        assert_eq!(h100.mlp_rows(), 1);
+        let s = h100
+            .patched(r#"{"decode":{"mlp_rows_per_warp":0}}"#)
+            .unwrap();
         assert_eq!((s.decode.mlp_rows_per_warp, s.mlp_rows()), (0, 2));
+        let a100 = Schedule::preset("a100").unwrap();
+        assert_eq!((a100.decode.mlp_rows_per_warp, a100.mlp_rows()), (0, 2));
         // Absent from older schedule files: 0.
         let mut json = serde_json::to_value(&s).unwrap();
         json["decode"]

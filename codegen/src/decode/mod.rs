@@ -1399,6 +1399,7 @@ mod tests {
     fn h100_two_phase_mlp() -> Schedule {
         let mut s = Schedule::preset("h100").unwrap();
         s.decode.mlp = MlpMode::TwoPhases;
+        s.decode.mlp_rows_per_warp = 0;
         s
     }
 
@@ -1762,9 +1763,12 @@ mod tests {
     fn mlp_items_take_their_own_row_count() {
         let c = Qwen35Config::qwen35_0_8b();
         let mut s = Schedule::preset("h100").unwrap();
+        s.decode.mlp_rows_per_warp = 0;
         let two = generate_decode(&c, &s).unwrap().source;
         assert!(two.contains("constexpr int   MLP_R                   = 2;"));
+        // The sm_90 default.
         s.decode.mlp_rows_per_warp = 1;
+        assert_eq!(s, Schedule::preset("h100").unwrap());
         let k = generate_decode(&c, &s).unwrap().source;
         assert!(k.contains("constexpr int   MLP_R                   = 1;"));
         assert!(k.contains("constexpr int   MV_R                    = 2;"));
