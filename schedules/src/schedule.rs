@@ -1348,10 +1348,6 @@ impl Schedule {
         Ok(())
     }
 
-    /// Dynamic shared memory the decode megakernel needs per block: the
-    /// working space plus, with `SharedRing`, the weight rings.
-    /// One warp's first-item slot (`prefetch: shared_first_item`): 32 lanes
-    /// x 16 bytes per chunk.
     /// Intermediate indices per MLP work item (`decode.mlp_rows_per_warp`,
     /// or `matvec_rows_per_warp` where that is 0).
     pub fn mlp_rows(&self) -> u32 {
@@ -1361,10 +1357,15 @@ impl Schedule {
         }
     }
 
+    /// One warp's first-item slot (`prefetch: shared_first_item`): 32 lanes
+    /// x 16 bytes per chunk.
     pub fn first_item_slot_bytes(&self) -> u32 {
         self.decode.first_item_chunks_per_lane * 32 * 16
     }
 
+    /// Dynamic shared memory the decode megakernel needs per block: the
+    /// working space, the split-K opt-ins' shares and, with `SharedRing` or
+    /// `SharedFirstItem`, the weight rings or first-item slots.
     pub fn decode_smem_estimate(&self, dims: Option<&ModelDims>) -> u32 {
         let base = self.decode_working_smem(dims)
             + self.fused_mlp_smem(dims)
@@ -2133,7 +2134,9 @@ mod tests {
         assert_eq!(h100.decode.prefetch, PrefetchMode::None);
         assert_eq!(h100.decode.ring_bytes_per_warp, RING_BYTES_PER_WARP_SM90);
         h100.decode.prefetch = PrefetchMode::SharedRing;
-        h100.decode.mlp = MlpMode::TwoPhases; // what fitting picks with rings
+        // What fitting picks with rings.
+        h100.decode.mlp = MlpMode::TwoPhases;
+        h100.decode.mlp_rows_per_warp = 0;
         // 0.8B: 12 rings of 16 KiB fit next to the working space.
         let f = h100.clone().fitted_to_model(&dims_08b());
         assert_eq!(f.decode, h100.decode);

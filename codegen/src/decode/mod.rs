@@ -223,7 +223,7 @@ pub fn layer_program(cfg: &Qwen35Config, s: &Schedule, ty: LayerType) -> Vec<Pha
         split: {
             let r = s.mlp_rows() as u64;
             let (items, ks) = (cfg.intermediate_size as u64 / r, sp.ks_mlp_up);
-            format!("{items} items of {r} intermediate indices, {ks} warp(s)/item")
+            format!("{items} items of {r} intermediate row(s), {ks} warp(s)/item")
         },
         sync_after: SyncPoint::GridBarrier,
         weights: vec![
@@ -1772,7 +1772,7 @@ mod tests {
         let k = generate_decode(&c, &s).unwrap().source;
         assert!(k.contains("constexpr int   MLP_R                   = 1;"));
         assert!(k.contains("constexpr int   MV_R                    = 2;"));
-        assert!(k.contains("3584 items of 1 intermediate indices, 1 warp(s)/item"));
+        assert!(k.contains("3584 items of 1 intermediate row(s), 1 warp(s)/item"));
         // The stage holds one down row per warp; the other phases keep 2 rows.
         assert!(k.contains("MLP_STAGE_WARP_BYTES = 2048;"));
         assert!(k.contains("fused_mlp_phase<MLP_R, KS_MLP_UP>(MLP_UP_ITEMS"));
