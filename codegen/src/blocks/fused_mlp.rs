@@ -67,22 +67,8 @@ __device__ void fused_mlp_phase(int n_items, const float* __restrict__ xs, float
 #pragma unroll
             for (int r = 0; r < 2 * R; ++r) gu[r] = 0.0f;
         }
-        if constexpr (KSPLIT > 1) {
-            // Every warp of the team needs the item's sums (each scales its own chunks).
-            if (lane == 0) {
-#pragma unroll
-                for (int r = 0; r < 2 * R; ++r) red[(team * KSPLIT + wt) * 2 * R + r] = gu[r];
-            }
-            team_sync(team, KSPLIT * 32);
-#pragma unroll
-            for (int r = 0; r < 2 * R; ++r) {
-                float s = 0.0f;
-#pragma unroll
-                for (int w = 0; w < KSPLIT; ++w) s += red[(team * KSPLIT + w) * 2 * R + r];
-                gu[r] = s;
-            }
-            team_sync(team, KSPLIT * 32);
-        }
+        // Every warp of the team needs the item's sums (each scales its own chunks).
+        if constexpr (KSPLIT > 1) team_reduce<2 * R, KSPLIT, true>(red, team, wt, gu);
         if (!valid) continue;
         float act[R];
 #pragma unroll

@@ -117,6 +117,27 @@ __device__ __forceinline__ float pick(const float (&acc)[R], int i) {
     return v;
 }
 
+// The sums of a team's KSPLIT partial results (one per warp, through red),
+// in acc of the team's first warp or, with TO_ALL, of every warp of it.
+template <int R, int KSPLIT, bool TO_ALL>
+__device__ __forceinline__ void team_reduce(float* red, int team, int wt, float (&acc)[R]) {
+    if ((threadIdx.x & 31) == 0) {
+#pragma unroll
+        for (int r = 0; r < R; ++r) red[(team * KSPLIT + wt) * R + r] = acc[r];
+    }
+    team_sync(team, KSPLIT * 32);
+    if (TO_ALL || wt == 0) {
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            float s = 0.0f;
+#pragma unroll
+            for (int w = 0; w < KSPLIT; ++w) s += red[(team * KSPLIT + w) * R + r];
+            acc[r] = s;
+        }
+    }
+    team_sync(team, KSPLIT * 32);
+}
+
 // One matvec phase. row_ptr(item, r) -> const u16* of row r of the item;
 // on lanes 0..EPI_LANES-1, pre(item, lane) runs before the item's dot
 // products (to issue the epilogue's own loads early) and epi(item, lane,
@@ -156,21 +177,7 @@ __device__ __forceinline__ void matvec_phase_pre(int n_items, const float* __res
             for (int r = 0; r < R; ++r) acc[r] = 0.0f;
         }
         if constexpr (KSPLIT > 1) {
-            if (lane == 0) {
-#pragma unroll
-                for (int r = 0; r < R; ++r) red[(team * KSPLIT + wt) * R + r] = acc[r];
-            }
-            team_sync(team, KSPLIT * 32);
-            if (wt == 0) {
-#pragma unroll
-                for (int r = 0; r < R; ++r) {
-                    float s = 0.0f;
-#pragma unroll
-                    for (int w = 0; w < KSPLIT; ++w) s += red[(team * KSPLIT + w) * R + r];
-                    acc[r] = s;
-                }
-            }
-            team_sync(team, KSPLIT * 32);
+            team_reduce<R, KSPLIT, false>(red, team, wt, acc);
             if (wt != 0) continue;
         }
         if (valid && lane < EPI_LANES) epi(item, lane, acc, ctx);
