@@ -1417,13 +1417,16 @@ impl Schedule {
         match (self.decode.gdn_out, dims) {
             (GdnOutMode::WithRecurrence, Some(m)) => {
                 let (_, warps) = self.gdn_recurrence_items(m);
-                128 + warps
-                    * self.decode.gdn_value_cols_per_warp
-                    * m.hidden_size.div_ceil(256)
-                    * 512
+                128 + warps * self.gdn_out_stage_warp_bytes(m)
             }
             _ => 0,
         }
+    }
+
+    /// One recurrence warp's stage for its item's transposed out_proj rows
+    /// (value columns x hidden bf16, in 16-byte chunks per lane).
+    pub fn gdn_out_stage_warp_bytes(&self, m: &ModelDims) -> u32 {
+        self.decode.gdn_value_cols_per_warp * (m.hidden_size / 8).div_ceil(32) * 512
     }
 
     /// The decode megakernel's working space: the widest matvec input held

@@ -416,13 +416,13 @@ pub fn weight_slots_for(cfg: &Qwen35Config, s: &Schedule) -> (Vec<WeightSlot>, V
             transposed: true,
         })
     };
-    if s.decode.mlp == lucebox_schedules::MlpMode::FusedSplitK {
+    if super::fused_mlp(s) {
         for l in 0..cfg.num_hidden_layers {
             let name = format!("layers.{l}.mlp.down_proj.weight");
             push_transposed(name, cfg.hidden_size, cfg.intermediate_size);
         }
     }
-    if s.decode.gdn_out == lucebox_schedules::GdnOutMode::WithRecurrence {
+    if super::gdn_out_fused(s) {
         for (l, ty) in cfg.layer_types.iter().enumerate() {
             if *ty == LayerType::LinearAttention {
                 let name = format!("layers.{l}.linear_attn.out_proj.weight");
@@ -566,7 +566,7 @@ pub fn buffer_slots(cfg: &Qwen35Config, s: &Schedule) -> Vec<BufferSlot> {
             ZeroOnce,
             "u32: self-resetting last-arrival counters (LM head, attention merges) and per-head ready counters",
         ),
-        if s.decode.mlp == lucebox_schedules::MlpMode::FusedSplitK {
+        if super::fused_mlp(s) {
             (
                 "resid",
                 2 * cfg.hidden_size as u64 * f,

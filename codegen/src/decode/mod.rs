@@ -545,12 +545,6 @@ fn gdn_out_fused(s: &Schedule) -> bool {
     s.decode.gdn_out == GdnOutMode::WithRecurrence
 }
 
-/// One recurrence warp's stage for its item's transposed out_proj rows
-/// (value columns x HIDDEN bf16, in 16-byte chunks per lane).
-fn gdn_out_stage_warp_bytes(cfg: &Qwen35Config, s: &Schedule) -> u32 {
-    s.decode.gdn_value_cols_per_warp * (cfg.hidden_size as u32 / 8).div_ceil(32) * 512
-}
-
 /// The decode kernel's dynamic shared memory: the working space, then
 /// (each region 128-byte aligned, present only where the schedule asks)
 /// the fused MLP's per-warp accumulators and stages, the GDN out_proj
@@ -578,8 +572,8 @@ fn smem_layout(cfg: &Qwen35Config, s: &Schedule) -> SmemLayout {
     }
     let gdn_out_stage = align(end);
     if gdn_out_fused(s) {
-        end = gdn_out_stage
-            + s.gdn_recurrence_items(&crate::model_dims(cfg)).1 * gdn_out_stage_warp_bytes(cfg, s);
+        let m = crate::model_dims(cfg);
+        end = gdn_out_stage + s.gdn_recurrence_items(&m).1 * s.gdn_out_stage_warp_bytes(&m);
     }
     let slots = align(end);
     if weight_stream(s) {
@@ -657,6 +651,7 @@ pub fn decode_abi(cfg: &Qwen35Config, sched: &Schedule) -> DecodeAbi {
 
 fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String, CodegenError> {
     let sp = splits(cfg, s);
+    let smem = smem_layout(cfg, s);
     let sizes = abi::decode_sizes(cfg, s);
     let i = |v: usize| v as i64;
     let mut out = String::new();
@@ -763,7 +758,7 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
             ),
             Constant::int(
                 "FIRST_ITEM_OFFSET",
-                smem_layout(cfg, s).slots,
+                smem.slots,
                 "byte offset of the first-item slots in dynamic shared memory",
             ),
             Constant::bool(
@@ -808,7 +803,7 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
             &[
                 Constant::int(
                     "WS_RING_OFFSET",
-                    smem_layout(cfg, s).slots,
+                    smem.slots,
                     "bytes: the rings' place in dynamic shared memory",
                 ),
                 Constant::int(
@@ -827,12 +822,12 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
             &[
                 Constant::int(
                     "MLP_ACC_OFFSET",
-                    smem_layout(cfg, s).mlp_acc,
+                    smem.mlp_acc,
                     "bytes: per-warp f32 accumulators of the hidden outputs (HIDDEN floats each) in dynamic shared memory",
                 ),
                 Constant::int(
                     "MLP_STAGE_OFFSET",
-                    smem_layout(cfg, s).mlp_stage,
+                    smem.mlp_stage,
                     "bytes: per-warp stages of one item's transposed down rows, after the accumulators",
                 ),
                 Constant::int(
@@ -851,12 +846,12 @@ fn constants(cfg: &Qwen35Config, s: &Schedule, abi: &DecodeAbi) -> Result<String
             &[
                 Constant::int(
                     "GDN_OUT_STAGE_OFFSET",
-                    smem_layout(cfg, s).gdn_out_stage,
+                    smem.gdn_out_stage,
                     "bytes: stages of the recurrence items' transposed out_proj rows in dynamic shared memory",
                 ),
                 Constant::int(
                     "GDN_OUT_STAGE_WARP_BYTES",
-                    gdn_out_stage_warp_bytes(cfg, s),
+                    s.gdn_out_stage_warp_bytes(&crate::model_dims(cfg)),
                     "bytes of one recurrence warp's stage (GDN_COLS rows x HIDDEN bf16)",
                 ),
                 Constant::int(
